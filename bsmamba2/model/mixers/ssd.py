@@ -1,0 +1,241 @@
+"""The SSD scan of Mamba2 (Dao & Gu 2024), in plain PyTorch, at two levels plus a backend registry.
+
+Shapes (axis legend: b batch, l length, h heads, p head dim, g groups, n state size, c chunks):
+    x  (b, l, h, p)   inputs, one vector per head
+    dt (b, l, h)      step sizes, already positive (softplus applied by the caller)
+    A  (h,)           negative decay rates, one scalar per head (Mamba2's A = a·I, paper eq. 4)
+    B  (b, l, g, n)   input projections, shared by the h/g heads of a group
+    C  (b, l, g, n)   output projections
+    D  (h,) or None   skip connection
+    returns y (b, l, h, p) and, if asked, the final state (b, h, p, n)
+
+The recurrence both levels compute (OFFICIAL_SPEC §1.6, the mamba_ssm discretisation, which uses Δ·B and not
+the zero-order hold of the paper's eq. 3):
+    S_t = exp(dt_t·A)·S_{t-1} + dt_t · x_t ⊗ B_t        S: (p, n) per head, S_{-1} = initial state or 0
+    y_t = S_t · C_t + D·x_t
+
+``ssd_naive`` is the definition, one step at a time. ``ssd_chunked`` is the block decomposition of the Mamba2
+paper (intra-chunk quadratic form, per-chunk states, inter-chunk recurrence, state-to-output), any length.
+Fast fused kernels register themselves with ``register_backend`` and are chosen explicitly by name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+
+class SSDFn(Protocol):
+    def __call__(
+        self,
+        x: Tensor,
+        dt: Tensor,
+        A: Tensor,
+        B: Tensor,
+        C: Tensor,
+        D: Tensor | None = None,
+        *,
+        chunk_size: int = 256,
+        initial_state: Tensor | None = None,
+        return_final_state: bool = False,
+    ) -> Tensor | tuple[Tensor, Tensor]: ...
+
+
+def _check(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[int, int, int, int, int, int]:
+    b, l, h, p = x.shape
+    g, n = B.shape[-2:]
+    if dt.shape != (b, l, h) or A.shape != (h,) or B.shape != (b, l, g, n) or C.shape != (b, l, g, n):
+        raise ValueError(
+            f"ssd shape mismatch: x{tuple(x.shape)} dt{tuple(dt.shape)} A{tuple(A.shape)} "
+            f"B{tuple(B.shape)} C{tuple(C.shape)}"
+        )
+    if h % g:
+        raise ValueError(f"heads ({h}) must be divisible by groups ({g})")
+    return b, l, h, p, g, n
+
+
+def ssd_naive(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    *,
+    chunk_size: int = 256,
+    initial_state: Tensor | None = None,
+    return_final_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Step-by-step recurrence: the definition. O(l) sequential steps; for tests and tiny inputs."""
+    b, l, h, p, g, n = _check(x, dt, A, B, C)
+    Bh = B.repeat_interleave(h // g, dim=2)  # (b, l, h, n)
+    Ch = C.repeat_interleave(h // g, dim=2)  # (b, l, h, n)
+    S = x.new_zeros(b, h, p, n) if initial_state is None else initial_state.to(x.dtype)
+    ys = []
+    for t in range(l):
+        decay = torch.exp(dt[:, t] * A)  # (b, h)
+        S = decay[:, :, None, None] * S + (dt[:, t, :, None] * x[:, t])[..., None] * Bh[:, t, :, None, :]
+        ys.append(torch.einsum("bhpn,bhn->bhp", S, Ch[:, t]))  # (b, h, p)
+    y = torch.stack(ys, dim=1) if ys else x.new_zeros(b, 0, h, p)  # (b, l, h, p)
+    if D is not None:
+        y = y + x * D[:, None]
+    return (y, S) if return_final_state else y
+
+
+def segsum(a: Tensor) -> Tensor:
+    """Stable segment sum: out[..., i, j] = a[..., j+1] + ... + a[..., i] for j <= i, -inf above the diagonal.
+
+    a (..., T) -> (..., T, T). exp(segsum(a)) is the lower-triangular decay matrix of a scalar recurrence.
+    Built by masked cumulative sums rather than cumsum differences, which lose precision (Mamba2 paper §6).
+    """
+    T = a.shape[-1]
+    a = a[..., None].expand(*a.shape, T)  # (..., T, T): a[..., i, j] = a_i
+    strict = torch.ones(T, T, dtype=torch.bool, device=a.device).tril(-1)
+    a = a.masked_fill(~strict, 0.0)
+    out = torch.cumsum(a, dim=-2)
+    return out.masked_fill(~strict.logical_or(torch.eye(T, dtype=torch.bool, device=a.device)), -torch.inf)
+
+
+def ssd_chunked(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    *,
+    chunk_size: int = 256,
+    initial_state: Tensor | None = None,
+    return_final_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Chunked SSD (the Mamba2 paper's block decomposition) for any length.
+
+    The sequence is zero-padded to a multiple of ``chunk_size``; padded steps have dt = 0, so they neither
+    decay nor feed the state, and the final state is the state after the last real step.
+    """
+    b, l, h, p, g, n = _check(x, dt, A, B, C)
+    hg = h // g
+    cs = max(1, min(chunk_size, l)) if l else 1
+    pad = (-l) % cs
+    if pad:
+        x = F.pad(x, (0, 0, 0, 0, 0, pad))
+        dt = F.pad(dt, (0, 0, 0, pad))
+        B = F.pad(B, (0, 0, 0, 0, 0, pad))
+        C = F.pad(C, (0, 0, 0, 0, 0, pad))
+    xdt = x * dt[..., None]  # (b, L, h, p): the input enters scaled by Δ
+    a = dt * A  # (b, L, h): log-decay per step, <= 0
+    # Split heads into (group, head-in-group) so B and C are never copied per head.
+    X = rearrange(xdt, "b (c s) (g k) p -> b c s g k p", s=cs, g=g)
+    Bc = rearrange(B, "b (c s) g n -> b c s g n", s=cs)
+    Cc = rearrange(C, "b (c s) g n -> b c s g n", s=cs)
+    a = rearrange(a, "b (c s) (g k) -> b g k c s", s=cs, g=g)
+    a_cum = torch.cumsum(a, dim=-1)  # (b, g, k, c, s)
+
+    # 1. intra-chunk outputs (the quadratic "attention-like" form): y_i = sum_{j<=i} C_i·B_j · decay(j->i) · X_j
+    Ldec = torch.exp(segsum(a))  # (b, g, k, c, s_i, s_j)
+    CB = torch.einsum("bcign,bcjgn->bcgij", Cc, Bc)  # (b, c, g, s_i, s_j)
+    y_diag = torch.einsum("bcgij,bgkcij,bcjgkp->bcigkp", CB, Ldec, X)
+
+    # 2. the state each chunk produces on its own (from zero): sum_j decay(j->end) · X_j ⊗ B_j
+    decay_states = torch.exp(a_cum[..., -1:] - a_cum)  # (b, g, k, c, s)
+    states = torch.einsum("bcjgn,bgkcj,bcjgkp->bcgkpn", Bc, decay_states, X)  # (b, c, g, k, p, n)
+
+    # 3. inter-chunk recurrence over chunk boundaries (a scalar decay per head and chunk)
+    if initial_state is None:
+        init = states.new_zeros(b, 1, g, hg, p, n)
+    else:
+        init = rearrange(initial_state.to(states.dtype), "b (g k) p n -> b 1 g k p n", g=g)
+    states = torch.cat([init, states], dim=1)  # (b, c+1, g, k, p, n)
+    decay_chunk = torch.exp(segsum(F.pad(a_cum[..., -1], (1, 0))))  # (b, g, k, c+1, c+1)
+    states = torch.einsum("bgkzc,bcgkpn->bzgkpn", decay_chunk, states)
+    states, final = states[:, :-1], states[:, -1]  # entering states per chunk; state after the last chunk
+
+    # 4. contribution of each chunk's entering state to its outputs
+    y_off = torch.einsum("bcign,bcgkpn,bgkci->bcigkp", Cc, states, torch.exp(a_cum))
+    y = rearrange(y_diag + y_off, "b c s g k p -> b (c s) (g k) p")[:, :l]
+    if D is not None:
+        y = y + x[:, :l] * D[:, None]
+    if return_final_state:
+        return y, rearrange(final, "b g k p n -> b (g k) p n")
+    return y
+
+
+# ---- backend registry -------------------------------------------------------------------------------------
+_BACKENDS: dict[str, Callable[..., Tensor | tuple[Tensor, Tensor]]] = {
+    "naive": ssd_naive,
+    "chunked": ssd_chunked,
+}
+# Backends that only run on CUDA tensors (a fused kernel registers itself here).
+_CUDA_ONLY: set[str] = set()
+_logged: set[tuple[str, str]] = set()
+
+
+def register_backend(name: str, fn: Callable[..., Tensor | tuple[Tensor, Tensor]], cuda_only: bool = False) -> None:
+    """Make ``fn`` (same signature as ``ssd_chunked``) selectable by name."""
+    _BACKENDS[name] = fn
+    if cuda_only:
+        _CUDA_ONLY.add(name)
+
+
+def available_backends() -> list[str]:
+    _load_optional_backends()
+    return sorted(_BACKENDS)
+
+
+def _load_optional_backends() -> None:
+    """Import optional fused kernels once; a missing dependency simply leaves them unregistered."""
+    if "triton" in _BACKENDS or getattr(_load_optional_backends, "_done", False):
+        return
+    _load_optional_backends._done = True  # type: ignore[attr-defined]
+    try:
+        import bsmamba2.model.mixers.ssd_triton  # noqa: F401  (registers "triton" on import)
+    except ImportError:
+        pass
+
+
+def resolve_backend(name: str, device: torch.device) -> str:
+    """Turn "auto" into a concrete backend for ``device`` and validate explicit choices.
+
+    auto = the fused "triton" kernel on CUDA when it is installed, else "chunked". The choice is made once per
+    (name, device type) and logged once; nothing falls back silently inside forward.
+    """
+    _load_optional_backends()
+    if name == "auto":
+        name = "triton" if device.type == "cuda" and "triton" in _BACKENDS else "chunked"
+    if name not in _BACKENDS:
+        raise ValueError(f"unknown SSD backend {name!r}; available: {', '.join(sorted(_BACKENDS))}")
+    if name in _CUDA_ONLY and device.type != "cuda":
+        raise ValueError(f"SSD backend {name!r} needs a CUDA device, got {device.type}")
+    key = (name, device.type)
+    if key not in _logged:
+        _logged.add(key)
+        log.info("SSD backend: %s on %s", name, device.type)
+    return name
+
+
+def ssd(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    *,
+    backend: str = "chunked",
+    chunk_size: int = 256,
+    initial_state: Tensor | None = None,
+    return_final_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Run the SSD scan with a named backend (see module docstring for shapes)."""
+    fn = _BACKENDS[backend]
+    return fn(
+        x, dt, A, B, C, D, chunk_size=chunk_size, initial_state=initial_state, return_final_state=return_final_state
+    )
