@@ -178,7 +178,9 @@ _CUDA_ONLY: set[str] = set()
 _logged: set[tuple[str, str]] = set()
 
 
-def register_backend(name: str, fn: Callable[..., Tensor | tuple[Tensor, Tensor]], cuda_only: bool = False) -> None:
+def register_backend(
+    name: str, fn: Callable[..., Tensor | tuple[Tensor, Tensor]], cuda_only: bool = False
+) -> None:
     """Make ``fn`` (same signature as ``ssd_chunked``) selectable by name."""
     _BACKENDS[name] = fn
     if cuda_only:
@@ -237,5 +239,13 @@ def ssd(
     """Run the SSD scan with a named backend (see module docstring for shapes)."""
     fn = _BACKENDS[backend]
     return fn(
-        x, dt, A, B, C, D, chunk_size=chunk_size, initial_state=initial_state, return_final_state=return_final_state
+        x,
+        dt,
+        A,
+        B,
+        C,
+        D,
+        chunk_size=chunk_size,
+        initial_state=initial_state,
+        return_final_state=return_final_state,
     )

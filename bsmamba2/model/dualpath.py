@@ -1,0 +1,75 @@
+"""Bidirectional Mamba2 block and the dual-path stack (paper §III-B, official form OFFICIAL_SPEC §1.4–1.5).
+
+Axis legend: b batch, t frames, k bands, d model dim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from bsmamba2.model.norms import BlockRMSNorm
+
+
+class PreNormBlock(nn.Module):
+    """mamba_ssm's ``Block`` as the official model runs it: returns x + mixer(norm(x))."""
+
+    def __init__(self, dim: int, mixer: nn.Module) -> None:
+        super().__init__()
+        self.norm = BlockRMSNorm(dim, eps=1e-5)
+        self.mixer = mixer
+
+    def forward(self, x: Tensor) -> Tensor:  # (n, l, d) -> (n, l, d)
+        return x + self.mixer(self.norm(x)).to(x.dtype)
+
+
+class BiMambaBlock(nn.Module):
+    """Forward and backward prenorm blocks with separate weights, merged by a linear layer, plus the input.
+
+    y = x + Linear([x + M_f(N_f(x)) ; flip(x' + M_b(N_b(x')))]), x' = flip(x) along the sequence.
+    The outer residual is the official code's (unstated in the paper). ``forward_blocks.0`` /
+    ``backward_blocks.0`` keep the official parameter names; ``linear`` is the official 1×1 ConvTranspose1d
+    (512 → 256) written as nn.Linear (its weight is the transposed, squeezed official weight).
+    """
+
+    def __init__(self, dim: int, make_mixer: Callable[[], nn.Module]) -> None:
+        super().__init__()
+        self.forward_blocks = nn.ModuleList([PreNormBlock(dim, make_mixer())])
+        self.backward_blocks = nn.ModuleList([PreNormBlock(dim, make_mixer())])
+        self.linear = nn.Linear(2 * dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:  # (n, l, d) -> (n, l, d)
+        f = self.forward_blocks[0](x)
+        b = self.backward_blocks[0](x.flip(1)).flip(1)
+        return x + self.linear(torch.cat([f, b], dim=-1))
+
+
+def time_pass(z: Tensor, block: nn.Module) -> Tensor:
+    """Run ``block`` along time: every band is a sequence over frames. z (b, t, k, d) -> (b, t, k, d)."""
+    b = z.shape[0]
+    out = block(rearrange(z, "b t k d -> (b k) t d"))
+    return rearrange(out, "(b k) t d -> b t k d", b=b)
+
+
+def band_pass(z: Tensor, block: nn.Module) -> Tensor:
+    """Run ``block`` along bands: every frame is a sequence over bands. z (b, t, k, d) -> (b, t, k, d)."""
+    b = z.shape[0]
+    out = block(rearrange(z, "b t k d -> (b t) k d"))
+    return rearrange(out, "(b t) k d -> b t k d", b=b)
+
+
+def make_layers(depth: int, make_block: Callable[[], nn.Module]) -> nn.ModuleList:
+    """``depth`` dual-path layers; ``layers[i][0]`` is the time block and ``layers[i][1]`` the band block.
+    Any (n, l, d) -> (n, l, d) module works as a block."""
+    return nn.ModuleList(nn.ModuleList([make_block(), make_block()]) for _ in range(depth))
+
+
+def dual_path(z: Tensor, layers: nn.ModuleList) -> Tensor:
+    """Each layer: a time pass, then a band pass (paper Fig. 1; OFFICIAL_SPEC §1.4). z (b, t, k, d)."""
+    for layer in layers:
+        assert isinstance(layer, nn.ModuleList)
+        z = band_pass(time_pass(z, layer[0]), layer[1])
+    return z

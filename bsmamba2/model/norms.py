@@ -1,0 +1,55 @@
+"""The three RMS norms of the official model; they differ in eps and parametrisation, so each is its own class.
+
+- ``RMSNorm`` (the repo's, band split and final_norm, OFFICIAL_SPEC §1.3): x / max(‖x‖₂, 1e-12) · √d · γ.
+  No eps inside the square root; parameter ``gamma``.
+- ``BlockRMSNorm`` (mamba_ssm's RMSNorm, the prenorm of each Mamba2 block, §1.5):
+  x · (mean(x²) + 1e-5)^(-½) · weight, computed in float32; parameter ``weight``.
+- ``GatedRMSNorm`` (mamba_ssm's RMSNormGated with norm_before_gate=False over all d_inner channels, §1.6):
+  g = y ⊙ SiLU(z); g · (mean(g²) + 1e-5)^(-½) · weight, computed in float32.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class RMSNorm(nn.Module):
+    """The official repo's RMSNorm: L2-normalise, rescale by √d, multiply by ``gamma``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.scale = dim**0.5
+        self.gamma = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:  # (..., dim) -> (..., dim)
+        return F.normalize(x, dim=-1) * self.scale * self.gamma
+
+
+class BlockRMSNorm(nn.Module):
+    """mamba_ssm's RMSNorm (eps 1e-5), the prenorm of a Mamba2 block. Input is cast to float32."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:  # (..., dim) -> (..., dim) in float32 (or float64)
+        x = x.to(torch.promote_types(x.dtype, torch.float32))
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.to(x.dtype)
+
+
+class GatedRMSNorm(nn.Module):
+    """mamba_ssm's gated RMSNorm with norm_before_gate=False and one group: norm(y · SiLU(z)) · weight."""
+
+    def __init__(self, dim: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, y: Tensor, z: Tensor) -> Tensor:  # (..., dim), (..., dim) -> (..., dim) in y's dtype
+        acc = torch.promote_types(y.dtype, torch.float32)
+        g = y.to(acc) * F.silu(z.to(acc))
+        g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)
+        return (g * self.weight.to(acc)).to(y.dtype)
