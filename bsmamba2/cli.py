@@ -48,7 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args_in[0]
     if command not in SUBCOMMANDS:
         get_parser().print_usage(sys.stderr)
-        print(f"bsmamba2: error: unknown command {command!r} (choose from {', '.join(SUBCOMMANDS)})", file=sys.stderr)
+        print(
+            f"bsmamba2: error: unknown command {command!r} (choose from {', '.join(SUBCOMMANDS)})",
+            file=sys.stderr,
+        )
         return 2
     module_name, help_text = SUBCOMMANDS[command]
     module = importlib.import_module(module_name)
