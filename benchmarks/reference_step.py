@@ -19,9 +19,12 @@ from bsmamba2.model.checkpoint import build_model
 from bsmamba2.train.loss import separation_loss
 
 
-def step_time(cfg: ModelConfig, backend: str, batch: int, seconds: float, iters: int) -> tuple[float, float]:
+def step_time(
+    cfg: ModelConfig, backend: str, batch: int, seconds: float, iters: int, recompute: bool
+) -> tuple[float, float]:
     torch.manual_seed(0)
     model = build_model(cfg, backend=backend).cuda().train()
+    model.recompute = recompute
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01)
     n = int(seconds * cfg.sample_rate)
     mix = torch.randn(batch, cfg.audio_channels, n, device="cuda") * 0.1
@@ -54,13 +57,14 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--mixer", default="mamba2")
+    ap.add_argument("--recompute", action="store_true", help="activation checkpointing of the dual path")
     args = ap.parse_args()
     cfg = ModelConfig.paper() if args.mixer == "mamba2" else ModelConfig.roformer_paper()
     print(f"# {torch.cuda.get_device_name()} · torch {torch.__version__} · {datetime.date.today()}")
-    print("| model | backend | batch | step (s) | peak memory (GiB) |\n|---|---|---|---|---|")
+    print("| model | backend | recompute | batch | step (s) | peak memory (GiB) |\n|---|---|---|---|---|---|")
     for b in args.batch:
         try:
-            dt, mem = step_time(cfg, args.backend, b, args.seconds, args.iters)
+            dt, mem = step_time(cfg, args.backend, b, args.seconds, args.iters, args.recompute)
             print(
                 f"| {args.mixer} | {args.backend} | {b} × {args.seconds:g} s | {dt:.3f} | {mem:.1f} |",
                 flush=True,

@@ -215,3 +215,18 @@ def test_mamba2_init_ranges() -> None:
     assert dt.min() >= 1e-4 - 1e-7 and dt.max() <= 0.1 + 1e-6
     assert torch.all(m.D == 1) and torch.all(m.norm.weight == 1)
     assert math.isclose(m.in_proj.weight.shape[0], 2320)
+
+
+def test_recompute_gives_same_gradients() -> None:
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.tiny(depth=2)).train()
+    x = torch.randn(1, 2, 2000)
+
+    def grads(recompute: bool) -> list[torch.Tensor]:
+        model.recompute = recompute
+        model.zero_grad()
+        model(x).square().mean().backward()
+        return [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    for a, b in zip(grads(False), grads(True), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

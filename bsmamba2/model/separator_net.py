@@ -36,6 +36,7 @@ class BandSplitSeparator(nn.Module):
     def __init__(self, cfg: ModelConfig, backend: str = "auto") -> None:
         super().__init__()
         self.cfg = cfg
+        self.recompute = False  # activation checkpointing of the dual-path passes (training memory)
         c = cfg.audio_channels
         band_features = tuple(2 * c * w for w in cfg.band_widths)  # real + imag for every channel and bin
         self.band_split = BandSplit(band_features, cfg.dim)
@@ -88,7 +89,7 @@ class BandSplitSeparator(nn.Module):
             )
         x = rearrange(torch.view_as_real(X), "b c f t r -> b t (f c r)")  # feature 4f + 2c + r (§1.2)
         z = self.band_split(x)  # (b, t, k, d)
-        z = dual_path(z, self.layers)  # (b, t, k, d)
+        z = dual_path(z, self.layers, recompute=self.recompute and self.training)  # (b, t, k, d)
         z = self.final_norm(z)
         masks = torch.stack([est(z) for est in self.mask_estimators], dim=1)  # (b, s, t, f·c·2)
         # The mask is complex and unbounded; it is cast to float32 before use, as the official code does.

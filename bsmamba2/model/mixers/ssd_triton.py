@@ -1,0 +1,612 @@
+"""Fused SSD scan for Mamba2 in Triton (forward and backward); registers itself as the "triton" backend.
+
+Same function and signature as ``ssd.ssd_chunked`` (see ``ssd.py`` for shapes): the recurrence
+    S_t = exp(dt_t·A)·S_{t-1} + dt_t · x_t ⊗ B_t,   y_t = S_t · C_t + D·x_t
+computed by two kernel families, chosen by length:
+
+* **single chunk** (l <= 64, BSMamba2's band path: l = 62). One program per (sequence, group) loads B and C once,
+  forms CB = C·Bᵀ once, and loops over the heads of the group: y_h = (CB ∘ L_h)·(dt_h·x_h) + D_h·x_h, where
+  L_h[i, j] = exp(cum_i − cum_j) (i >= j) is the head's decay matrix. No state exists at all. In the backward
+  pass the per-head matrices G_h = (dY_h·(dt_h·X_h)ᵀ) ∘ L_h are summed over heads in registers, so dB = Gᵀ·C and
+  dC = G·B cost one matrix product each per sequence instead of one per head, with no atomics.
+* **chunked** (any l, the time path: l = 801). One program per (sequence, head) walks the sequence in chunks of
+  64 with the (p × n) float32 state in registers. Per chunk: the intra-chunk quadratic form above, plus the
+  entering state's contribution exp(cum_i)·(C_i·Sᵀ), then S ← exp(cum_end)·S + (dt·X·exp(cum_end − cum))ᵀ·B.
+  The backward program first re-runs the state sweep (storing each chunk's entering state in a scratch buffer
+  that lives only during the backward call: no state is kept between forward and backward), then walks the
+  chunks in reverse carrying dS, the gradient of the state. Heads share B and C (ngroups = 1), so dB and dC are
+  accumulated across the heads' programs with float32 atomics.
+
+Gradients of the log-decays a_t = dt_t·A use the exact identity
+    ∂L/∂a_k = Σ_{s < k <= t} w(t, s),    w(t, s) = dy_t · (C_t·B_s) · exp(cum_t − cum_s) · dt_s·x_s,
+the sum of all (output t, input s) interactions that pass through step k. Within a chunk it is an exclusive
+cumulative sum of w over s, summed over t >= k; across chunks it splits into three terms made of quantities the
+kernel already has (the entering state S0, the carried dS). Nothing is obtained by subtracting large sums, so
+the result keeps the precision of its inputs. ddt = A·da + Σ_p x·d(dt·x), dA = Σ da·dt.
+
+Notes:
+* ``chunk_size`` is accepted for interface compatibility and ignored: the kernel's chunk (64) is a tiling choice
+  and the function computed does not depend on it.
+* Matrix products use the input dtype (bf16/fp16 → tensor cores with fp32 accumulation). For float32 inputs they
+  follow ``torch.get_float32_matmul_precision()``: "highest" (the default) → exact fp32 ("ieee"), else tf32.
+* Under ``TRITON_INTERPRET=1`` the kernels run on the CPU (numpy) for tests; the interpreter's bfloat16 matrix
+  product is broken (Triton 3.9), so there bf16 operands are multiplied in float32.
+* ``initial_state`` and ``return_final_state`` are supported (and differentiable) through the chunked kernel.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from bsmamba2.model.mixers.ssd import _check, register_backend
+
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+CHUNK = 64  # chunk length of the chunked kernels, and the longest sequence the single-chunk kernels take
+
+# Launch configurations (num_warps, num_stages) tried per kernel. On a GPU, Triton's autotuner times them on the
+# first call for each set of sizes and keeps the fastest for the process (compiled kernels are cached on disk).
+# BSMAMBA2_SSD_AUTOTUNE=0 skips the timing and uses the first entry. Benchmarks pin one with ``force_config``.
+CONFIGS: dict[str, list[tuple[int, int]]] = {
+    "fwd_single": [(4, 1), (8, 1), (8, 2)],
+    "bwd_single": [(8, 1), (4, 1)],
+    "fwd_chunked": [(8, 1), (4, 1), (8, 2)],
+    "bwd_chunked": [(8, 1), (4, 1)],
+}
+_TUNE_KEYS = {
+    "fwd_single": ["HPG", "P", "N", "T"],
+    "bwd_single": ["HPG", "P", "N", "T"],
+    "fwd_chunked": ["HPG", "P", "N"],
+    "bwd_chunked": ["HPG", "P", "N"],
+}
+_RESET = {"bwd_chunked": ["dB_ptr", "dC_ptr"]}  # atomically accumulated: zeroed before each timed trial
+_forced: dict[str, tuple[int, int]] = {}
+_tuned: dict[str, Any] = {}
+
+
+def force_config(name: str, num_warps: int | None, num_stages: int = 1) -> None:
+    """Pin kernel ``name``'s launch configuration (``num_warps=None`` returns it to autotuning)."""
+    if name not in CONFIGS:
+        raise KeyError(f"unknown kernel {name!r}; one of {sorted(CONFIGS)}")
+    if num_warps is None:
+        _forced.pop(name, None)
+    else:
+        _forced[name] = (num_warps, num_stages)
+
+
+def _launch(name: str, kernel: Any, grid: tuple[int, ...], *args: Any, **meta: Any) -> None:
+    if _INTERPRET:
+        kernel[grid](*args, **meta)
+        return
+    cfg = _forced.get(name)
+    if cfg is None and (os.environ.get("BSMAMBA2_SSD_AUTOTUNE", "1") == "0" or len(CONFIGS[name]) == 1):
+        cfg = CONFIGS[name][0]
+    if cfg is not None:
+        kernel[grid](*args, **meta, num_warps=cfg[0], num_stages=cfg[1])
+        return
+    if name not in _tuned:
+        configs = [triton.Config({}, num_warps=w, num_stages=st) for w, st in CONFIGS[name]]
+        _tuned[name] = triton.autotune(configs, key=_TUNE_KEYS[name], reset_to_zero=_RESET.get(name))(kernel)
+    _tuned[name][grid](*args, **meta)
+
+
+# ---- single chunk (l <= 64): one program per (sequence, group), heads in a loop -------------------------------
+@triton.jit
+def _fwd_single_kernel(
+    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, y_ptr,
+    L, HPG, G, P, N,
+    sx_b, sx_l, sx_h, sx_p,
+    sdt_b, sdt_l, sdt_h,
+    sb_b, sb_l, sb_g, sb_n,
+    sc_b, sc_l, sc_g, sc_n,
+    sy_b, sy_l, sy_h, sy_p,
+    T: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+    HAS_D: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    bi = (pid // G).to(tl.int64)
+    gi = pid % G
+    t = tl.arange(0, T)
+    pp = tl.arange(0, BP)
+    nn = tl.arange(0, BN)
+    tm = t < L
+    xm = tm[:, None] & (pp < P)[None, :]
+    bm = tm[:, None] & (nn < N)[None, :]
+    Bm = tl.load(B_ptr + bi * sb_b + gi * sb_g + t[:, None] * sb_l + nn[None, :] * sb_n, mask=bm, other=0.0)
+    Cm = tl.load(C_ptr + bi * sc_b + gi * sc_g + t[:, None] * sc_l + nn[None, :] * sc_n, mask=bm, other=0.0)
+    CB = tl.dot(
+        Cm.to(DOT), tl.trans(Bm.to(DOT)), input_precision=PREC
+    )  # (T, T): C_i·B_j, shared by the heads
+    causal = t[:, None] >= t[None, :]
+    for hh in range(0, HPG):
+        hi = gi * HPG + hh
+        A = tl.load(A_ptr + hi).to(tl.float32)
+        x = tl.load(
+            x_ptr + bi * sx_b + hi * sx_h + t[:, None] * sx_l + pp[None, :] * sx_p, mask=xm, other=0.0
+        )
+        x = x.to(tl.float32)  # (T, BP)
+        dt = tl.load(dt_ptr + bi * sdt_b + hi * sdt_h + t * sdt_l, mask=tm, other=0.0).to(tl.float32)  # (T,)
+        cum = tl.cumsum(dt * A, axis=0)  # (T,) log-decay from the start to step i (inclusive)
+        Lm = tl.exp(tl.where(causal, cum[:, None] - cum[None, :], float("-inf")))  # (T, T) decay j -> i
+        xdt = x * dt[:, None]
+        y = tl.dot((CB * Lm).to(DOT), xdt.to(DOT), input_precision=PREC)  # (T, BP)
+        if HAS_D:
+            y += tl.load(D_ptr + hi).to(tl.float32) * x
+        tl.store(
+            y_ptr + bi * sy_b + hi * sy_h + t[:, None] * sy_l + pp[None, :] * sy_p,
+            y.to(y_ptr.dtype.element_ty),
+            mask=xm,
+        )
+
+
+@triton.jit
+def _bwd_single_kernel(
+    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dy_ptr,
+    dx_ptr, ddt_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr,
+    L, H, HPG, G, P, N,
+    sx_b, sx_l, sx_h, sx_p,
+    sdt_b, sdt_l, sdt_h,
+    sb_b, sb_l, sb_g, sb_n,
+    sc_b, sc_l, sc_g, sc_n,
+    sdy_b, sdy_l, sdy_h, sdy_p,
+    T: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+    HAS_D: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """dx, ddt (layouts of x, dt, contiguous); dB, dC (layout of B, contiguous); dA, dD partials (b, h) fp32."""
+    pid = tl.program_id(0)
+    bi = (pid // G).to(tl.int64)
+    gi = pid % G
+    t = tl.arange(0, T)
+    pp = tl.arange(0, BP)
+    nn = tl.arange(0, BN)
+    tm = t < L
+    xm = tm[:, None] & (pp < P)[None, :]
+    bm = tm[:, None] & (nn < N)[None, :]
+    Bm = tl.load(B_ptr + bi * sb_b + gi * sb_g + t[:, None] * sb_l + nn[None, :] * sb_n, mask=bm, other=0.0)
+    Cm = tl.load(C_ptr + bi * sc_b + gi * sc_g + t[:, None] * sc_l + nn[None, :] * sc_n, mask=bm, other=0.0)
+    Bm = Bm.to(DOT)
+    Cm = Cm.to(DOT)
+    CB = tl.dot(Cm, tl.trans(Bm), input_precision=PREC)  # (T, T)
+    causal = t[:, None] >= t[None, :]
+    Gacc = tl.zeros((T, T), dtype=tl.float32)  # Σ_h (dY_h·X_hᵀ) ∘ L_h: the gradient w.r.t. CB
+    for hh in range(0, HPG):
+        hi = gi * HPG + hh
+        A = tl.load(A_ptr + hi).to(tl.float32)
+        xo = t[:, None] * sx_l + pp[None, :] * sx_p
+        x = tl.load(x_ptr + bi * sx_b + hi * sx_h + xo, mask=xm, other=0.0).to(tl.float32)
+        dy = tl.load(
+            dy_ptr + bi * sdy_b + hi * sdy_h + t[:, None] * sdy_l + pp[None, :] * sdy_p, mask=xm, other=0.0
+        ).to(tl.float32)
+        dt = tl.load(dt_ptr + bi * sdt_b + hi * sdt_h + t * sdt_l, mask=tm, other=0.0).to(tl.float32)
+        cum = tl.cumsum(dt * A, axis=0)
+        Lm = tl.exp(tl.where(causal, cum[:, None] - cum[None, :], float("-inf")))
+        xdt = x * dt[:, None]
+        dy_d = dy.to(DOT)
+        ML = tl.dot(dy_d, tl.trans(xdt.to(DOT)), input_precision=PREC) * Lm  # (dy_i·xdt_j)·L_ij
+        Gacc += ML
+        W = ML * CB  # w(i, j) of the decay-gradient identity
+        E = tl.cumsum(W, axis=1) - W  # E[i, k] = Σ_{j<k} w(i, j)
+        da = tl.sum(tl.where(causal, E, 0.0), axis=0)  # da_k = Σ_{i>=k} Σ_{j<k} w(i, j)
+        dxdt = tl.dot(tl.trans((CB * Lm).to(DOT)), dy_d, input_precision=PREC)  # (T, BP)
+        ddt = tl.sum(dxdt * x, axis=1) + A * da
+        dx = dxdt * dt[:, None]
+        dD_h = tl.sum(tl.sum(dy * x, axis=1), axis=0)
+        if HAS_D:
+            dx += tl.load(D_ptr + hi).to(tl.float32) * dy
+        # dx and ddt are written contiguous (b, l, h, p) / (b, l, h)
+        tl.store(
+            dx_ptr + (bi * L * (G * HPG) + hi) * P + t[:, None] * (G * HPG * P) + pp[None, :],
+            dx.to(dx_ptr.dtype.element_ty),
+            mask=xm,
+        )
+        tl.store(ddt_ptr + bi * L * H + hi + t * H, ddt.to(ddt_ptr.dtype.element_ty), mask=tm)
+        tl.store(dA_ptr + bi * H + hi, tl.sum(da * dt, axis=0))
+        tl.store(dD_ptr + bi * H + hi, dD_h)
+    Gd = Gacc.to(DOT)
+    dB = tl.dot(tl.trans(Gd), Cm, input_precision=PREC)  # (T, BN)
+    dC = tl.dot(Gd, Bm, input_precision=PREC)
+    bo = (bi * L * G + gi) * N + t[:, None] * (G * N) + nn[None, :]
+    tl.store(dB_ptr + bo, dB.to(dB_ptr.dtype.element_ty), mask=bm)
+    tl.store(dC_ptr + bo, dC.to(dC_ptr.dtype.element_ty), mask=bm)
+
+
+# ---- chunked (any l): one program per (sequence, head), chunks in a loop ---------------------------------------
+@triton.jit
+def _fwd_chunked_kernel(
+    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, y_ptr, init_ptr, final_ptr,
+    L, H, HPG, P, N,
+    sx_b, sx_l, sx_h, sx_p,
+    sdt_b, sdt_l, sdt_h,
+    sb_b, sb_l, sb_g, sb_n,
+    sc_b, sc_l, sc_g, sc_n,
+    sy_b, sy_l, sy_h, sy_p,
+    T: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_INIT: tl.constexpr, STORE_FINAL: tl.constexpr,
+    DOT: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    bi = (pid // H).to(tl.int64)
+    hi = pid % H
+    gi = hi // HPG
+    t = tl.arange(0, T)
+    pp = tl.arange(0, BP)
+    nn = tl.arange(0, BN)
+    pm = pp < P
+    nm = nn < N
+    causal = t[:, None] >= t[None, :]
+    A = tl.load(A_ptr + hi).to(tl.float32)
+    Dh = 0.0
+    if HAS_D:
+        Dh = tl.load(D_ptr + hi).to(tl.float32)
+    x_base = x_ptr + bi * sx_b + hi * sx_h
+    y_base = y_ptr + bi * sy_b + hi * sy_h
+    dt_base = dt_ptr + bi * sdt_b + hi * sdt_h
+    b_base = B_ptr + bi * sb_b + gi * sb_g
+    c_base = C_ptr + bi * sc_b + gi * sc_g
+    so = pp[:, None] * N + nn[None, :]  # offsets of a contiguous (p, n) state
+    sm = pm[:, None] & nm[None, :]
+    if HAS_INIT:
+        S = tl.load(init_ptr + pid.to(tl.int64) * P * N + so, mask=sm, other=0.0).to(tl.float32)
+    else:
+        S = tl.zeros((BP, BN), dtype=tl.float32)
+    for c0 in range(0, L, T):
+        rows = c0 + t
+        tm = rows < L
+        xm = tm[:, None] & pm[None, :]
+        bm = tm[:, None] & nm[None, :]
+        x = tl.load(x_base + rows[:, None] * sx_l + pp[None, :] * sx_p, mask=xm, other=0.0).to(tl.float32)
+        dt = tl.load(dt_base + rows * sdt_l, mask=tm, other=0.0).to(tl.float32)
+        Bm = tl.load(b_base + rows[:, None] * sb_l + nn[None, :] * sb_n, mask=bm, other=0.0).to(DOT)
+        Cm = tl.load(c_base + rows[:, None] * sc_l + nn[None, :] * sc_n, mask=bm, other=0.0).to(DOT)
+        a = dt * A
+        cum = tl.cumsum(a, axis=0)  # (T,) chunk-local log-decay up to step i; padded steps add 0
+        cl = tl.sum(a, axis=0)  # log-decay across the whole chunk
+        CB = tl.dot(Cm, tl.trans(Bm), input_precision=PREC)  # (T, T)
+        Lm = tl.exp(tl.where(causal, cum[:, None] - cum[None, :], float("-inf")))
+        xdt = x * dt[:, None]  # (T, BP)
+        # entering state's part, then the intra-chunk part accumulated onto it: (C·e_in)·Sᵀ + (CB∘L)·xdt
+        y = tl.dot(
+            (Cm.to(tl.float32) * tl.exp(cum)[:, None]).to(DOT), tl.trans(S.to(DOT)), input_precision=PREC
+        )
+        y = tl.dot((CB * Lm).to(DOT), xdt.to(DOT), y, input_precision=PREC)
+        y += Dh * x
+        tl.store(y_base + rows[:, None] * sy_l + pp[None, :] * sy_p, y.to(y_ptr.dtype.element_ty), mask=xm)
+        xw = (xdt * tl.exp(cl - cum)[:, None]).to(DOT)  # inputs decayed to the chunk's end
+        S = tl.dot(tl.trans(xw), Bm, S * tl.exp(cl), input_precision=PREC)  # (BP, BN)
+    if STORE_FINAL:
+        tl.store(final_ptr + pid.to(tl.int64) * P * N + so, S, mask=sm)
+
+
+@triton.jit
+def _bwd_chunked_kernel(
+    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dy_ptr, init_ptr, dfinal_ptr, scratch_ptr,
+    dx_ptr, ddt_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dinit_ptr,
+    L, H, HPG, G, P, N,
+    sx_b, sx_l, sx_h, sx_p,
+    sdt_b, sdt_l, sdt_h,
+    sb_b, sb_l, sb_g, sb_n,
+    sc_b, sc_l, sc_g, sc_n,
+    sdy_b, sdy_l, sdy_h, sdy_p,
+    T: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_INIT: tl.constexpr, HAS_DFINAL: tl.constexpr,
+    DOT: tl.constexpr, PREC: tl.constexpr,
+):  # fmt: skip
+    """dx (b,l,h,p), ddt (b,l,h) contiguous; dB, dC (b,l,g,n) fp32 zero-filled (atomics); dA, dD (b·h) fp32."""
+    pid = tl.program_id(0)
+    pid64 = pid.to(tl.int64)
+    bi = (pid // H).to(tl.int64)
+    hi = pid % H
+    gi = hi // HPG
+    t = tl.arange(0, T)
+    pp = tl.arange(0, BP)
+    nn = tl.arange(0, BN)
+    pm = pp < P
+    nm = nn < N
+    causal = t[:, None] >= t[None, :]
+    A = tl.load(A_ptr + hi).to(tl.float32)
+    Dh = 0.0
+    if HAS_D:
+        Dh = tl.load(D_ptr + hi).to(tl.float32)
+    x_base = x_ptr + bi * sx_b + hi * sx_h
+    dy_base = dy_ptr + bi * sdy_b + hi * sdy_h
+    dt_base = dt_ptr + bi * sdt_b + hi * sdt_h
+    b_base = B_ptr + bi * sb_b + gi * sb_g
+    c_base = C_ptr + bi * sc_b + gi * sc_g
+    so = pp[:, None] * BN + nn[None, :]  # offsets in a (BP, BN) scratch tile
+    sm = pm[:, None] & nm[None, :]
+    nchunks = tl.cdiv(L, T)
+    scratch = scratch_ptr + pid64 * nchunks * BP * BN
+
+    # Phase 1: re-run the state sweep; store the state entering each chunk (in the matmul dtype).
+    if HAS_INIT:
+        S = tl.load(init_ptr + pid64 * P * N + pp[:, None] * N + nn[None, :], mask=sm, other=0.0)
+        S = S.to(tl.float32)
+    else:
+        S = tl.zeros((BP, BN), dtype=tl.float32)
+    tl.store(scratch + so, S.to(DOT))
+    for ci in range(0, nchunks - 1):
+        rows = ci * T + t
+        tm = rows < L
+        x = tl.load(
+            x_base + rows[:, None] * sx_l + pp[None, :] * sx_p, mask=tm[:, None] & pm[None, :], other=0.0
+        )
+        dt = tl.load(dt_base + rows * sdt_l, mask=tm, other=0.0).to(tl.float32)
+        Bm = tl.load(
+            b_base + rows[:, None] * sb_l + nn[None, :] * sb_n, mask=tm[:, None] & nm[None, :], other=0.0
+        )
+        a = dt * A
+        cum = tl.cumsum(a, axis=0)
+        cl = tl.sum(a, axis=0)
+        xw = (x.to(tl.float32) * (dt * tl.exp(cl - cum))[:, None]).to(DOT)
+        S = tl.dot(tl.trans(xw), Bm.to(DOT), S * tl.exp(cl), input_precision=PREC)
+        tl.store(scratch + (ci + 1) * BP * BN + so, S.to(DOT))
+    tl.debug_barrier()  # phase 2 reads what other threads of this program wrote
+
+    # Phase 2: chunks in reverse, carrying dS = ∂L/∂(state after the chunk).
+    if HAS_DFINAL:
+        dS = tl.load(dfinal_ptr + pid64 * P * N + pp[:, None] * N + nn[None, :], mask=sm, other=0.0)
+        dS = dS.to(tl.float32)
+    else:
+        dS = tl.zeros((BP, BN), dtype=tl.float32)
+    dA_acc = 0.0
+    dD_acc = 0.0
+    for k in range(0, nchunks):
+        ci = nchunks - 1 - k
+        rows = ci * T + t
+        tm = rows < L
+        xm = tm[:, None] & pm[None, :]
+        bm = tm[:, None] & nm[None, :]
+        x = tl.load(x_base + rows[:, None] * sx_l + pp[None, :] * sx_p, mask=xm, other=0.0).to(tl.float32)
+        dy = tl.load(dy_base + rows[:, None] * sdy_l + pp[None, :] * sdy_p, mask=xm, other=0.0).to(tl.float32)
+        dt = tl.load(dt_base + rows * sdt_l, mask=tm, other=0.0).to(tl.float32)
+        Bm = tl.load(b_base + rows[:, None] * sb_l + nn[None, :] * sb_n, mask=bm, other=0.0).to(DOT)
+        Cm = tl.load(c_base + rows[:, None] * sc_l + nn[None, :] * sc_n, mask=bm, other=0.0).to(DOT)
+        S0 = tl.load(scratch + ci * BP * BN + so)  # (BP, BN) state entering this chunk, DOT dtype
+        a = dt * A
+        cum = tl.cumsum(a, axis=0)
+        cl = tl.sum(a, axis=0)
+        e_in = tl.exp(cum)  # (T,) decay from the chunk's entry to step i
+        e_out = tl.exp(cl - cum)  # (T,) decay from step i to the chunk's end
+        xdt = x * dt[:, None]  # (T, BP)
+        xdt_d = xdt.to(DOT)
+        dy_d = dy.to(DOT)
+        dS_d = dS.to(DOT)
+        # intra-chunk interactions
+        Lm = tl.exp(tl.where(causal, cum[:, None] - cum[None, :], float("-inf")))  # (T, T)
+        CB = tl.dot(Cm, tl.trans(Bm), input_precision=PREC)  # (T, T)
+        ML = tl.dot(dy_d, tl.trans(xdt_d), input_precision=PREC) * Lm  # (dy_i·xdt_j)·L_ij = ∂L/∂CB_ij
+        W = ML * CB  # w(i, j)
+        CBL = (CB * Lm).to(DOT)
+        E = tl.cumsum(W, axis=1) - W  # E[i, k] = Σ_{j<k} w(i, j)
+        da = tl.sum(tl.where(causal, E, 0.0), axis=0)  # Σ_{i>=k, j<k} w(i, j)
+        ML_d = ML.to(DOT)
+        # dC: the entering state's part (also gives its share of da), then the intra part on top
+        dCo = tl.dot(dy_d, S0, input_precision=PREC) * e_in[:, None]  # (T, BN)
+        q = tl.sum(Cm.to(tl.float32) * dCo, axis=1)  # (T,) dy_i · (entering state's part of y_i)
+        da += tl.sum(q, axis=0) - tl.cumsum(q, axis=0) + q  # Σ_{i>=k} q_i
+        da += tl.exp(cl) * tl.sum(tl.sum(dS * S0.to(tl.float32), axis=1), axis=0)  # earlier → later chunks
+        dC = tl.dot(ML_d, Bm, dCo, input_precision=PREC)
+        bo = (bi * L * G + gi) * N + rows[:, None] * (G * N) + nn[None, :]
+        tl.atomic_add(dC_ptr + bo, dC, mask=bm, sem="relaxed")
+        # dB: through the state at the chunk's end, then the intra part
+        dB = tl.dot(xdt_d, dS_d, input_precision=PREC) * e_out[:, None]  # (T, BN)
+        dB = tl.dot(tl.trans(ML_d), Cm, dB, input_precision=PREC)
+        tl.atomic_add(dB_ptr + bo, dB, mask=bm, sem="relaxed")
+        # d(dt·x): through the state at the chunk's end (also gives its share of da), then the intra part
+        dxo = tl.dot(Bm, tl.trans(dS_d), input_precision=PREC) * e_out[:, None]  # (T, BP)
+        r = tl.sum(xdt * dxo, axis=1)  # (T,) this step's input → later chunks' outputs
+        da += tl.cumsum(r, axis=0) - r  # Σ_{j<k} r_j
+        dxdt = tl.dot(tl.trans(CBL), dy_d, dxo, input_precision=PREC)  # (T, BP)
+        ddt = tl.sum(dxdt * x, axis=1) + A * da
+        dx = dxdt * dt[:, None] + Dh * dy
+        dA_acc += tl.sum(da * dt, axis=0)
+        dD_acc += tl.sum(tl.sum(dy * x, axis=1), axis=0)
+        tl.store(
+            dx_ptr + (bi * L * H + hi) * P + rows[:, None] * (H * P) + pp[None, :],
+            dx.to(dx_ptr.dtype.element_ty),
+            mask=xm,
+        )
+        tl.store(ddt_ptr + bi * L * H + hi + rows * H, ddt.to(ddt_ptr.dtype.element_ty), mask=tm)
+        # state gradient entering this chunk
+        dye = (dy * e_in[:, None]).to(DOT)
+        dS = tl.dot(tl.trans(dye), Cm, dS * tl.exp(cl), input_precision=PREC)
+    tl.store(dA_ptr + pid, dA_acc)
+    tl.store(dD_ptr + pid, dD_acc)
+    if HAS_INIT:
+        tl.store(dinit_ptr + pid64 * P * N + pp[:, None] * N + nn[None, :], dS, mask=sm)
+
+
+# ---- host side -------------------------------------------------------------------------------------------------
+def _dot_dtype(dtype: torch.dtype) -> tl.dtype:
+    if dtype == torch.float16:
+        return tl.float16
+    if dtype == torch.bfloat16 and not _INTERPRET:
+        return tl.bfloat16
+    return tl.float32
+
+
+def _precision() -> str:
+    return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
+
+
+def _block(n: int) -> int:
+    return max(16, triton.next_power_of_2(n))
+
+
+def _strides(t: Tensor, ndim: int) -> tuple[int, ...]:
+    s = tuple(t.stride())
+    assert len(s) == ndim
+    return s
+
+
+def _forward(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    init: Tensor | None,
+    want_final: bool,
+) -> tuple[Tensor, Tensor | None]:
+    b, l, h, p = x.shape
+    g, n = B.shape[-2:]
+    y = torch.empty_like(x, memory_format=torch.contiguous_format)  # (b, l, h, p)
+    DOT = _dot_dtype(x.dtype)
+    BP, BN = _block(p), _block(n)
+    Dp = D if D is not None else A  # a valid pointer; unused when HAS_D is False
+    common = (
+        *_strides(x, 4),
+        *_strides(dt, 3),
+        *_strides(B, 4),
+        *_strides(C, 4),
+        *_strides(y, 4),
+    )
+    if l <= CHUNK and init is None and not want_final:
+        _launch(
+            "fwd_single", _fwd_single_kernel, (b * g,),
+            x, dt, A, B, C, Dp, y,
+            l, h // g, g, p, n, *common,
+            T=_block(l), BP=BP, BN=BN, HAS_D=D is not None, DOT=DOT, PREC=_precision(),
+        )  # fmt: skip
+        return y, None
+    final = x.new_empty(b, h, p, n, dtype=torch.float32) if want_final else None
+    init_c = init.float().contiguous() if init is not None else None
+    _launch(
+        "fwd_chunked", _fwd_chunked_kernel, (b * h,),
+        x, dt, A, B, C, Dp, y, init_c if init_c is not None else y, final if final is not None else y,
+        l, h, h // g, p, n, *common,
+        T=CHUNK, BP=BP, BN=BN, HAS_D=D is not None, HAS_INIT=init is not None, STORE_FINAL=want_final,
+        DOT=DOT, PREC=_precision(),
+    )  # fmt: skip
+    return y, final
+
+
+def _backward(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None,
+    init: Tensor | None,
+    dy: Tensor,
+    dfinal: Tensor | None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+    b, l, h, p = x.shape
+    g, n = B.shape[-2:]
+    DOT = _dot_dtype(x.dtype)
+    BP, BN = _block(p), _block(n)
+    Dp = D if D is not None else A
+    dx = torch.empty(b, l, h, p, dtype=x.dtype, device=x.device)
+    ddt = torch.empty(b, l, h, dtype=dt.dtype, device=x.device)
+    dA_part = torch.empty(b * h, dtype=torch.float32, device=x.device)
+    dD_part = torch.empty(b * h, dtype=torch.float32, device=x.device)
+    strides = (*_strides(x, 4), *_strides(dt, 3), *_strides(B, 4), *_strides(C, 4), *_strides(dy, 4))
+    dinit = None
+    if l <= CHUNK and init is None and dfinal is None:
+        dB = torch.empty(b, l, g, n, dtype=B.dtype, device=x.device)
+        dC = torch.empty(b, l, g, n, dtype=C.dtype, device=x.device)
+        _launch(
+            "bwd_single", _bwd_single_kernel, (b * g,),
+            x, dt, A, B, C, Dp, dy, dx, ddt, dB, dC, dA_part, dD_part,
+            l, h, h // g, g, p, n, *strides,
+            T=_block(l), BP=BP, BN=BN, HAS_D=D is not None, DOT=DOT, PREC=_precision(),
+        )  # fmt: skip
+    else:
+        nchunks = triton.cdiv(l, CHUNK)
+        scratch_dtype = {tl.bfloat16: torch.bfloat16, tl.float16: torch.float16}.get(DOT, torch.float32)
+        scratch = torch.empty(b * h * nchunks * BP * BN, dtype=scratch_dtype, device=x.device)
+        dB32 = torch.zeros(b, l, g, n, dtype=torch.float32, device=x.device)
+        dC32 = torch.zeros(b, l, g, n, dtype=torch.float32, device=x.device)
+        init_c = init.float().contiguous() if init is not None else None
+        dfinal_c = dfinal.float().contiguous() if dfinal is not None else None
+        if init is not None:
+            dinit = torch.empty(b, h, p, n, dtype=torch.float32, device=x.device)
+        _launch(
+            "bwd_chunked", _bwd_chunked_kernel, (b * h,),
+            x, dt, A, B, C, Dp, dy,
+            init_c if init_c is not None else dx, dfinal_c if dfinal_c is not None else dx, scratch,
+            dx, ddt, dB32, dC32, dA_part, dD_part, dinit if dinit is not None else dx,
+            l, h, h // g, g, p, n, *strides,
+            T=CHUNK, BP=BP, BN=BN, HAS_D=D is not None, HAS_INIT=init is not None,
+            HAS_DFINAL=dfinal is not None, DOT=DOT, PREC=_precision(),
+        )  # fmt: skip
+        dB, dC = dB32.to(B.dtype), dC32.to(C.dtype)
+    dA = dA_part.view(b, h).sum(0).to(A.dtype)
+    dD = dD_part.view(b, h).sum(0).to(D.dtype) if D is not None else None
+    return dx, ddt, dA, dB, dC, dD, dinit
+
+
+class _SSDTriton(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx,
+        x: Tensor,
+        dt: Tensor,
+        A: Tensor,
+        B: Tensor,
+        C: Tensor,
+        D: Tensor | None,
+        init: Tensor | None,
+        want_final: bool,
+    ) -> tuple[Tensor, Tensor]:
+        y, final = _forward(x, dt, A, B, C, D, init, want_final)
+        ctx.save_for_backward(x, dt, A, B, C, D, init)  # type: ignore[arg-type]
+        ctx.set_materialize_grads(False)
+        if final is None:
+            return y, y.new_empty(0)
+        return y, final
+
+    @staticmethod
+    def backward(  # type: ignore[override]
+        ctx: torch.autograd.function.FunctionCtx, dy: Tensor | None, dfinal: Tensor | None
+    ) -> tuple[Tensor | None, ...]:
+        x, dt, A, B, C, D, init = ctx.saved_tensors  # type: ignore[attr-defined]
+        if dy is None:
+            dy = torch.zeros_like(x)
+        if dfinal is not None and dfinal.numel() == 0:
+            dfinal = None
+        dx, ddt, dA, dB, dC, dD, dinit = _backward(x, dt, A, B, C, D, init, dy, dfinal)
+        return dx, ddt, dA, dB, dC, dD, dinit, None
+
+
+def ssd_triton(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    *,
+    chunk_size: int = 256,
+    initial_state: Tensor | None = None,
+    return_final_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """Fused SSD scan (forward and backward in Triton). Shapes as ``ssd.ssd_chunked``; ``chunk_size`` is ignored.
+
+    x (b, l, h, p), dt (b, l, h) > 0, A (h,) < 0, B/C (b, l, g, n), D (h,) or None, initial_state (b, h, p, n)
+    -> y (b, l, h, p) [, final state (b, h, p, n) float32]
+    """
+    del chunk_size  # the kernels tile by CHUNK; the function does not depend on it
+    b, l, h, p, g, n = _check(x, dt, A, B, C)
+    if D is not None and D.shape != (h,):
+        raise ValueError(f"D must have shape ({h},), got {tuple(D.shape)}")
+    if l == 0 or b == 0:
+        y = x.new_zeros(b, l, h, p) + 0 * (dt.sum() + A.sum() + B.sum() + C.sum())
+        if return_final_state:
+            final = x.new_zeros(b, h, p, n, dtype=torch.float32)
+            if initial_state is not None:
+                final = final + initial_state.float()
+            return y, final
+        return y
+    y, final = _SSDTriton.apply(x, dt, A, B, C, D, initial_state, return_final_state)
+    return (y, final) if return_final_state else y
+
+
+register_backend("triton", ssd_triton, cuda_only=not _INTERPRET)
