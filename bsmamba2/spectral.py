@@ -19,7 +19,10 @@ def hann_window(n_fft: int, device: torch.device, dtype: torch.dtype = torch.flo
     key = (n_fft, device, dtype)
     w = _windows.get(key)
     if w is None:
-        w = torch.hann_window(n_fft, periodic=True, device=device, dtype=dtype)
+        # Made outside inference mode, so a window first built under torch.inference_mode() can still be
+        # saved for backward by later training code.
+        with torch.inference_mode(False):
+            w = torch.hann_window(n_fft, periodic=True, device=device, dtype=dtype)
         _windows[key] = w
     return w
 

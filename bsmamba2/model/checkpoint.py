@@ -83,6 +83,8 @@ def load_state(path: str | os.PathLike[str], ema: bool = False) -> tuple[ModelCo
             except (ValueError, TypeError, json.JSONDecodeError) as e:
                 raise CheckpointError(f"{p}: invalid model config in file ({e})") from None
             return cfg, tensors
+        if ema:
+            raise CheckpointError(f"{p}: a safetensors state dict has no EMA weights (drop --ema)")
         from bsmamba2.model import convert  # a plain state dict, e.g. an MSST checkpoint saved as safetensors
 
         return convert.from_state_dict(tensors, source=str(p))

@@ -28,10 +28,12 @@ from __future__ import annotations
 
 import _compat_pickle
 import collections
+import functools
 import io
 import os
 import pickle
 import sys
+import types
 import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -348,7 +350,10 @@ class RestrictedUnpickler(pickle.Unpickler):
             module = _compat_pickle.IMPORT_MAPPING[module]
         key = (module, name)
         if key in _SAFE_GLOBALS:
-            return _SAFE_GLOBALS[key]
+            value = _SAFE_GLOBALS[key]
+            # Our functions go out as fresh partials: a BUILD opcode may setattr on whatever it gets (e.g.
+            # __defaults__), and that must not change the shared function. The types here are immutable.
+            return functools.partial(value) if isinstance(value, types.FunctionType) else value
         if module in ("torch", "torch.storage") and name in _STORAGE_DTYPES:
             return _StorageType(name, _STORAGE_DTYPES[name])
         if module == "torch" and name in _TORCH_DTYPES:
