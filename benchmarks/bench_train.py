@@ -1,0 +1,135 @@
+"""Training-step benchmark: BSMamba2 (paper config) with the plain-PyTorch and the fused Triton SSD, and the
+BS-RoFormer baseline, in one run on one GPU.
+
+Same step for every model, as ``bsmamba2.train.loop`` does it: a batch of 5 stereo 8 s clips (random audio),
+forward under bf16 autocast, the paper's loss in float32 (``separation_loss``: 10·L1 time + multi-resolution
+STFT L1), backward, gradient clipping at 3, fused AdamW. Reports the median step time (after warm-up steps that
+include compilation and autotuning), its spread, and the peak allocated memory (weights, gradients, AdamW
+state and activations). Out-of-memory is recorded, not fatal.
+
+    python benchmarks/bench_train.py [--batch 5] [--seconds 8] [--steps 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.common import (  # noqa: E402
+    DEV,
+    SMOKE,
+    Deadline,
+    Report,
+    attempt,
+    cuda_time_steps,
+    empty_cache,
+    have_device,
+    max_allocated_gib,
+    reset_peak,
+    sync,
+)
+
+
+def variants() -> list[dict[str, Any]]:
+    from bsmamba2.config import ModelConfig
+
+    paper = ModelConfig.tiny() if SMOKE else ModelConfig.paper()
+    roformer = ModelConfig.tiny("roformer") if SMOKE else ModelConfig.roformer_paper()
+    return [
+        dict(name="BSMamba2, SSD triton", cfg=paper, backend="triton"),
+        dict(name="BSMamba2, SSD chunked (PyTorch)", cfg=paper, backend="chunked"),
+        dict(name="BS-RoFormer (Table I baseline)", cfg=roformer, backend="auto"),
+        dict(name="BSMamba2, SSD triton, recompute", cfg=paper, backend="triton", recompute=True),
+    ]
+
+
+def train_step_factory(model: torch.nn.Module, batch: int, seconds: float, sr: int, stems: int) -> Any:
+    from bsmamba2.train.loss import separation_loss
+
+    n = int(round(seconds * sr))
+    g = torch.Generator(device=DEV).manual_seed(0)
+    mix = 0.1 * torch.randn(batch, 2, n, device=DEV, generator=g)  # (B, C, N)
+    tgt = 0.1 * torch.randn(batch, stems, 2, n, device=DEV, generator=g)  # (B, S, C, N)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01, fused=DEV.type == "cuda")
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device_type=DEV.type, dtype=torch.bfloat16):
+            est = model(mix)  # (B, S, C, N)
+        loss = separation_loss(est, tgt).total  # float32
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
+        opt.step()
+
+    return step
+
+
+def run(rep: Report, dl: Deadline, batch: int, seconds: float, steps: int) -> None:
+    from bsmamba2.model.checkpoint import build_model
+
+    for v in variants():
+        if not dl.ok(20):
+            rep.errors.append(f"{v['name']}: skipped (time budget)")
+            continue
+
+        def one(v: dict[str, Any] = v) -> None:
+            torch.manual_seed(0)
+            model = build_model(v["cfg"], backend=v["backend"]).to(DEV).train()
+            if v.get("recompute"):
+                model.recompute = True
+            nparams = sum(p.numel() for p in model.parameters())
+            step = train_step_factory(model, batch, seconds, v["cfg"].sample_rate, v["cfg"].num_stems)
+            row: dict[str, Any] = dict(model=v["name"], params_m=nparams / 1e6, batch=f"{batch}×{seconds:g}s")
+            try:
+                t0 = time.time()
+                step()  # first step: compilation, autotuning
+                sync()
+                row["first_step_s"] = time.time() - t0
+                reset_peak()
+                ms, spread = cuda_time_steps(step, warmup=2, reps=steps)
+                row.update(step_ms=ms, spread_ms=spread, peak_mem_gib=max_allocated_gib())
+                row["clips_per_s"] = batch / (ms / 1e3)
+            except torch.cuda.OutOfMemoryError:
+                row.update(step_ms=None, peak_mem_gib=None, status="OOM")
+            rep.add("train", row)
+            del model, step
+            gc.collect()
+            empty_cache()
+
+        attempt(rep, v["name"], one)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--budget", type=float, default=float(os.environ.get("BENCH_BUDGET", 300)))
+    args = ap.parse_args(argv)
+    if not have_device():
+        print("bench_train: needs a CUDA GPU (or BENCH_SMOKE=1 for a CPU check of the script)")
+        return 0
+    if SMOKE:
+        args.batch, args.seconds, args.steps = 2, 0.5, 2
+    rep = Report("train")
+    attempt(rep, "main", lambda: run(rep, Deadline(args.budget), args.batch, args.seconds, args.steps))
+    rep.table(
+        "train",
+        ["model", "params_m", "batch", "step_ms", "spread_ms", "clips_per_s", "peak_mem_gib", "first_step_s", "status"],
+        "Training step (bf16 autocast, paper loss, clip 3, fused AdamW; median of timed steps)",
+    )  # fmt: skip
+    rep.finish()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

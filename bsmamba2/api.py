@@ -1,0 +1,223 @@
+"""The Python API: ``Separator`` wraps a model with its inference settings.
+
+>>> from bsmamba2.api import Separator
+>>> sep = Separator.from_pretrained()                     # bundled model, best device and precision
+>>> stems = sep.separate(waveform, sample_rate=48000)     # {"vocals": (C, N), "instrumental": (C, N)}
+>>> sep.separate_file("song.flac", "separated/")          # {"vocals": Path(...), "instrumental": Path(...)}
+
+Inputs come at any sample rate and in mono or stereo; outputs come back in the same rate and layout. A
+single-stem vocals model also yields "instrumental" = mixture - vocals, computed at the input's rate so the
+two outputs add up to the input exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from bsmamba2 import apply, audio
+from bsmamba2.device import describe, log_once, resolve_device, resolve_precision
+from bsmamba2.errors import AudioError, CheckpointError, UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = Path(__file__).parent / "assets" / "default.safetensors"
+FORMATS = ("wav", "flac")
+BIT_DEPTHS = ("16", "24", "float")
+
+
+class Separator:
+    """A model plus how to run it: device, autocast dtype, chunk length / overlap / batch size.
+
+    Build one with ``from_pretrained``; or wrap any model mapping (B, C, L) -> (B, S, C, L) that carries a
+    ``cfg`` with ``stems``, ``sample_rate`` and ``audio_channels``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype | None = None,
+        segment: float = 8.0,
+        overlap: float = 0.5,
+        batch_size: int = 4,
+        transition: apply.Transition = "linear",
+    ) -> None:
+        if segment <= 0:
+            raise UserError(f"segment must be positive (seconds), got {segment}")
+        if not 0.0 <= overlap < 1.0:
+            raise UserError(f"overlap must be in [0, 1), got {overlap}")
+        if batch_size < 1:
+            raise UserError(f"batch size must be at least 1, got {batch_size}")
+        self.model_stems, self.sample_rate, self.model_channels = apply.model_io(model)
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.dtype = dtype
+        self.segment = segment
+        self.overlap = overlap
+        self.batch_size = batch_size
+        self.transition: apply.Transition = transition
+        self.residual = apply.residual_name(self.model_stems)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
+        segment: float = 8.0,
+        overlap: float = 0.5,
+        batch_size: int = 4,
+    ) -> Separator:
+        """Load a model file (ours, or an official checkpoint); ``None`` = the bundled default model.
+
+        device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:1", "mps". precision: "auto" (bf16
+        where native, else fp32), "fp32", "bf16", "fp16". segment: chunk length in seconds; overlap: fraction
+        of a chunk shared with the next (0 = plain concatenation, as in the paper).
+        """
+        from bsmamba2.model.checkpoint import load_model  # the model stack is only needed here
+
+        if path is None:
+            path = DEFAULT_MODEL
+            if not path.exists():
+                raise CheckpointError(
+                    f"no bundled model at {path} (this build ships without weights); pass a model file with --model"
+                )
+        dev = resolve_device(device)
+        dtype = resolve_precision(dev, precision)
+        model = load_model(path, device=dev)
+        log_once(f"model {Path(path).name} on {describe(dev, dtype)}")
+        return cls(model, device=dev, dtype=dtype, segment=segment, overlap=overlap, batch_size=batch_size)
+
+    @property
+    def stems(self) -> tuple[str, ...]:
+        """Names of the outputs: the model's stems, plus "instrumental" for a vocals-only model."""
+        return (*self.model_stems, *([self.residual] if self.residual else []))
+
+    @property
+    def segment_samples(self) -> int:
+        return max(1, round(self.segment * self.sample_rate))
+
+    def separate(
+        self,
+        waveform: Tensor | np.ndarray,
+        sample_rate: int,
+        *,
+        downmix: bool = False,
+        progress: bool = False,
+    ) -> dict[str, Tensor]:
+        """Separate a waveform held in memory.
+
+        waveform: (C, N) or (N,) float, any rate, C = 1 or 2 (more with ``downmix``: mixed to stereo).
+        Returns {name: float32 CPU tensor} with the input's shape (stereo (2, N) after a downmix) and rate.
+        """
+        x = (
+            waveform.detach().cpu().float().numpy()
+            if isinstance(waveform, Tensor)
+            else np.asarray(waveform, np.float32)
+        )
+        squeeze = x.ndim == 1
+        if squeeze:
+            x = x[None]
+        if x.ndim != 2:
+            raise AudioError(f"waveform must be (channels, samples) or (samples,), got shape {x.shape}")
+        if x.shape[-1] == 0:
+            raise AudioError("waveform is empty (0 samples)")
+        if sample_rate <= 0:
+            raise AudioError(f"sample_rate must be positive, got {sample_rate}")
+        apply.check_finite(x, "waveform")
+        out_ch = apply.output_channels(x.shape[0], downmix, "waveform")
+        x_out = apply.to_layout(x, out_ch)  # (out_ch, N) at the input rate
+        x_model = audio.resample(
+            audio.convert_channels(x_out, self.model_channels), sample_rate, self.sample_rate
+        )
+        y = apply.apply_model(
+            self.model,
+            torch.from_numpy(np.ascontiguousarray(x_model)),
+            segment=self.segment_samples,
+            overlap=self.overlap,
+            batch_size=self.batch_size,
+            transition=self.transition,
+            dtype=self.dtype,
+            progress=progress,
+        ).numpy()  # (S, C_model, N')
+        n = x.shape[-1]
+        result: dict[str, np.ndarray] = {}
+        for name, stem in zip(self.model_stems, y, strict=True):
+            s = audio.resample(audio.convert_channels(stem, out_ch), self.sample_rate, sample_rate)
+            result[name] = apply.fit_length(s, n)
+        if self.residual is not None:
+            result[self.residual] = x_out - result[self.model_stems[0]]
+        return {k: torch.from_numpy(np.ascontiguousarray(v[0] if squeeze else v)) for k, v in result.items()}
+
+    def output_paths(
+        self, out_dir: str | os.PathLike[str], fmt: str = "wav", stems: Sequence[str] | None = None
+    ) -> dict[str, Path]:
+        """{name: out_dir/name.fmt} for the requested outputs (all by default)."""
+        names = self.check_stems(stems)
+        if fmt not in FORMATS:
+            raise UserError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+        return {n: Path(out_dir) / f"{n}.{fmt}" for n in names}
+
+    def check_stems(self, stems: Sequence[str] | None) -> tuple[str, ...]:
+        """Validate a stem selection against ``self.stems``; None = all."""
+        if not stems:
+            return self.stems
+        bad = [s for s in stems if s not in self.stems]
+        if bad:
+            raise UserError(f"unknown stem(s) {', '.join(bad)}; this model gives {', '.join(self.stems)}")
+        return tuple(dict.fromkeys(stems))
+
+    def separate_file(
+        self,
+        path: str | os.PathLike[str],
+        out_dir: str | os.PathLike[str],
+        *,
+        format: str = "wav",
+        bit_depth: str = "24",
+        downmix: bool = False,
+        overwrite: bool = False,
+        stems: Sequence[str] | None = None,
+        progress: bool = False,
+    ) -> dict[str, Path]:
+        """Separate one sound file into ``out_dir/<stem>.<format>``; returns {name: path} of the outputs.
+
+        Streams from disk to disk (memory does not grow with the file's length). Existing outputs are kept
+        unless ``overwrite``; if all exist, nothing is computed. bit_depth: "16", "24" or "float" (WAV only).
+        """
+        check_format(format, bit_depth)
+        targets = self.output_paths(out_dir, format, stems)
+        todo = targets if overwrite else {k: p for k, p in targets.items() if not p.exists()}
+        if not todo:
+            return targets
+        apply.apply_file(
+            self.model,
+            path,
+            todo,
+            segment=self.segment_samples,
+            overlap=self.overlap,
+            batch_size=self.batch_size,
+            transition=self.transition,
+            dtype=self.dtype,
+            subtype=bit_depth,
+            allow_downmix=downmix,
+            progress=progress,
+        )
+        return targets
+
+
+def check_format(fmt: str, bit_depth: str) -> None:
+    """Reject format / bit-depth pairs before any work (FLAC stores integers only)."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if bit_depth not in BIT_DEPTHS:
+        raise UserError(f"unknown bit depth {bit_depth!r} (choose from {', '.join(BIT_DEPTHS)})")
+    if fmt == "flac" and bit_depth == "float":
+        raise UserError("FLAC stores 16- or 24-bit integers; use --bit-depth 16/24 or --format wav")

@@ -1,0 +1,262 @@
+"""Training examples by random mixing (paper §IV-A, OFFICIAL_SPEC §6) and full-track iteration.
+
+:class:`MixDataset` is map-style: item ``i`` is a pure function of ``(seed, epoch, i)``, so a
+``DistributedSampler`` (distinct indices per rank) and any number of DataLoader workers give the same
+examples run after run, with no worker seeding to get right. For each item, every stem independently draws a
+track and an offset (a SAD-active window when ``activity_threshold`` is set), is read lazily from disk
+(8 s, not the whole track), and is augmented; the mixture is the sum of the augmented stems.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from bsmamba2 import audio
+from bsmamba2.data import activity, augment
+from bsmamba2.data.musdb import STEMS, TrackInfo, find_tracks, load_track, num_frames, read_stem
+from bsmamba2.errors import AudioError, UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How training examples are drawn. Defaults follow the official recipe (OFFICIAL_SPEC §6).
+
+    segment_seconds: example length (official 8 s). targets: stems returned as targets, in this order.
+    gain_range: per-stem gain U(lo, hi), None for no gain. p_silent: probability that a stem (targets
+    included) is zeroed. p_channel_swap / p_polarity_flip: per-stem extras, off by default (not official).
+    activity_threshold: SAD threshold floor (official 1e-3); a stem only draws windows where more than half
+    of its ten sub-chunks are above max(15 % quantile, floor) in both channels. None disables SAD.
+    activity_stems: stems SAD applies to; None means every mixed stem (official), e.g. ("vocals",) only
+    the target. items_per_epoch: dataset length (official 6000 for training, 1200 for validation).
+    stems: stems mixed into the mixture; None means every stem found (MUSDB: the four).
+    aligned: take all stems from one track and offset (official validation) instead of random mixing.
+    """
+
+    segment_seconds: float = 8.0
+    targets: tuple[str, ...] = ("vocals",)
+    sample_rate: int = 44100
+    gain_range: tuple[float, float] | None = (0.5, 1.5)
+    p_silent: float = 0.1
+    p_channel_swap: float = 0.0
+    p_polarity_flip: float = 0.0
+    activity_threshold: float | None = activity.DEFAULT_FLOOR
+    items_per_epoch: int = 6000
+    activity_stems: tuple[str, ...] | None = None
+    stems: tuple[str, ...] | None = None
+    aligned: bool = False
+
+    def __post_init__(self) -> None:
+        if self.segment_seconds <= 0:
+            raise UserError(f"segment_seconds must be > 0, got {self.segment_seconds}")
+        if not self.targets:
+            raise UserError("targets must name at least one stem")
+        if self.gain_range is not None and not 0 <= self.gain_range[0] <= self.gain_range[1]:
+            raise UserError(f"gain_range must be (lo, hi) with 0 <= lo <= hi, got {self.gain_range}")
+        for name in ("p_silent", "p_channel_swap", "p_polarity_flip"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise UserError(f"{name} must be in [0, 1], got {p}")
+        if self.items_per_epoch < 1:
+            raise UserError(f"items_per_epoch must be >= 1, got {self.items_per_epoch}")
+
+    @classmethod
+    def validation(cls, **overrides: object) -> SamplerConfig:
+        """The official validation sampling: one SAD-active window of the first target, all stems from the
+        same track and offset, no augmentation, 1200 items (re-drawn each epoch via ``set_epoch``)."""
+        base = cls(gain_range=None, p_silent=0.0, items_per_epoch=1200, aligned=True)
+        return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+class MixDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """Random-mix training examples from a multitrack folder (MUSDB18HQ layout or generic).
+
+    ``__getitem__(i)`` returns ``(mixture (2, N), targets (S, 2, N))`` float32 with N = segment samples and
+    S = len(cfg.targets); mixture == sum of all augmented stems (targets and the rest).
+    """
+
+    def __init__(
+        self, root: str | Path, subset: str = "train", cfg: SamplerConfig = SamplerConfig(), seed: int = 0
+    ) -> None:
+        self.root = Path(root).expanduser()
+        self.cfg = cfg
+        self.seed = int(seed)
+        self.epoch = 0
+        self.segment = int(round(cfg.segment_seconds * cfg.sample_rate))
+        self.tracks: list[TrackInfo] = find_tracks(self.root, subset, stems=None)
+        found = {s for t in self.tracks for s in t.stems}
+        order = [s for s in STEMS if s in found] + sorted(found - set(STEMS))
+        self.stems: tuple[str, ...] = tuple(cfg.stems) if cfg.stems is not None else tuple(order)
+        for s in (*cfg.targets, *self.stems):
+            if s not in found:
+                raise UserError(
+                    f"{self.root} ({subset}): no track has stem {s!r} (found: {', '.join(order)})"
+                )
+        missing_targets = [s for s in cfg.targets if s not in self.stems]
+        if missing_targets:
+            raise UserError(f"targets {missing_targets} are not among the mixed stems {list(self.stems)}")
+        # track indices holding each stem: stems may vary per track in generic folders
+        self._holders = {
+            s: np.array([k for k, t in enumerate(self.tracks) if s in t.stems]) for s in self.stems
+        }
+        self._active: dict[str, tuple[np.ndarray, list[np.ndarray]]] = {}
+        if cfg.activity_threshold is not None:
+            self._build_activity(subset)
+        self._bad: set[int] = set()  # tracks that failed to read in this process (skipped from then on)
+        self._layouts: dict[Path, audio.WavLayout | None] = {}  # WAV headers, parsed once per process
+        self._raw: dict[tuple[str, int], np.ndarray] = {}  # raw read buffers, reused across items
+
+    # ---------------------------------------------------------------------------------------------- setup
+
+    def _build_activity(self, subset: str) -> None:
+        cfg = self.cfg
+        sad_stems = self.stems if cfg.activity_stems is None else tuple(cfg.activity_stems)
+        if cfg.aligned:
+            sad_stems = (cfg.targets[0],)
+        jobs = [(s, k) for s in sad_stems for k in self._holders.get(s, [])]
+        starts: dict[str, list[np.ndarray]] = {s: [] for s in sad_stems}
+        bar = tqdm(jobs, desc=f"activity ({subset})", unit="stem", leave=False, disable=len(jobs) < 50)
+        for s, k in bar:
+            t = self.tracks[k]
+            try:
+                power = activity.file_power(t.stems[s], self.root)
+            except AudioError as e:
+                log.warning("track %r: %s; its %s windows are not used", t.name, e, s)
+                power = np.zeros((2, 0), np.float32)
+            assert cfg.activity_threshold is not None
+            starts[s].append(activity.active_starts(power, cfg.segment_seconds, cfg.activity_threshold))
+        for s in sad_stems:
+            counts = np.array([len(a) for a in starts[s]], dtype=np.int64)
+            if counts.sum() == 0:
+                log.warning(
+                    "no %.1f s window of stem %r passes the activity threshold; drawing it uniformly",
+                    cfg.segment_seconds,
+                    s,
+                )
+                continue
+            self._active[s] = (np.cumsum(counts), starts[s])
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        state["_raw"] = {}  # per-process read buffers are not worth shipping to workers
+        return state
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch: items are re-drawn for each epoch (call it like DistributedSampler.set_epoch)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.cfg.items_per_epoch
+
+    # ---------------------------------------------------------------------------------------------- drawing
+
+    def _draw(self, stem: str, rng: np.random.Generator) -> tuple[int, int]:
+        """(track index, start sample at cfg.sample_rate) of a window of ``stem``; SAD-active if enabled."""
+        sr = self.cfg.sample_rate
+        for _ in range(16):  # a few redraws to step around tracks that failed to read
+            if stem in self._active:
+                cum, starts = self._active[stem]
+                u = int(rng.integers(cum[-1]))
+                j = int(np.searchsorted(cum, u, side="right"))
+                k = int(self._holders[stem][j])
+                t = self.tracks[k]
+                frame = int(starts[j][u - (cum[j - 1] if j else 0)])
+                # grid start in file samples -> target rate, plus a random jitter below one grid step
+                start = int(frame * activity.frame_hop(t.sample_rate) * sr / t.sample_rate)
+                start += int(rng.integers(activity.frame_hop(sr)))
+            else:
+                k = int(rng.choice(self._holders[stem]))
+                t = self.tracks[k]
+                start = int(rng.integers(max(1, num_frames(t, sr) - self.segment + 1)))
+            start = min(start, max(0, num_frames(t, sr) - self.segment))
+            if k not in self._bad:
+                return k, start
+        raise UserError(f"stem {stem!r}: every track holding it failed to read")
+
+    def _source(self, k: int, stem: str, start: int) -> tuple[np.ndarray, float] | None:
+        """The stem's segment as ``(samples (N, C), scale)`` with float audio = samples * scale, read raw
+        into a reused per-process buffer when the file is a plain WAV (one pread, no decoding), else
+        decoded/resampled. None if the track lacks the stem or fails to read (the track is then skipped for
+        the rest of the run)."""
+        t = self.tracks[k]
+        path = t.stems.get(stem)
+        if path is None:
+            return None
+        n = self.segment
+        try:
+            if t.sample_rate != self.cfg.sample_rate:  # slow path: resampled on load (warned once per file)
+                return np.ascontiguousarray(read_stem(t, stem, start, n, self.cfg.sample_rate).T), 1.0
+            if path not in self._layouts:
+                self._layouts[path] = audio.wav_layout(path)
+            lay = self._layouts[path]
+            if lay is not None and start + n <= lay.frames:
+                key = (lay.dtype, lay.channels)
+                if key not in self._raw:
+                    self._raw[key] = np.empty((n, lay.channels), lay.dtype)
+                audio.read_wav_into(path, lay, start, self._raw[key])
+                return self._raw[key], lay.scale
+            buf = np.empty((n, t.channels), np.float32)
+            audio.read_frames(path, start, buf)
+            return buf, 1.0
+        except AudioError as e:
+            # A file that vanished or broke mid-run: drop the track for this process, keep training.
+            self._bad.add(k)
+            log.warning("track %r skipped from now on: %s", t.name, e)
+            return None
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        cfg = self.cfg
+        rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+        shared: tuple[int, int] | None = self._draw(cfg.targets[0], rng) if cfg.aligned else None
+        # Work in the files' interleaved (N, C) layout: each stem is read raw, scaled into a buffer in one
+        # pass (int16 -> float, gain, polarity, mono -> stereo by broadcasting) and added to the mixture;
+        # only the outputs are transposed to (2, N).
+        mix = np.zeros((self.segment, 2), np.float32)
+        buf = np.empty((self.segment, 2), np.float32)
+        targets = np.zeros((len(cfg.targets), 2, self.segment), np.float32)  # (S, 2, N)
+        for s in self.stems:
+            silent, gain, swap, flip = augment.draw(
+                rng, cfg.gain_range, cfg.p_silent, cfg.p_channel_swap, cfg.p_polarity_flip
+            )
+            src = None
+            for _ in range(4):
+                if silent:
+                    break
+                k, start = shared if shared is not None else self._draw(s, rng)
+                src = self._source(k, s, start)
+                if src is not None or shared is not None:
+                    break
+            if src is None:
+                continue
+            x, scale = src
+            if swap and x.shape[1] == 2:
+                x = x[:, ::-1]
+            np.multiply(x, np.float32((-gain if flip else gain) * scale), out=buf, casting="unsafe")
+            mix += buf
+            if s in cfg.targets:
+                targets[cfg.targets.index(s)] = buf.T
+        return torch.from_numpy(np.ascontiguousarray(mix.T)), torch.from_numpy(targets)
+
+
+def iter_tracks(
+    root: str | Path, subset: str = "valid", stems: Sequence[str] | None = None
+) -> Iterator[tuple[TrackInfo, np.ndarray, dict[str, np.ndarray]]]:
+    """Full tracks for validation/test: yields ``(info, mixture (2, N), {stem: reference (2, N)})`` one track
+    at a time (float32, 44.1 kHz). A track that fails to read is skipped with a warning."""
+    for info in find_tracks(root, subset, stems=stems):
+        try:
+            mix, refs = load_track(info, stems)
+        except AudioError as e:
+            log.warning("skipping track %r: %s", info.name, e)
+            continue
+        yield info, mix, refs

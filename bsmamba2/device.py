@@ -1,0 +1,141 @@
+"""Device and precision choice for inference, and the torchrun rank layout.
+
+``auto`` picks CUDA, then Apple MPS, then CPU. Precision ``auto`` means bf16 autocast where the hardware runs
+it natively (CUDA GPUs with bf16, CPUs with AMX or AVX512-BF16) and fp32 elsewhere; emulated bf16 on an
+ordinary CPU is slower than fp32 and only loses accuracy. The official code used fp16 autocast on CUDA
+(OFFICIAL_SPEC §7); ``fp16`` is available to reproduce it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bsmamba2.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+_logged: set[str] = set()
+
+
+@dataclass(frozen=True)
+class DistEnv:
+    """Where this process sits in a ``torchrun`` launch (1 process, rank 0 without one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def dist_env() -> DistEnv:
+    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK (no process group is needed to shard files)."""
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        rank = int(os.environ.get("RANK", "0"))
+        local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    except ValueError:
+        raise UserError("WORLD_SIZE / RANK / LOCAL_RANK must be integers") from None
+    if world < 1 or not 0 <= rank < world:
+        raise UserError(f"invalid torchrun layout: RANK={rank} WORLD_SIZE={world}")
+    return DistEnv(rank, world, local)
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """'auto' -> cuda (cuda:LOCAL_RANK under torchrun), else mps, else cpu. Explicit names are checked."""
+    if isinstance(name, torch.device):
+        return name
+    name = name.lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            name = "cuda"
+        elif _mps_available():
+            name = "mps"
+        else:
+            name = "cpu"
+    base = name.split(":")[0]
+    if base not in DEVICES:
+        raise UserError(f"unknown device {name!r} (choose from {', '.join(DEVICES)})")
+    if base == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda requested but no CUDA GPU is available")
+        if name == "cuda":
+            name = f"cuda:{dist_env().local_rank % max(1, torch.cuda.device_count())}"
+    if base == "mps" and not _mps_available():
+        raise UserError("--device mps requested but Apple MPS is not available")
+    return torch.device(name)
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True if the CPU computes bf16 natively: AMX-BF16 or AVX512-BF16 (Linux /proc/cpuinfo flags, or a
+    torch CPU capability naming them). Without them torch emulates bf16, slower than fp32."""
+    cap = ""
+    try:
+        cap = str(torch.backends.cpu.get_cpu_capability()).upper()
+    except Exception:  # older torch builds lack the query
+        pass
+    if "AMX" in cap or "BF16" in cap:
+        return True
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="ignore")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.split(":", 1)[-1].split())
+            return bool(flags & {"amx_bf16", "avx512_bf16"})
+    return False
+
+
+def resolve_precision(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """Autocast dtype for ``device`` (None = plain fp32). 'auto': bf16 on CUDA with bf16 support (else fp16,
+    as the official code), bf16 on CPUs with native bf16, fp32 otherwise (MPS included)."""
+    precision = precision.lower()
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+    if precision != "auto":
+        if precision == "fp16" and device.type == "cpu":
+            raise UserError("fp16 autocast is not supported on CPU; use bf16 or fp32")
+        return _DTYPES[precision]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
+    return None
+
+
+def describe(device: torch.device, dtype: torch.dtype | None) -> str:
+    """E.g. 'cuda:0 (NVIDIA H100), bf16 autocast'."""
+    where = str(device)
+    if device.type == "cuda":
+        where += f" ({torch.cuda.get_device_name(device)})"
+    prec = (
+        "fp32"
+        if dtype is None
+        else f"{str(dtype).removeprefix('torch.').replace('bfloat16', 'bf16').replace('float16', 'fp16')} autocast"
+    )
+    return f"{where}, {prec}"
+
+
+def log_once(message: str) -> None:
+    """Log an INFO line once per process (device / precision choice)."""
+    if message not in _logged:
+        _logged.add(message)
+        log.info(message)

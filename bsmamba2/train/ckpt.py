@@ -1,0 +1,191 @@
+"""Training checkpoints: atomic step folders, ``last`` / ``best`` pointers, rotation and resume.
+
+One checkpoint is one folder ``RUN_DIR/checkpoints/step_XXXXXX/``::
+
+    model.safetensors   the trained weights + model config (``bsmamba2.model.checkpoint.load_model`` reads it)
+    ema.safetensors     the EMA weights, same format (only when EMA is on)
+    state.pt            optimizer, step, data epoch/position, best metric, RNG states: tensors and plain
+                        containers only, read back with ``torch.load(weights_only=True)``
+    meta.json           step, metrics and which weights were validated (human-readable)
+
+The folder is written under a temporary name and renamed into place, so a run killed at any instant leaves
+either the complete folder or none. ``last`` and ``best`` are relative symbolic links to step folders,
+replaced atomically. Rotation keeps the newest ``keep_last`` step folders plus the one ``best`` points at.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bsmamba2.config import ModelConfig
+from bsmamba2.errors import CheckpointError, UserError
+from bsmamba2.model.checkpoint import load_weights, read_safetensors, save_model
+from bsmamba2.model.separator_net import BandSplitSeparator
+
+log = logging.getLogger(__name__)
+
+STEP_DIR = re.compile(r"^step_(\d+)$")
+STATE_FORMAT = 1
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:06d}"
+
+
+def list_checkpoints(ckpt_root: Path) -> list[tuple[int, Path]]:
+    """Complete step folders under ``ckpt_root`` as (step, path), oldest first."""
+    if not ckpt_root.is_dir():
+        return []
+    out = []
+    for p in ckpt_root.iterdir():
+        m = STEP_DIR.match(p.name)
+        if m and not p.is_symlink() and (p / "state.pt").is_file():
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def save_checkpoint(
+    ckpt_root: Path,
+    step: int,
+    model: BandSplitSeparator,
+    ema_model: BandSplitSeparator | None,
+    state: dict[str, Any],
+    meta: dict[str, Any],
+) -> Path:
+    """Write ``ckpt_root/step_XXXXXX/`` atomically (temp folder + rename) and point ``last`` at it."""
+    ckpt_root.mkdir(parents=True, exist_ok=True)
+    name = step_dir_name(step)
+    final = ckpt_root / name
+    tmp = ckpt_root / f".tmp_{name}_{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    info = {"step": str(step)}
+    save_model(model, tmp / "model.safetensors", metadata={**info, "weights": "raw"})
+    if ema_model is not None:
+        save_model(ema_model, tmp / "ema.safetensors", metadata={**info, "weights": "ema"})
+    torch.save(state, tmp / "state.pt")
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+    if final.exists():  # the same step written again (e.g. a resumed run that stops at once): swap it out
+        old = ckpt_root / f".old_{name}_{os.getpid()}"
+        final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old)
+    else:
+        tmp.rename(final)  # atomic on POSIX: the folder appears complete or not at all
+    point(ckpt_root, "last", name)
+    return final
+
+
+def point(ckpt_root: Path, link: str, target: str) -> None:
+    """Atomically make ``ckpt_root/link`` a relative symlink to ``target`` (a step folder name)."""
+    tmp = ckpt_root / f".{link}.tmp{os.getpid()}"
+    tmp.unlink(missing_ok=True)
+    try:
+        os.symlink(target, tmp, target_is_directory=True)
+        os.replace(tmp, ckpt_root / link)
+    except OSError as e:  # e.g. Windows without symlink rights: the step folders are still complete
+        log.warning("could not link %s -> %s (%s); use %s directly", link, target, e, ckpt_root / target)
+
+
+def rotate(ckpt_root: Path, keep_last: int) -> None:
+    """Delete all but the newest ``keep_last`` step folders, never the one ``best`` points at."""
+    best = ckpt_root / "best"
+    protected = best.resolve() if best.is_symlink() else None
+    ckpts = list_checkpoints(ckpt_root)
+    for _, p in ckpts[: max(0, len(ckpts) - keep_last)]:
+        if protected is None or p.resolve() != protected:
+            shutil.rmtree(p, ignore_errors=True)
+    for p in ckpt_root.glob(".tmp_step_*"):  # leftovers of runs killed mid-write
+        if not p.name.endswith(f"_{os.getpid()}"):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def resolve_resume(path: str | Path) -> Path:
+    """The checkpoint folder to resume from: a step folder (or a file in one), ``last``/``best``, a
+    ``checkpoints`` folder or a run folder (both: its newest complete checkpoint)."""
+    p = Path(path).expanduser()
+    if p.is_file():
+        p = p.parent
+    if not p.is_dir():
+        raise UserError(f"--resume {path}: no such checkpoint or run folder")
+    if (p / "state.pt").is_file():
+        return p
+    for root in (p / "checkpoints", p):
+        ckpts = list_checkpoints(root)
+        if ckpts:
+            return ckpts[-1][1]
+    raise UserError(f"--resume {path}: no complete checkpoint (a step_XXXXXX folder with state.pt) found")
+
+
+def run_dir_of(ckpt_dir: Path) -> Path:
+    """RUN_DIR of ``RUN_DIR/checkpoints/step_XXXXXX`` (symlinks resolved)."""
+    return ckpt_dir.resolve().parent.parent
+
+
+def load_checkpoint(
+    ckpt_dir: Path, model: BandSplitSeparator, ema_model: BandSplitSeparator | None
+) -> dict[str, Any]:
+    """Load weights (and EMA weights) into the given models; return the training state of ``state.pt``.
+
+    Without ``ema.safetensors`` (a run trained with EMA off) the EMA restarts from the loaded weights.
+    """
+    meta, weights = read_safetensors(ckpt_dir / "model.safetensors")
+    if "config" in meta:
+        saved = ModelConfig.from_json(meta["config"])
+        if saved != model.cfg:
+            diff = [k for k, v in saved.to_dict().items() if model.cfg.to_dict().get(k) != v]
+            raise CheckpointError(
+                f"{ckpt_dir}: trained with a different model config (differs in: {', '.join(diff)})"
+            )
+    load_weights(model, weights, source=str(ckpt_dir / "model.safetensors"))
+    if ema_model is not None:
+        ema_path = ckpt_dir / "ema.safetensors"
+        source = ema_path if ema_path.is_file() else ckpt_dir / "model.safetensors"
+        load_weights(ema_model, read_safetensors(source)[1], source=str(source))
+    try:
+        state = torch.load(ckpt_dir / "state.pt", map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
+        raise CheckpointError(f"{ckpt_dir / 'state.pt'}: unreadable training state ({e})") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{ckpt_dir / 'state.pt'}: not a bsmamba2 training state")
+    return state
+
+
+# ---- RNG states as tensors / plain containers (loadable with weights_only=True) -------------------------
+def rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)  # type: ignore[misc]
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [name, torch.from_numpy(np.asarray(keys, dtype=np.int64)), pos, has_gauss, cached],
+        "python": _to_lists(random.getstate()),
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(_to_tuples(state["python"]))
+
+
+def _to_lists(x: Any) -> Any:
+    return [_to_lists(v) for v in x] if isinstance(x, (tuple, list)) else x
+
+
+def _to_tuples(x: Any) -> Any:
+    return tuple(_to_tuples(v) for v in x) if isinstance(x, (tuple, list)) else x

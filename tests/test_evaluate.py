@@ -1,0 +1,124 @@
+"""Evaluation studies (vocal regions, floor/ceiling baselines) and ``bsmamba2 evaluate`` end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bsmamba2 import cli
+from bsmamba2.evaluate import metrics, studies
+from bsmamba2.evaluate.cli import score_track, summarize, summary_markdown
+
+SR = 44100
+
+
+def _bursts(spans: list[tuple[float, float]], seconds: float = 10.0) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    x = np.zeros((2, t.size))
+    for s, e in spans:
+        m = (t >= s) & (t < e)
+        x[:, m] = 0.5 * np.sin(2 * np.pi * 200 * t[m])
+    return x
+
+
+def test_vocal_regions_find_bursts_and_bridge_short_gaps() -> None:
+    # 1.5 s phrase; 3 s phrase with a 50 ms stop inside; a 0.2 s blip (dropped); a 5 s phrase
+    x = _bursts([(0.5, 2.0), (3.0, 4.0), (4.05, 6.0), (6.5, 6.7), (7.0, 9.9)], seconds=10.0)
+    regions = studies.vocal_regions(x, SR)
+    durations = [(e - s) / SR for s, e in regions]
+    assert len(regions) == 3
+    assert durations == pytest.approx([1.5, 3.0, 2.9], abs=0.06)
+    assert [studies.bucket_of(d) for d in durations] == ["1-2s", "2-4s", "2-4s"]
+    assert studies.vocal_regions(np.zeros((2, SR)), SR) == []
+    assert (
+        studies.bucket_of(0.5) is None and studies.bucket_of(4.0) == "4-8s" and studies.bucket_of(8.0) is None
+    )
+
+
+def test_regions_from_meta_and_scores() -> None:
+    meta = {
+        "sample_rate": 22050,
+        "phrases": [{"start": 1.0, "end": 2.5, "start_sample": 22050, "end_sample": 55125}],
+    }
+    assert studies.regions_from_meta(meta, SR) == [(44100, 110250)]
+    assert studies.regions_from_meta({"phrases": [{"start": 0.5, "end": 1.0}]}, SR) == [(22050, 44100)]
+    ref = _bursts([(1.0, 2.5)], seconds=3.0)
+    est = ref.copy()
+    est[:, 44100:110250] *= 0.9  # 20 dB inside the region
+    scores = studies.region_scores(ref, est, [(44100, 110250)], SR)
+    assert scores[0].bucket == "1-2s" and scores[0].usdr == pytest.approx(20.0, abs=1e-4)
+    table = studies.duration_table(scores)
+    assert table["1-2s"]["regions"] == 1 and math.isnan(table["4-8s"]["usdr_mean"])
+
+
+def test_oracle_irm_is_a_ceiling_and_mixture_a_floor() -> None:
+    rng = np.random.default_rng(0)
+    n = SR
+    t = np.arange(n) / SR
+    vocals = np.tile(0.3 * np.sin(2 * np.pi * 440 * t), (2, 1)).astype(np.float32)
+    rest = (0.1 * rng.standard_normal((2, n))).astype(np.float32)
+    mix = vocals + rest
+    for power in (1.0, 2.0):
+        est = studies.oracle_irm(mix, {"vocals": vocals, "rest": rest}, power=power)
+        np.testing.assert_allclose(est["vocals"] + est["rest"], mix, atol=1e-4)  # masks sum to one
+    est = studies.oracle_irm(mix, {"vocals": vocals})  # the remainder becomes the other source
+    floor = metrics.usdr(vocals, studies.mixture_baseline(mix, ["vocals"])["vocals"])
+    assert metrics.usdr(vocals, est["vocals"]) > floor + 10
+
+
+def test_score_track_and_summary_handle_perfect_and_silent() -> None:
+    ref = _bursts([(0.2, 1.6)], seconds=2.0)
+    row = score_track(ref, {"vocals": ref}, {"vocals": ref.copy()}, SR)
+    assert row["stems"]["vocals"]["csdr"] == math.inf
+    assert len(row["vocal_regions"]) == 1
+    summary = summarize({8.0: [row]}, ["vocals"], overlap=0.0)
+    text = summary_markdown(summary, "t")
+    assert "| 8 s | vocals |" in text and "1-2s" in text
+
+
+def test_evaluate_cli_end_to_end(tiny_model_path: Path, tiny_corpus: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", str(tiny_model_path), "--data", str(tiny_corpus), "--out", str(out)]
+    assert cli.main([*args, "--segment", "0.5", "1", "--save-estimates"]) == 0
+    printed = capsys.readouterr().out
+    assert (
+        "uSDR (mean)" in printed and "| 0.5 s | vocals |" in printed and "| 1 s | instrumental |" in printed
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    assert [r["segment"] for r in summary["runs"]] == [0.5, 1.0]
+    track = json.loads((out / "segment_0.5s" / "tracks" / "A.json").read_text())
+    assert track["regions_from"] == "meta.json" and len(track["vocal_regions"]) == 1
+    assert len(track["stems"]["vocals"]["csdr_frames"]) == 2  # 2.5 s -> two full 1 s frames
+    b = json.loads((out / "segment_1s" / "tracks" / "B.json").read_text())
+    assert b["regions_from"] == "energy detector"
+    assert (out / "segment_1s" / "estimates" / "B" / "vocals.wav").exists()
+    assert (out / "summary.md").read_text().startswith("## tiny")
+
+
+def test_evaluate_baselines(tiny_corpus: Path, tmp_path: Path, capsys) -> None:
+    from bsmamba2.data import musdb
+
+    out = tmp_path / "floor"
+    assert cli.main(["evaluate", "--baseline", "mixture", "--data", str(tiny_corpus), "--out", str(out)]) == 0
+    run = json.loads((out / "summary.json").read_text())["runs"][0]
+    mixes = [musdb.load_track(t, ["vocals"]) for t in musdb.find_tracks(tiny_corpus, "test", ["vocals"])]
+    expected = np.mean([metrics.usdr(refs["vocals"], mix) for mix, refs in mixes])
+    assert run["stems"]["vocals"]["usdr_mean"] == pytest.approx(expected, abs=1e-6)
+    out2 = tmp_path / "ceiling"
+    assert (
+        cli.main(["evaluate", "--baseline", "oracle-irm", "--data", str(tiny_corpus), "--out", str(out2)])
+        == 0
+    )
+    ceiling = json.loads((out2 / "summary.json").read_text())["runs"][0]["stems"]["vocals"]["usdr_mean"]
+    assert ceiling > expected + 5
+
+
+def test_evaluate_errors(tmp_path: Path, tiny_model_path: Path, capsys) -> None:
+    assert cli.main(["evaluate", "--model", str(tiny_model_path), "--data", str(tmp_path / "nowhere")]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "Traceback" not in err
+    assert cli.main(["evaluate", "--data", str(tmp_path)]) == 2  # needs --model or --baseline

@@ -1,0 +1,257 @@
+"""``bsmamba2 separate`` end to end on a tiny model, the ``Separator`` API, device choice, and every bad input
+the command must survive with a one-line error."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import ScaleModel
+from safetensors.torch import save_file
+
+from bsmamba2 import cli
+from bsmamba2.api import Separator
+from bsmamba2.config import ModelConfig
+from bsmamba2.device import resolve_device, resolve_precision
+from bsmamba2.errors import UserError
+
+FAST = ["--segment", "0.25", "--no-overlap", "--bit-depth", "float"]
+
+
+def separate(model: Path, *args: str | Path) -> int:
+    return cli.main(["separate", *map(str, args), "--model", str(model), *FAST])
+
+
+def one_line_error(err: str) -> None:
+    assert "Traceback" not in err
+    errors = [line for line in err.splitlines() if "error:" in line]
+    assert errors, err
+    assert all(len(line) < 400 for line in errors)
+
+
+def leftovers(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob("*") if ".part" in p.name]
+
+
+# ---- normal use ---------------------------------------------------------------------------------------
+
+
+def test_separates_next_to_input(tiny_model_path: Path, write_audio: Callable[..., Path]) -> None:
+    src = write_audio("song.wav", seconds=0.4)
+    assert separate(tiny_model_path, src) == 0
+    out = src.parent / "separated" / "song"
+    x, sr = sf.read(str(src), always_2d=True)
+    v, vsr = sf.read(str(out / "vocals.wav"), always_2d=True)
+    inst, _ = sf.read(str(out / "instrumental.wav"), always_2d=True)
+    assert vsr == sr and v.shape == x.shape
+    np.testing.assert_allclose(v + inst, x, atol=1e-6)  # instrumental = mixture - vocals
+
+
+@pytest.mark.parametrize(
+    ("name", "rate", "channels", "frames", "kind"),
+    [
+        ("mono8k.wav", 8000, 1, 2000, "noise"),
+        ("hi96k.flac", 96000, 2, 30000, "noise"),
+        ("tiny.wav", 44100, 2, 100, "noise"),
+        ("silence.wav", 44100, 2, 5000, "zeros"),
+    ],
+)
+def test_odd_but_valid_inputs(
+    tiny_model_path: Path,
+    tmp_path: Path,
+    write_audio,
+    name: str,
+    rate: int,
+    channels: int,
+    frames: int,
+    kind: str,
+) -> None:
+    data = np.zeros((channels, frames), np.float32) if kind == "zeros" else None
+    subtype = "PCM_24" if name.endswith(".flac") else "FLOAT"
+    src = write_audio(name, data=data, sr=rate, seconds=frames / rate, channels=channels, subtype=subtype)
+    assert separate(tiny_model_path, src, "-o", tmp_path / "out") == 0
+    for stem in ("vocals", "instrumental"):
+        y, r = sf.read(str(tmp_path / "out" / Path(name).stem / f"{stem}.wav"), always_2d=True)
+        assert r == rate and y.shape == (frames, channels) and np.isfinite(y).all()
+
+
+def test_flac_skip_and_overwrite(tiny_model_path: Path, tmp_path: Path, write_audio) -> None:
+    src = write_audio("a.wav", seconds=0.2)
+    out = tmp_path / "o"
+    args = ["separate", str(src), "-o", str(out), "--model", str(tiny_model_path), "--segment", "0.25"]
+    assert cli.main([*args, "--format", "flac", "--bit-depth", "16", "--stems", "vocals"]) == 0
+    target = out / "a" / "vocals.flac"
+    assert sf.info(str(target)).subtype == "PCM_16" and not (out / "a" / "instrumental.flac").exists()
+    target.write_bytes(b"sentinel")
+    assert cli.main([*args, "--format", "flac", "--stems", "vocals"]) == 0
+    assert target.read_bytes() == b"sentinel"  # existing output kept
+    assert cli.main([*args, "--format", "flac", "--stems", "vocals", "--overwrite"]) == 0
+    assert sf.info(str(target)).frames == sf.info(str(src)).frames
+
+
+def test_folder_input_and_torchrun_sharding(
+    tiny_model_path: Path, tmp_path: Path, write_audio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for i in range(3):
+        write_audio(f"in/sub/t{i}.wav", seconds=0.1, seed=i)
+    (tmp_path / "in" / "notes.txt").write_text("not audio")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert separate(tiny_model_path, tmp_path / "in", "-o", tmp_path / "out") == 0
+    done = sorted(p.parent.name for p in (tmp_path / "out").rglob("vocals.wav"))
+    assert done == ["t1"]  # rank 1 of 2 takes files 1, 3, ...
+    assert (tmp_path / "out" / "sub" / "t1" / "vocals.wav").exists()  # folder structure kept
+
+
+def test_downmix(
+    tiny_model_path: Path, tmp_path: Path, write_audio, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = write_audio("six.wav", channels=6, seconds=0.1)
+    assert separate(tiny_model_path, src, "-o", tmp_path / "o") == 1
+    one_line_error(capsys.readouterr().err)
+    assert separate(tiny_model_path, src, "-o", tmp_path / "o", "--downmix") == 0
+    assert sf.info(str(tmp_path / "o" / "six" / "vocals.wav")).channels == 2
+
+
+# ---- bad input ----------------------------------------------------------------------------------------
+
+
+def _corrupt(p: Path) -> None:
+    p.write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk" * 4)
+
+
+def _empty(p: Path) -> None:
+    sf.write(str(p), np.zeros((0, 2), np.float32), 44100)
+
+
+def _nan(p: Path) -> None:
+    x = np.zeros((4410, 2), np.float32)
+    x[100, 0] = np.nan
+    x[200, 1] = np.inf
+    sf.write(str(p), x, 44100, subtype="FLOAT")
+
+
+@pytest.mark.parametrize("make", [_corrupt, _empty, _nan], ids=["corrupt", "empty", "nan"])
+def test_bad_files_fail_alone(
+    tiny_model_path: Path, tmp_path: Path, write_audio, capsys: pytest.CaptureFixture[str], make
+) -> None:
+    good = write_audio("good.wav", seconds=0.1)
+    bad = tmp_path / "bad.wav"
+    make(bad)
+    out = tmp_path / "out"
+    assert separate(tiny_model_path, bad, good, "-o", out) == 1
+    err = capsys.readouterr().err
+    one_line_error(err)
+    assert "bad.wav" in err and "failed 1" in err
+    assert (out / "good" / "vocals.wav").exists()  # the rest of the batch still ran
+    assert not (out / "bad").exists() or not any((out / "bad").iterdir())
+    assert leftovers(tmp_path) == []
+
+
+def test_nonexistent_path(tiny_model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert separate(tiny_model_path, tmp_path / "missing.wav") == 1
+    err = capsys.readouterr().err
+    one_line_error(err)
+    assert "missing.wav" in err
+
+
+def test_unwritable_output(tiny_model_path: Path, tmp_path: Path, write_audio, capsys) -> None:
+    src = write_audio("a.wav", seconds=0.1)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file, not a folder")  # works even as root, unlike chmod
+    assert separate(tiny_model_path, src, "-o", blocker / "out") == 1
+    one_line_error(capsys.readouterr().err)
+
+
+def test_bad_models(
+    tiny_model_path: Path, tmp_path: Path, write_audio, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = write_audio("a.wav", seconds=0.1)
+    # weights of the tiny model under the config of a wider one: every shape is wrong
+    from safetensors import safe_open
+
+    with safe_open(str(tiny_model_path), framework="pt") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
+    wrong = tmp_path / "wrong.safetensors"
+    save_file(
+        state, str(wrong), metadata={"format": "bsmamba2", "config": ModelConfig.tiny(dim=24).to_json()}
+    )
+    not_ckpt = tmp_path / "notes.safetensors"
+    not_ckpt.write_text("hello")
+    for model in (wrong, not_ckpt, src, tmp_path / "missing.safetensors"):
+        assert cli.main(["separate", str(src), "--model", str(model)]) == 1
+        err = capsys.readouterr().err
+        one_line_error(err)
+    assert not (src.parent / "separated").exists()
+
+
+def test_argument_errors(tiny_model_path: Path, write_audio, capsys: pytest.CaptureFixture[str]) -> None:
+    src = write_audio("a.wav", seconds=0.1)
+    assert (
+        cli.main(
+            [
+                "separate",
+                str(src),
+                "--model",
+                str(tiny_model_path),
+                "--format",
+                "flac",
+                "--bit-depth",
+                "float",
+            ]
+        )
+        == 1
+    )
+    one_line_error(capsys.readouterr().err)
+    assert cli.main(["separate", str(src), "--model", str(tiny_model_path), "--stems", "drums"]) == 1
+    one_line_error(capsys.readouterr().err)
+
+
+# ---- Python API and devices ----------------------------------------------------------------------------
+
+
+def test_separator_api_keeps_shape_and_rate(half_model: ScaleModel, tmp_path: Path, write_audio) -> None:
+    sep = Separator(half_model, segment=0.1, overlap=0.5)
+    assert sep.stems == ("vocals", "instrumental")
+    t = np.arange(4800) / 48000
+    mono = torch.from_numpy((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32))  # (N,) at 48 kHz
+    out = sep.separate(mono, 48000)
+    assert out["vocals"].shape == mono.shape
+    torch.testing.assert_close(out["vocals"] + out["instrumental"], mono)
+    torch.testing.assert_close(out["vocals"][1000:-1000], 0.5 * mono[1000:-1000], atol=1e-3, rtol=0)
+    stereo = np.random.default_rng(0).standard_normal((2, 3000)).astype(np.float32)
+    assert sep.separate(stereo, 44100)["vocals"].shape == (2, 3000)
+    with pytest.raises(UserError, match="NaN"):
+        sep.separate(np.full(100, np.nan, np.float32), 44100)
+    with pytest.raises(UserError, match="downmix"):
+        sep.separate(np.zeros((6, 100), np.float32), 44100)
+    paths = sep.separate_file(write_audio("x.wav", seconds=0.05), tmp_path / "sep")
+    assert set(paths) == {"vocals", "instrumental"} and all(p.exists() for p in paths.values())
+
+
+def test_missing_default_model_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import bsmamba2.api
+
+    monkeypatch.setattr(bsmamba2.api, "DEFAULT_MODEL", tmp_path / "none.safetensors")
+    with pytest.raises(UserError, match="--model"):
+        Separator.from_pretrained()
+
+
+def test_device_and_precision_choice() -> None:
+    dev = resolve_device("auto")
+    assert dev.type in ("cpu", "cuda", "mps")
+    assert resolve_precision(torch.device("cpu"), "fp32") is None
+    assert resolve_precision(torch.device("cpu"), "bf16") == torch.bfloat16
+    assert resolve_precision(torch.device("cpu"), "auto") in (None, torch.bfloat16)
+    with pytest.raises(UserError):
+        resolve_precision(torch.device("cpu"), "fp16")
+    with pytest.raises(UserError):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(UserError, match="CUDA"):
+            resolve_device("cuda")

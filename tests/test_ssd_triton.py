@@ -1,0 +1,251 @@
+"""The fused Triton SSD kernel computes the same function as the plain-PyTorch reference, values and gradients.
+
+Every check draws fresh random inputs and compares with ``ssd_chunked`` run in float64 on the same (rounded)
+inputs, by ‖Δ‖/‖ref‖ per output and per gradient (y, dx, ddt, dA, dB, dC, dD, and the states when asked).
+
+* On a CPU the kernels run under Triton's interpreter (numpy) in a subprocess, because ``TRITON_INTERPRET``
+  must be set before the kernels are defined. The default run covers both kernel families on tiny shapes in a
+  few seconds; ``BSMAMBA2_TEST_INTERPRET=1`` adds longer sequences (801 steps), groups and bf16.
+* On a GPU (``-m gpu``) the real compiled kernels are checked at BSMamba2's head sizes (64 × 128), in float32
+  (exact "ieee" products: ≤ 1e-4) and bf16 (≤ 1e-2), with strided inputs and poisoned outputs.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bsmamba2.model.mixers.ssd import ssd_chunked
+
+pytest.importorskip("triton")
+
+LENGTHS = [1, 7, 62, 64, 65, 801]
+
+
+def make_inputs(
+    b: int,
+    l: int,
+    h: int,
+    p: int,
+    g: int,
+    n: int,
+    dtype: torch.dtype,
+    seed: int,
+    device: str = "cpu",
+    dt_range: tuple[float, float] = (1e-3, 0.1),
+) -> dict[str, torch.Tensor]:
+    """Random inputs in the ranges Mamba2 produces: dt log-uniform in dt_range, A = −U(1, 16), D ~ N(0, 1).
+
+    x, B, C are in ``dtype`` (the activations); dt, A, D stay float32 (as in the mixer).
+    """
+    gen = torch.Generator().manual_seed(seed)
+    lo, hi = math.log(dt_range[0]), math.log(dt_range[1])
+    ins = {
+        "x": torch.randn(b, l, h, p, generator=gen),
+        "dt": torch.exp(torch.rand(b, l, h, generator=gen) * (hi - lo) + lo),
+        "A": -(torch.rand(h, generator=gen) * 15 + 1),
+        "B": torch.randn(b, l, g, n, generator=gen) / n**0.25,
+        "C": torch.randn(b, l, g, n, generator=gen) / n**0.25,
+        "D": torch.randn(h, generator=gen),
+        "dy": torch.randn(b, l, h, p, generator=gen),
+        "s0": torch.randn(b, h, p, n, generator=gen) * 0.1,
+        "dfinal": torch.randn(b, h, p, n, generator=gen),
+    }
+    for k in ("x", "B", "C", "dy"):
+        ins[k] = ins[k].to(dtype)
+    return {k: v.to(device) for k, v in ins.items()}
+
+
+def compare(
+    fn,
+    ins: dict[str, torch.Tensor],
+    with_states: bool = False,
+) -> dict[str, float]:
+    """Relative errors ‖fn − ref‖/‖ref‖ of y (and the final state) and of every gradient, ref = float64 chunked."""
+    names = ["x", "dt", "A", "B", "C", "D"] + (["s0"] if with_states else [])
+    results = {}
+    for tag, f, conv in (
+        ("ref", ssd_chunked, lambda t: t.detach().double()),
+        ("fn", fn, lambda t: t.detach().clone()),
+    ):
+        args = {k: conv(ins[k]).requires_grad_(True) for k in names}
+        out = f(
+            args["x"],
+            args["dt"],
+            args["A"],
+            args["B"],
+            args["C"],
+            args["D"],
+            chunk_size=64,
+            initial_state=args.get("s0"),
+            return_final_state=with_states,
+        )
+        y, final = out if with_states else (out, None)
+        loss = (y.double() * ins["dy"].double()).sum()
+        if final is not None:
+            loss = loss + (final.double() * ins["dfinal"].double()).sum()
+        loss.backward()
+        vals = {"y": y} | ({"final": final} if final is not None else {})
+        vals |= {"d" + k: args[k].grad for k in names}
+        results[tag] = vals
+    errs = {}
+    for k, ref in results["ref"].items():
+        got = results["fn"][k]
+        assert got is not None and got.shape == ref.shape, k
+        assert torch.isfinite(got).all(), f"{k} has non-finite values"
+        errs[k] = ((got.double() - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+    return errs
+
+
+# ---- CPU: the Triton interpreter, in a subprocess ------------------------------------------------------------
+def _interpret_cases(full: bool) -> list[dict]:
+    cases: list[dict] = [dict(l=l, b=2, h=2, p=16, g=1, n=16) for l in (1, 7, 64, 65)]
+    cases.append(dict(l=70, b=1, h=4, p=16, g=2, n=16))  # two groups, chunked kernel
+    cases.append(dict(l=40, b=1, h=4, p=16, g=2, n=16))  # two groups, single-chunk kernel
+    cases.append(dict(l=70, b=1, h=2, p=16, g=1, n=16, states=True))
+    cases.append(dict(l=9, b=1, h=1, p=8, g=1, n=24, states=True))  # odd sizes, short sequence with states
+    if full:
+        cases.append(dict(l=62, b=2, h=4, p=16, g=1, n=16))
+        cases.append(dict(l=801, b=1, h=2, p=16, g=1, n=16))
+        cases.append(dict(l=130, b=1, h=3, p=24, g=1, n=40))
+        cases.append(dict(l=62, b=2, h=4, p=16, g=1, n=16, dtype="bfloat16"))
+        cases.append(dict(l=130, b=1, h=2, p=16, g=1, n=16, dtype="bfloat16", states=True))
+    return cases
+
+
+def _run_interpret_cases(full: bool) -> int:
+    """Body of the subprocess: TRITON_INTERPRET=1 is already set. Prints one line per case; returns #failures."""
+    from bsmamba2.model.mixers.ssd_triton import ssd_triton
+
+    failures = 0
+    for i, case in enumerate(_interpret_cases(full)):
+        case = dict(case)
+        states = case.pop("states", False)
+        dtype = getattr(torch, case.pop("dtype", "float32"))
+        ins = make_inputs(**case, dtype=dtype, seed=100 + i, dt_range=(0.01, 1.0))
+        errs = compare(ssd_triton, ins, with_states=states)
+        # fp32 products are exact in the interpreter; bf16 cases round y/dx/dB/dC to bf16 on output
+        tol = 1e-4 if dtype == torch.float32 else 1e-2
+        worst = max(errs, key=lambda k: errs[k])
+        ok = errs[worst] < tol
+        failures += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} {case} {dtype} states={states}: worst {worst} {errs[worst]:.2e}")
+    return failures
+
+
+@pytest.mark.parametrize("full", [False, True], ids=["quick", "full"])
+def test_triton_interpreter_matches_reference(full: bool) -> None:
+    if full and os.environ.get("BSMAMBA2_TEST_INTERPRET") != "1":
+        pytest.skip("set BSMAMBA2_TEST_INTERPRET=1 for the long interpreter run (about a minute)")
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run(
+        [sys.executable, __file__, "--interpret", "full" if full else "quick"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# ---- GPU: the compiled kernels --------------------------------------------------------------------------------
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _ssd_triton():
+    from bsmamba2.model.mixers.ssd_triton import ssd_triton
+
+    return ssd_triton
+
+
+def _poison() -> None:
+    """Leave NaNs in the caching allocator's free blocks, so an output element the kernel forgets stays NaN."""
+    free = torch.cuda.mem_get_info()[0]
+    junk = torch.full((min(free // 8, 1 << 28),), float("nan"), device="cuda")
+    del junk
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("length", LENGTHS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_gpu_matches_reference(length: int, dtype: torch.dtype) -> None:
+    torch.set_float32_matmul_precision("highest")  # fp32 inputs → exact ("ieee") products in the kernel
+    ins = make_inputs(3, length, 4, 64, 1, 128, dtype, seed=length, device="cuda")
+    _poison()
+    errs = compare(_ssd_triton(), ins)
+    tol = 1e-4 if dtype == torch.float32 else 1e-2
+    assert max(errs.values()) < tol, errs
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("length", [62, 801])
+def test_gpu_paper_shape_bf16_fresh_draws(length: int) -> None:
+    """Paper head layout (16 heads × 64, d_state 128, 1 group), three independent draws."""
+    for seed in range(3):
+        ins = make_inputs(4, length, 16, 64, 1, 128, torch.bfloat16, seed=1000 + seed, device="cuda")
+        errs = compare(_ssd_triton(), ins)
+        assert max(errs.values()) < 1e-2, errs
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("length", [7, 65, 200])
+def test_gpu_states_and_groups(length: int) -> None:
+    torch.set_float32_matmul_precision("highest")
+    ins = make_inputs(2, length, 4, 64, 2, 128, torch.float32, seed=7 + length, device="cuda")
+    errs = compare(_ssd_triton(), ins, with_states=True)
+    assert max(errs.values()) < 1e-4, errs
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("length", [62, 801])
+def test_gpu_strided_inputs_and_repeatability(length: int) -> None:
+    """x, B, C as column slices of one packed tensor (as the mixer's conv output), dy non-contiguous; two runs
+    of the same inputs agree (float32 atomics may reorder sums, nothing more)."""
+    fn = _ssd_triton()
+    b, h, p, n = 2, 16, 64, 128
+    ins = make_inputs(b, length, h, p, 1, n, torch.bfloat16, seed=3, device="cuda")
+    packed = torch.cat([ins["x"].flatten(2), ins["B"].flatten(2), ins["C"].flatten(2)], dim=-1)
+    x = packed[..., : h * p].unflatten(-1, (h, p))
+    B = packed[..., h * p : h * p + n].unflatten(-1, (1, n))
+    C = packed[..., h * p + n :].unflatten(-1, (1, n))
+    assert not x.is_contiguous()
+    dy = torch.randn(b, h, length, p, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
+
+    def run(xx: torch.Tensor, BB: torch.Tensor, CC: torch.Tensor) -> list[torch.Tensor]:
+        args = [t.detach().clone().requires_grad_(True) if t.is_contiguous() else t.detach().requires_grad_(True)
+                for t in (xx, ins["dt"], ins["A"], BB, CC, ins["D"])]  # fmt: skip
+        y = fn(*args)
+        y.backward(dy)
+        return [y] + [a.grad for a in args]
+
+    strided = run(x, B, C)
+    contiguous = run(x.contiguous(), B.contiguous(), C.contiguous())
+    again = run(x.contiguous(), B.contiguous(), C.contiguous())
+    for s, c, a in zip(strided, contiguous, again):
+        assert ((s.double() - c.double()).norm() / c.double().norm()).item() < 1e-5
+        assert ((a.double() - c.double()).norm() / c.double().norm()).item() < 1e-5
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_auto_backend_is_triton() -> None:
+    from bsmamba2.model.mixers.ssd import resolve_backend
+
+    assert resolve_backend("auto", torch.device("cuda")) == "triton"
+
+
+if __name__ == "__main__":
+    # Subprocess entry of test_triton_interpreter_matches_reference (TRITON_INTERPRET=1 set by the caller).
+    if len(sys.argv) == 3 and sys.argv[1] == "--interpret":
+        torch.set_num_threads(1)
+        sys.exit(1 if _run_interpret_cases(sys.argv[2] == "full") else 0)
