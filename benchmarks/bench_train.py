@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench_train: needs a CUDA GPU (or BENCH_SMOKE=1 for a CPU check of the script)")
         return 0
     if SMOKE:
-        args.batch, args.seconds, args.steps = 2, 0.5, 2
+        args.batch, args.seconds, args.steps = 2, 0.1, 2
     rep = Report("train")
     attempt(rep, "main", lambda: run(rep, Deadline(args.budget), args.batch, args.seconds, args.steps))
     rep.table(

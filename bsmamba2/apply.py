@@ -20,7 +20,6 @@ import contextlib
 import logging
 import math
 import os
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -382,13 +381,9 @@ class AtomicWriter:
         self.clipped = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(
-                prefix=f".{self.path.stem}.", suffix=f".part{self.path.suffix}", dir=self.path.parent
-            )
+            self.tmp = audio.temp_beside(self.path)
         except OSError as e:
             raise UserError(f"{self.path.parent}: cannot write output ({e.strerror or e})") from None
-        os.close(fd)
-        self.tmp = Path(tmp)
         try:
             self._f = sf.SoundFile(
                 str(self.tmp), "w", samplerate=sample_rate, channels=channels, subtype=subtype, format=fmt

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
+from bsmamba2.atomic import temp_beside
 from bsmamba2.errors import AudioError, UserError
 
 log = logging.getLogger(__name__)
@@ -126,10 +126,9 @@ def write(
     fmt = p.suffix.lstrip(".").upper() or "WAV"
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.stem}.", suffix=f".part{p.suffix}", dir=p.parent)
+        tmp = str(temp_beside(p))
     except OSError as e:
         raise UserError(f"{p.parent}: cannot write output ({e.strerror or e})") from None
-    os.close(fd)
     try:
         sf.write(tmp, np.ascontiguousarray(audio.T), sample_rate, subtype=subtype, format=fmt)
         os.replace(tmp, p)

@@ -54,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 2
     module_name, help_text = SUBCOMMANDS[command]
+    from bsmamba2.device import tune_cpu_allocator
+
+    tune_cpu_allocator()  # large CPU tensors: reuse freed memory instead of page-faulting it back each pass
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"bsmamba2 {command}", description=help_text)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")

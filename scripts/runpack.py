@@ -47,7 +47,7 @@ from bsmamba2.train.config import TrainConfig  # noqa: E402
 
 MODEL_PREFIX = "model."
 ROW, COL, FULL = "opt_row.", "opt_col.", "opt_full."
-STATE_KEYS = ("step", "epoch", "position", "world_size", "bad_streak", "best", "best_step")
+STATE_KEYS = ("step", "epoch", "position", "world_size", "batch_size", "bad_streak", "best", "best_step")
 
 
 # ---- export -----------------------------------------------------------------------------------------------
@@ -164,6 +164,7 @@ def restore(carry: Path, name: str, run_dir: Path) -> Path | None:
         "epoch": int(ts["epoch"]),
         "position": int(ts["position"]),
         "world_size": int(ts.get("world_size") or 1),
+        "batch_size": int(ts.get("batch_size") or tcfg.batch_size),
         "bad_streak": int(ts.get("bad_streak") or 0),
         "best": ts.get("best"),
         "best_step": int(ts["best_step"]) if ts.get("best_step") is not None else -1,

@@ -238,10 +238,12 @@ def test_gpu_strided_inputs_and_repeatability(length: int) -> None:
 
 @pytest.mark.gpu
 @gpu
-def test_gpu_auto_backend_is_triton() -> None:
+def test_gpu_auto_backend_is_the_reference_until_triton_is_validated() -> None:
+    """The fused kernel is opt-in while its GPU tests fail (an illegal memory access was seen on an H100)."""
     from bsmamba2.model.mixers.ssd import resolve_backend
 
-    assert resolve_backend("auto", torch.device("cuda")) == "triton"
+    assert resolve_backend("auto", torch.device("cuda")) == "chunked"
+    assert resolve_backend("triton", torch.device("cuda")) == "triton"
 
 
 if __name__ == "__main__":

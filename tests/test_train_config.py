@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from pathlib import Path
 
@@ -41,6 +42,24 @@ def test_roformer_config_is_table_one() -> None:
 def test_tiny_configs(name: str, mixer: str) -> None:
     cfg = load_config(CONFIGS / name)
     assert cfg.model == ModelConfig.tiny(mixer=mixer)
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_loads(path: Path) -> None:
+    cfg = load_config(path)
+    assert (
+        load_config(None, [f"{k}={v}" for k, v in _flat(cfg.to_dict())]) == cfg
+    )  # the YAML is the whole config
+
+
+def _flat(d: dict, prefix: str = "") -> list[tuple[str, object]]:
+    out: list[tuple[str, object]] = []
+    for k, v in d.items():
+        if isinstance(v, dict) and v:
+            out += _flat(v, f"{prefix}{k}.")
+        else:
+            out.append((f"{prefix}{k}", json.dumps(v)))
+    return out
 
 
 def test_overrides_reach_nested_fields_with_types() -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from bsmamba2.atomic import temp_beside
 from bsmamba2.config import ModelConfig
 from bsmamba2.errors import CheckpointError
 from bsmamba2.model.separator_net import BandSplitSeparator
@@ -47,8 +47,7 @@ def save_model(
     }
     meta = {"format": FORMAT, "config": model.cfg.to_json(), **(metadata or {})}
     p.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".part", dir=p.parent)
-    os.close(fd)
+    tmp = str(temp_beside(p))
     try:
         save_file(state, tmp, metadata=meta)
         os.replace(tmp, p)

@@ -374,12 +374,12 @@ def _loop(
         best, best_step = state["best"], int(state["best_step"])
         if master:
             ckpt.set_rng_state(state["rng"])
-        if (int(state["world_size"]), int(state["batch_size"])) != (d.world, cfg.batch_size) and master:
+        saved_shape = (int(state.get("world_size", d.world)), int(state.get("batch_size", cfg.batch_size)))
+        if saved_shape != (d.world, cfg.batch_size) and master:
             log.warning(
                 "resuming a run of %d process(es) x batch %d with %d x %d: the data order differs from an "
                 "uninterrupted run",
-                state["world_size"],
-                state["batch_size"],
+                *saved_shape,
                 d.world,
                 cfg.batch_size,
             )
