@@ -152,7 +152,9 @@ def convert_checkpoint(
         raise CheckpointError(f"{p}: is a folder, not a checkpoint file")
     fmt = sniff_format(p)
     if fmt == "safetensors":
-        tensors, meta = _read_safetensors(p)
+        from bsmamba2.model.checkpoint import read_safetensors  # checkpoint imports this module lazily
+
+        meta, tensors = read_safetensors(p)
         if "config" in meta:
             raise CheckpointError(
                 f"{p}: already a bsmamba2 model file; load it directly, no conversion needed"
@@ -176,18 +178,6 @@ def from_state_dict(
     """(our config, state dict in our names) from an in-memory official / MSST state dict (any prefix)."""
     c = _convert(tensors, source=source, kind="state dict", stems=stems, hparams=hparams)
     return c.cfg, c.state
-
-
-def _read_safetensors(p: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(p), framework="pt", device="cpu") as f:
-            meta = dict(f.metadata() or {})
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise CheckpointError(f"{p}: not a readable safetensors file ({_first_line(e)})") from None
-    return tensors, meta
 
 
 def _is_tensor(v: Any) -> bool:
