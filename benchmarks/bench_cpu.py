@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import Deadline, Report, attempt, cpu_flags  # noqa: E402
+from benchmarks.common import SMOKE, Deadline, Report, attempt, cpu_flags  # noqa: E402
 
 SR = 44100
 
@@ -29,6 +29,8 @@ SR = 44100
 def configs() -> list[tuple[str, Any]]:
     from bsmamba2.config import ModelConfig
 
+    if SMOKE:
+        return [("tiny", ModelConfig.tiny())]
     return [
         ("paper (48.1M)", ModelConfig.paper()),
         ("small (dim 128, depth 4, d_state 64)", ModelConfig.paper(dim=128, depth=4, d_state=64)),
@@ -43,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if SMOKE:
+        args.seconds = 1.0
     rep = Report("cpu")
     dl = Deadline(args.budget)
     flags = cpu_flags()
@@ -64,11 +68,12 @@ def main(argv: list[str] | None = None) -> int:
                 model = build_model(cfg, backend="chunked").eval()
                 with torch.inference_mode():
                     # warm-up on one short chunk (allocator, oneDNN primitive caches)
+                    seg = SR // 2 if SMOKE else 8 * SR
                     apply_model(
-                        model, song[:, : 2 * SR], segment=2 * SR, overlap=0.0, batch_size=1, dtype=dtype
+                        model, song[:, : seg // 4], segment=seg // 4, overlap=0.0, batch_size=1, dtype=dtype
                     )
                     t = time.perf_counter()
-                    out = apply_model(model, song, segment=8 * SR, overlap=0.0, batch_size=1, dtype=dtype)
+                    out = apply_model(model, song, segment=seg, overlap=0.0, batch_size=1, dtype=dtype)
                     sec = time.perf_counter() - t
                 assert torch.isfinite(out).all()
                 rep.add(

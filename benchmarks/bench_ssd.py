@@ -50,23 +50,31 @@ H, P, N, G = 16, 64, 128, 1
 if SMOKE:
     SHAPES = {"time": (2, 130), "band": (3, 62)}
     H, P, N = 2, 16, 16
+# Head layouts the triage checks: the paper's, and a smaller one (head dim 32, d_state 64: dim 128, expand 2, as
+# the project's short training studies use), each at its real training batch (paper: 5 clips; small: 8).
+TRIAGE_DIMS: dict[str, tuple[int, int, int, dict[str, tuple[int, int]]]] = {
+    "paper": (H, P, N, SHAPES),
+    "small": (8, 32, 64, {"time": (496, 801), "band": (6408, 62)}),
+}
+if SMOKE:
+    TRIAGE_DIMS = {"paper": (H, P, N, SHAPES), "small": (2, 16, 32, {"time": (2, 70), "band": (3, 40)})}
 MAMBA_CHUNKS = {"time": (256,), "band": (256, 64)}
 NAMES = ["x", "dt", "A", "B", "C", "D"]
 
 
-def make_inputs(b: int, l: int, seed: int = 0) -> dict[str, torch.Tensor]:
+def make_inputs(b: int, l: int, seed: int = 0, h: int = H, p: int = P, n: int = N) -> dict[str, torch.Tensor]:
     """Random inputs in Mamba2's ranges (never zeros): dt log-uniform in [1e-3, 0.1], A = −U(1, 16)."""
     g = torch.Generator(device=DEV).manual_seed(seed)
     kw: dict[str, Any] = dict(device=DEV, generator=g)
     bf = torch.bfloat16
     return {
-        "x": torch.randn(b, l, H, P, dtype=bf, **kw),
-        "dt": torch.exp(torch.rand(b, l, H, **kw) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)),
-        "A": -(torch.rand(H, **kw) * 15 + 1),
-        "B": torch.randn(b, l, G, N, dtype=bf, **kw) / N**0.25,
-        "C": torch.randn(b, l, G, N, dtype=bf, **kw) / N**0.25,
-        "D": torch.randn(H, **kw),
-        "dy": torch.randn(b, l, H, P, dtype=bf, **kw),
+        "x": torch.randn(b, l, h, p, dtype=bf, **kw),
+        "dt": torch.exp(torch.rand(b, l, h, **kw) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3)),
+        "A": -(torch.rand(h, **kw) * 15 + 1),
+        "B": torch.randn(b, l, G, n, dtype=bf, **kw) / n**0.25,
+        "C": torch.randn(b, l, G, n, dtype=bf, **kw) / n**0.25,
+        "D": torch.randn(h, **kw),
+        "dy": torch.randn(b, l, h, p, dtype=bf, **kw),
     }
 
 
@@ -94,13 +102,15 @@ def work(b: int, l: int, T: int = 64) -> dict[str, float]:
 
 
 def methods(mamba: Callable[..., Any] | None) -> dict[str, Callable[..., torch.Tensor]]:
+    """The SSD implementations compared, ours last (were it to fault, the others' numbers are already in)."""
     from bsmamba2.model.mixers.ssd_triton import ssd_triton
 
-    ms: dict[str, Callable[..., torch.Tensor]] = {"ours (triton)": lambda *a: ssd_triton(*a)}  # type: ignore[dict-item]
+    ms: dict[str, Callable[..., torch.Tensor]] = {}
     if mamba is not None:
         for c in (256, 64):
             ms[f"mamba-ssm c{c}"] = lambda x, dt, A, B, C, D, c=c: mamba(x, dt, A, B, C, c, D=D)
     ms["chunked c64 (pytorch)"] = lambda *a: _autocast(ssd_chunked, *a)
+    ms["ours (triton)"] = lambda *a: ssd_triton(*a)  # type: ignore[misc]
     return ms
 
 
@@ -184,7 +194,7 @@ def speed_up_mamba(mods: list[Any]) -> None:
         )
 
 
-def run_main(rep: Report, dl: Deadline, only: str | None) -> None:
+def run_main(rep: Report, dl: Deadline, only: str | None, warm: bool = False) -> None:
     peaks = measure_peaks()
     rep.extra["peaks"] = peaks
     rep.notes.append(
@@ -211,147 +221,177 @@ def run_main(rep: Report, dl: Deadline, only: str | None) -> None:
         ms = {}
         compiled = torch.compile(ssd_chunked, dynamic=False)
         ms["compiled c64 (torch.compile)"] = lambda *a: _autocast(compiled, *a)
-    for shape, (b, l) in SHAPES.items():
-        w = work(b, l)
-        ins = make_inputs(b, l, seed=1)
-        if mods:
-            for at in mamba_autotuners(mods):
-                at.cache.clear()  # tune mamba-ssm's kernels for each shape, as if it ran alone
-        for name, fn in ms.items():
-            if name.startswith("mamba") and int(name.split("c")[-1]) not in MAMBA_CHUNKS[shape]:
-                continue
-            if not dl.ok(15):
-                rep.errors.append(f"{shape}/{name}: skipped (time budget)")
-                continue
-
-            def one(
-                name: str = name,
-                fn: Callable = fn,
-                ins: dict = ins,
-                shape: str = shape,
-                b: int = b,
-                l: int = l,
-                w: dict = w,
-            ) -> None:
-                fwd, fwdbwd = fwd_bwd_closure(fn, ins)
+        if warm:  # compile forward + backward once per shape (fills inductor's caches), time nothing
+            for shape, (b, l) in SHAPES.items():
                 t0 = time.time()
-                fwdbwd()  # compile / autotune
+                _, fb = fwd_bwd_closure(ms["compiled c64 (torch.compile)"], make_inputs(b, l, seed=1))
+                attempt(rep, f"warm compiled {shape}", fb)
                 sync()
-                first = time.time() - t0
-                t_f = cuda_time_ms(fwd)
-                t_fb = cuda_time_ms(fwdbwd)
-                t_fb2 = cuda_time_ms(fwdbwd)  # twice: the spread says what difference is noise
-                _, mem = peak_memory_gib(fwdbwd)
-                row = dict(
-                    shape=f"{shape} {b}×{l}",
-                    method=name,
-                    fwd_ms=t_f,
-                    fwdbwd_ms=t_fb,
-                    fwdbwd_ms_repeat=t_fb2,
-                    bwd_ms=t_fb - t_f,
-                    extra_mem_gib=mem,
-                    tflops=w["fwdbwd_flop"] / t_fb / 1e9,
-                    gbps=(w["fwd_bytes"] + w["bwd_bytes"]) / t_fb / 1e6,
-                    first_call_s=round(first, 1),
+                print(f"warm compiled {shape}: {time.time() - t0:.1f}s", flush=True)
+            return
+    # Pass 1: ours on both shapes (the headline; its variants were triaged in their own processes), with its
+    # accuracy, floors and launch sweep. Pass 2: the baselines, which may spend long compiling and autotuning.
+    ours = {k: v for k, v in ms.items() if k.startswith("ours")}
+    others = {k: v for k, v in ms.items() if not k.startswith("ours")}
+    for group in (ours, others):
+        for shape, (b, l) in SHAPES.items():
+            ins = make_inputs(b, l, seed=1)
+            if mods and group is others:
+                for at in mamba_autotuners(mods):
+                    at.cache.clear()  # tune mamba-ssm's kernels for each shape, as if it ran alone
+            for name, fn in group.items():
+                if name.startswith("mamba") and int(name.split("c")[-1]) not in MAMBA_CHUNKS[shape]:
+                    continue
+                if not dl.ok(15):
+                    rep.errors.append(f"{shape}/{name}: skipped (time budget)")
+                    continue
+                attempt(
+                    rep,
+                    f"{shape}/{name}",
+                    lambda n=name, f=fn, i=ins, s=shape: time_one(rep, peaks, n, f, i, s),
                 )
-                row["pct_matmul_peak"] = 100 * row["tflops"] / peaks["bf16_matmul_tflops"]
-                row["pct_copy_bw"] = 100 * row["gbps"] / peaks["copy_gbps"]
-                rep.add("speed", row)
-
-            attempt(rep, f"{shape}/{name}", one)
-        # accuracy on a subset of sequences (float64 reference)
-        nseq = 8 if shape == "time" else 64
-        for name, fn in ms.items():
-            if name.startswith("chunked") or not dl.ok(10):
-                continue
-            if name.startswith("mamba") and int(name.split("c")[-1]) not in MAMBA_CHUNKS[shape]:
-                continue
-
-            def acc(
-                name: str = name, fn: Callable = fn, ins: dict = ins, shape: str = shape, nseq: int = nseq
-            ) -> None:
-                errs = accuracy(fn, ins, nseq)
-                rep.add("accuracy", dict(shape=f"{shape} ({nseq} seqs)", method=name, **errs))
-
-            attempt(rep, f"accuracy {shape}/{name}", acc)
-        # floors
-        peaks_f = peaks["bf16_matmul_tflops"] * 1e12
-        bw = peaks["copy_gbps"] * 1e9
-        rep.add(
-            "floors",
-            dict(
-                shape=f"{shape} {b}×{l}",
-                gflop_fwdbwd=w["fwdbwd_flop"] / 1e9,
-                gb_fwdbwd=(w["fwd_bytes"] + w["bwd_bytes"]) / 1e9,
-                compute_floor_ms=1e3 * w["fwdbwd_flop"] / peaks_f,
-                memory_floor_ms=1e3 * (w["fwd_bytes"] + w["bwd_bytes"]) / bw,
-            ),
-        )
-        # our launch-configuration sweep
-        if only is None:
-            attempt(rep, f"sweep {shape}", lambda shape=shape, ins=ins: sweep(rep, dl, shape, ins))
-        del ins
-        empty_cache()
+                if not name.startswith("chunked") and dl.ok(10):
+                    nseq = 8 if shape == "time" else 64
+                    attempt(rep, f"accuracy {shape}/{name}", lambda n=name, f=fn, i=ins, s=shape, k=nseq: rep.add(
+                        "accuracy", dict(shape=f"{s} ({k} seqs)", method=n, **accuracy(f, i, k))))  # fmt: skip
+            if group is ours or not ours:
+                w = work(b, l)
+                rep.add(
+                    "floors",
+                    dict(
+                        shape=f"{shape} {b}×{l}",
+                        gflop_fwdbwd=w["fwdbwd_flop"] / 1e9,
+                        gb_fwdbwd=(w["fwd_bytes"] + w["bwd_bytes"]) / 1e9,
+                        compute_floor_ms=w["fwdbwd_flop"] / peaks["bf16_matmul_tflops"] / 1e9,
+                        memory_floor_ms=(w["fwd_bytes"] + w["bwd_bytes"]) / peaks["copy_gbps"] / 1e6,
+                    ),
+                )
+            if group is ours and only is None:
+                attempt(rep, f"sweep {shape}", lambda shape=shape, ins=ins: sweep(rep, dl, shape, ins))
+            del ins
+            empty_cache()
 
 
-def sweep(rep: Report, dl: Deadline, shape: str, ins: dict[str, torch.Tensor]) -> None:
+def time_one(
+    rep: Report, peaks: dict[str, float], name: str, fn: Callable, ins: dict[str, torch.Tensor], shape: str
+) -> None:
+    """Forward and forward+backward medians (the latter twice: their spread says what is noise), peak memory."""
+    b, l = SHAPES[shape]
+    w = work(b, l)
+    fwd, fwdbwd = fwd_bwd_closure(fn, ins)
+    t0 = time.time()
+    fwdbwd()  # compile / autotune
+    sync()
+    first = time.time() - t0
+    t_f = cuda_time_ms(fwd)
+    t_fb = cuda_time_ms(fwdbwd)
+    t_fb2 = cuda_time_ms(fwdbwd)
+    _, mem = peak_memory_gib(fwdbwd)
+    row = dict(
+        shape=f"{shape} {b}×{l}",
+        method=name,
+        fwd_ms=t_f,
+        fwdbwd_ms=t_fb,
+        fwdbwd_ms_repeat=t_fb2,
+        bwd_ms=t_fb - t_f,
+        extra_mem_gib=mem,
+        tflops=w["fwdbwd_flop"] / t_fb / 1e9,
+        gbps=(w["fwd_bytes"] + w["bwd_bytes"]) / t_fb / 1e6,
+        first_call_s=round(first, 1),
+    )
+    row["pct_matmul_peak"] = 100 * row["tflops"] / peaks["bf16_matmul_tflops"]
+    row["pct_copy_bw"] = 100 * row["gbps"] / peaks["copy_gbps"]
+    rep.add("speed", row)
+
+
+def safe_file() -> Path:
+    from benchmarks.common import stages_dir
+
+    return stages_dir() / "ssd_safe.json"
+
+
+def sweep_variants(shape: str) -> list[tuple[str, tuple[int, int, int], int | None]]:
+    """(kernel, (num_warps, num_stages, maxnreg), chunk) candidates our kernels are timed with on ``shape``.
+
+    After a triage run (``--triage-all``), exactly the variants that passed it on the paper's head layout;
+    without one, the library's default candidates only (a variant that faults would end this process).
+    """
+    import json
+
     import bsmamba2.model.mixers.ssd_triton as st
 
     kinds = ("fwd_chunked", "bwd_chunked") if shape == "time" else ("fwd_single", "bwd_single")
+    try:
+        safe = json.loads(safe_file().read_text())["variants"]
+        return [(k, tuple(c), ch) for k, c, ch in safe if k in kinds]  # type: ignore[misc]
+    except (OSError, ValueError, KeyError):
+        pass
+    if shape == "time":
+        return [(k, c, t) for k in kinds for t in (64, 32) for c in st.CONFIGS[k]]
+    return [(k, c, None) for k in kinds for c in st.CONFIGS[k]]
+
+
+def sweep(rep: Report, dl: Deadline, shape: str, ins: dict[str, torch.Tensor]) -> None:
+    """Time every launch configuration (and chunk length) of our kernels, then the best pair together."""
+    import bsmamba2.model.mixers.ssd_triton as st
+
     fn = methods(None)["ours (triton)"]
     fwd, fwdbwd = fwd_bwd_closure(fn, ins)
-    for kind in kinds:
-        for w, s in st.CONFIGS[kind]:
-            if not dl.ok(8):
-                return
-            st.force_config(kind, w, s)
-            try:
-                t = cuda_time_ms(fwd if kind.startswith("fwd") else fwdbwd)
-                rep.add(
-                    "sweep",
-                    dict(
-                        shape=shape,
-                        kernel=kind,
-                        num_warps=w,
-                        num_stages=s,
-                        ms=t,
-                        timed="fwd" if kind.startswith("fwd") else "fwd+bwd",
-                    ),
-                )
-            finally:
-                st.force_config(kind, None)
+    best: dict[str, tuple[float, tuple[int, int, int], int | None]] = {}
+    best_default: dict[str, tuple[float, tuple[int, int, int], int | None]] = {}
+    for kind, cfg, chunk in sweep_variants(shape):
+        if not dl.ok(8):
+            break
+        st.force_config(kind, *cfg, chunk=chunk)
+        try:
+            t = cuda_time_ms(fwd if kind.startswith("fwd") else fwdbwd)
+        finally:
+            st.force_config(kind, None)
+        timed = "fwd" if kind.startswith("fwd") else "fwd+bwd"
+        rep.add(
+            "sweep",
+            dict(shape=shape, kernel=kind, num_warps=cfg[0], num_stages=cfg[1], maxnreg=cfg[2], chunk=chunk, timed=timed, ms=t),
+        )  # fmt: skip
+        if kind not in best or t < best[kind][0]:
+            best[kind] = (t, cfg, chunk)
+        # the later stages (training, inference) may only use the library's candidates (8 warps, triaged)
+        if tuple(cfg) in st.CONFIGS[kind] and (kind not in best_default or t < best_default[kind][0]):
+            best_default[kind] = (t, cfg, chunk)
+    for kind, (_, cfg, chunk) in best_default.items():
+        rep.extra.setdefault("best_configs", {})[kind] = [*cfg, chunk]
+    for kind, (_, cfg, chunk) in best.items():
+        rep.extra.setdefault("best_any", {})[kind] = [*cfg, chunk]
+    if len(best) < 2:
+        return
+    for kind, (_, cfg, chunk) in best.items():
+        st.force_config(kind, *cfg, chunk=chunk)
+    try:
+        t_f, t_fb = cuda_time_ms(fwd), cuda_time_ms(fwdbwd)
+        b, l = SHAPES[shape]
+        w = work(b, l)
+        rep.add(
+            "speed",
+            dict(
+                shape=f"{shape} {b}×{l}",
+                method="ours (best swept)",
+                fwd_ms=t_f,
+                fwdbwd_ms=t_fb,
+                bwd_ms=t_fb - t_f,
+                tflops=w["fwdbwd_flop"] / t_fb / 1e9,
+                gbps=(w["fwd_bytes"] + w["bwd_bytes"]) / t_fb / 1e6,
+            ),
+        )
+    finally:
+        for kind in best:
+            st.force_config(kind, None)
 
 
 def prewarm(part: int, of: int) -> None:
-    """Compile part ``part`` of ``of`` of every kernel variant the suite will use (small batches, real lengths).
+    """Compile part ``part`` of ``of`` of mamba-ssm's autotuning candidates (small batches, real lengths).
 
-    Run ``of`` of these in parallel before the benchmarks: Triton's on-disk cache then holds every compiled
-    variant, and the timed processes only load them.
+    Run ``of`` of these in parallel before the benchmarks: Triton's on-disk cache then holds every candidate, and
+    the timed process only loads them. (Our own kernels are compiled by the triage.)
     """
-    import bsmamba2.model.mixers.ssd_triton as st
-
-    jobs: list[Callable[[], None]] = []
-    for shape, (_, l) in SHAPES.items():
-        kinds = ("fwd_chunked", "bwd_chunked") if shape == "time" else ("fwd_single", "bwd_single")
-        for kind in kinds:
-            for w, s in st.CONFIGS[kind]:
-
-                def ours(l: int = l, kind: str = kind, w: int = w, s: int = s) -> None:
-                    st.force_config(kind, w, s)
-                    ins = make_inputs(3, l)
-                    _, fb = fwd_bwd_closure(methods(None)["ours (triton)"], ins)
-                    fb()
-                    st.force_config(kind, None)
-
-                jobs.append(ours)
-    for i, job in enumerate(jobs):
-        if i % of == part:
-            t = time.time()
-            try:
-                job()
-            except Exception as e:
-                print(f"prewarm ours job {i}: {type(e).__name__}: {e}", flush=True)
-            print(f"prewarm ours job {i}: {time.time() - t:.1f}s", flush=True)
     try:
         mamba, version, mods = load_mamba_ssd()
     except Exception as e:
@@ -374,12 +414,191 @@ def prewarm(part: int, of: int) -> None:
             print(f"prewarm mamba {shape} c{c}: {time.time() - t:.1f}s", flush=True)
 
 
+# ---- triage: does each kernel variant run, and compute the right thing, on this machine? ------------------------
+def triage_variants() -> list[dict[str, Any]]:
+    """The variants to triage, most needed first (the pool runs them in this order): the library's candidates on
+    both head layouts at chunk 64, then at chunk 32, then the benchmark-only candidates on the paper's layout,
+    then the 4-warp single-chunk forward on the small layout (the variant that faulted once, to confirm the
+    diagnosis and see which workaround cures it)."""
+    import bsmamba2.model.mixers.ssd_triton as st
+
+    kinds = ("fwd_single", "bwd_single", "fwd_chunked", "bwd_chunked")
+    out: list[dict[str, Any]] = []
+
+    def add(dims: str, kind: str, cfg: tuple[int, int, int], chunk: int | None) -> None:
+        v = dict(dims=dims, kind=kind, cfg=list(cfg), chunk=chunk)
+        if v not in out:
+            out.append(v)
+
+    for chunk in (64, 32):
+        for dims in TRIAGE_DIMS:
+            for kind in kinds:
+                for cfg in st.CONFIGS[kind]:
+                    add(dims, kind, cfg, chunk if kind.endswith("chunked") else None)
+    for kind in kinds:
+        for cfg in st.EXTRA_CONFIGS[kind]:
+            for chunk in [64, 32] if kind.endswith("chunked") else [None]:
+                add("paper", kind, cfg, chunk)
+    add("small", "fwd_single", (4, 1, 0), None)
+    return out
+
+
+def triage_one(spec: dict[str, Any]) -> dict[str, Any]:
+    """Run one variant at its real size 5 times, then check it against float64 on a subset of sequences."""
+    import bsmamba2.model.mixers.ssd_triton as st
+
+    h, p, n, shapes = TRIAGE_DIMS[spec["dims"]]
+    b, l = shapes["time" if spec["kind"].endswith("chunked") else "band"]
+    res: dict[str, Any] = dict(spec)
+    t0 = time.time()
+    try:
+        # exactly two kernels run: this variant, and its partner (forward <-> backward) at its first default
+        partner = {"fwd": "bwd", "bwd": "fwd"}[spec["kind"][:3]] + spec["kind"][3:]
+        st.force_config(partner, *st.CONFIGS[partner][0])
+        st.force_config(spec["kind"], *spec["cfg"], chunk=spec["chunk"])
+        ins = make_inputs(b, l, seed=7, h=h, p=p, n=n)
+        fn = methods(None)["ours (triton)"]
+        fwd, fwdbwd = fwd_bwd_closure(fn, ins)
+        for _ in range(5):
+            (fwd if spec["kind"].startswith("fwd") else fwdbwd)()
+            sync()
+        fwdbwd()
+        sync()
+        errs = accuracy(fn, ins, nseq=8 if l > 64 else 64)
+        worst = max(errs.values())
+        res.update(worst=worst, worst_of=max(errs, key=lambda k: errs[k]))
+        res["status"] = "pass" if worst < 1e-2 else ("nan" if worst != worst else "wrong")
+    except Exception as e:
+        msg = f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}"
+        res.update(status="crash" if "illegal" in msg.lower() or "CUDA" in msg else "error", error=msg)
+    res["seconds"] = round(time.time() - t0, 1)
+    return res
+
+
+def triage_all(procs: int, budget: float) -> None:
+    """Run every variant in its own process (a fault ends only that process), retry faulting ones with the two
+    known workarounds (no wgmma: DISABLE_MMA_V3=1; the CUDA toolkit's newer ptxas), and write the variants that
+    passed to ``$OUT/stages/ssd_safe.json`` for the later stages."""
+    import json
+    import shutil
+    import subprocess
+    from concurrent.futures import ThreadPoolExecutor
+
+    import bsmamba2.model.mixers.ssd_triton as st
+
+    rep = Report("triage")
+    dl = Deadline(budget)
+    base_cache = os.environ.get("TRITON_CACHE_DIR", str(Path.home() / ".triton" / "cache"))
+    ptxas = next(
+        (c for c in ("/usr/local/cuda/bin/ptxas", shutil.which("ptxas") or "") if c and os.path.exists(c)),
+        None,
+    )
+    workarounds: dict[str, dict[str, str]] = {
+        "no_wgmma": {"DISABLE_MMA_V3": "1", "TRITON_CACHE_DIR": base_cache + "-nowgmma"}
+    }
+    if ptxas:
+        workarounds["cuda_ptxas"] = {"TRITON_PTXAS_PATH": ptxas, "TRITON_CACHE_DIR": base_cache + "-ptxas"}
+
+    def run(spec: dict[str, Any], env_extra: dict[str, str] | None = None) -> dict[str, Any]:
+        env = dict(os.environ, **(env_extra or {}))
+        if dl.left() < 20:
+            return dict(spec, status="skipped (time budget)")
+        left = dl.left()
+        try:
+            proc = subprocess.run(
+                [sys.executable, __file__, "--triage-one", json.dumps(spec)],
+                env=env, capture_output=True, text=True, timeout=min(150.0, left),
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return dict(spec, status="timeout")
+        for line in proc.stdout.splitlines():
+            if line.startswith("TRIAGE_RESULT "):
+                return dict(json.loads(line[len("TRIAGE_RESULT ") :]))
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or [""]
+        return dict(spec, status="crash" if proc.returncode < 0 else "error", error=tail[0][:160])
+
+    variants = triage_variants()
+    with ThreadPoolExecutor(procs) as pool:
+        results = list(pool.map(run, variants))
+    for r in results:
+        r["workaround"] = ""
+        rep.add("triage", r)
+    failed = [r for r in results if r["status"] in ("crash", "wrong", "nan", "error", "timeout")]
+    for name, env in workarounds.items():
+        if not failed or not dl.ok(30):
+            break
+        with ThreadPoolExecutor(procs) as pool:
+            retry = list(
+                pool.map(
+                    lambda r, env=env: run({k: r[k] for k in ("dims", "kind", "cfg", "chunk")}, env), failed
+                )
+            )
+        for r in retry:
+            r["workaround"] = name
+            rep.add("triage", r)
+    # What the later stages may use: the first workaround level (none, then each workaround) under which every
+    # kernel has a default configuration that passed on both head layouts; the paper-layout variants that
+    # passed at that level are what the sweep may time.
+    levels = [("", {})] + [(k, v) for k, v in workarounds.items()]
+    safe: dict[str, Any] = {}
+    for name, env in levels:
+        passed = {
+            (r["dims"], r["kind"], tuple(r["cfg"]), r["chunk"])
+            for r in rep.rows.get("triage", [])
+            if r["status"] == "pass" and r["workaround"] in ("", name)
+        }
+        configs: dict[str, list[list[int]]] = {}
+        chunks: dict[str, int] = {}
+        for kind in st.CONFIGS:
+            for chunk in [64, 32] if kind.endswith("chunked") else [None]:
+                ok = [
+                    list(c)
+                    for c in st.CONFIGS[kind]
+                    if all((d, kind, c, chunk) in passed for d in TRIAGE_DIMS)
+                ]
+                if ok:
+                    configs[kind] = ok
+                    if chunk is not None:
+                        chunks[kind] = chunk
+                    break
+        variants_ok = sorted(
+            {(k, c, ch) for d, k, c, ch in passed if d == "paper"}, key=lambda v: (v[0], v[1], v[2] or 0)
+        )
+        safe = {
+            "workaround": name,
+            "env": env,
+            "variants": [[k, list(c), ch] for k, c, ch in variants_ok],
+            "configs": configs,
+            "chunks": chunks,
+        }
+        if set(configs) == set(st.CONFIGS):
+            break
+    else:
+        rep.notes.append(
+            f"Not every kernel has a configuration that passed, even with workarounds: {safe['configs']}"
+        )
+    safe_file().write_text(json.dumps(safe))
+    rep.extra["safe"] = safe
+    rep.notes.append(
+        "Each variant ran in its own process at full size (5 runs), then was checked against float64 on a subset; "
+        "pass = every output and gradient within 1e-2. Failed ones were retried with workarounds: "
+        + ", ".join(f"{k} ({' '.join(f'{a}={b}' for a, b in v.items() if a != 'TRITON_CACHE_DIR')})" for k, v in workarounds.items())
+        + f". Safe for the later stages: {json.dumps(safe)}"
+    )  # fmt: skip
+    rep.table("triage", ["dims", "kind", "cfg", "chunk", "workaround", "status", "worst", "worst_of", "seconds", "error"], "Kernel variant triage")  # fmt: skip
+    rep.finish()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", choices=["compiled"], default=None)
+    ap.add_argument("--warm", action="store_true", help="with --only compiled: compile once, time nothing")
     ap.add_argument("--budget", type=float, default=float(os.environ.get("BENCH_BUDGET", 300)))
     ap.add_argument("--prewarm", type=int, default=None)
     ap.add_argument("--of", type=int, default=1)
+    ap.add_argument("--triage-all", action="store_true")
+    ap.add_argument("--triage-one", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--procs", type=int, default=8)
     args = ap.parse_args(argv)
     if not have_device():
         print("bench_ssd: needs a CUDA GPU (or BENCH_SMOKE=1 for a CPU check of the script)")
@@ -387,9 +606,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.prewarm is not None:
         prewarm(args.prewarm, args.of)
         return 0
-    rep = Report("ssd" if args.only is None else f"ssd_{args.only}")
+    if args.triage_one is not None:
+        import json
+
+        print("TRIAGE_RESULT " + json.dumps(triage_one(json.loads(args.triage_one)), default=str), flush=True)
+        return 0
+    if args.triage_all:
+        triage_all(args.procs, args.budget)
+        return 0
+    rep = Report("ssd" if args.only is None else f"ssd_{args.only}" + ("_warm" if args.warm else ""))
     dl = Deadline(args.budget)
-    attempt(rep, "main", lambda: run_main(rep, dl, args.only))
+    attempt(rep, "main", lambda: run_main(rep, dl, args.only, args.warm))
+    if args.warm:
+        rep.save()
+        return 0
     rep.table(
         "speed",
         ["shape", "method", "fwd_ms", "bwd_ms", "fwdbwd_ms", "fwdbwd_ms_repeat", "extra_mem_gib", "tflops",
@@ -400,19 +630,26 @@ def main(argv: list[str] | None = None) -> int:
     ratios = []
     for shape in SHAPES:
         ours = [r for r in speed if r["shape"].startswith(shape) and r["method"].startswith("ours")]
-        for r in speed:
-            if r["shape"].startswith(shape) and not r["method"].startswith("ours") and ours:
-                ratios.append(dict(shape=shape, baseline=r["method"], baseline_ms=r["fwdbwd_ms"], ours_ms=ours[0]["fwdbwd_ms"], speedup=r["fwdbwd_ms"] / ours[0]["fwdbwd_ms"]))  # fmt: skip
+        for o in ours:
+            for r in speed:
+                if r["shape"].startswith(shape) and not r["method"].startswith("ours"):
+                    ratios.append(dict(shape=shape, ours=o["method"], baseline=r["method"], baseline_ms=r["fwdbwd_ms"], ours_ms=o["fwdbwd_ms"], speedup=r["fwdbwd_ms"] / o["fwdbwd_ms"]))  # fmt: skip
     for r in ratios:
         rep.add("speedup", r)
     rep.table(
         "speedup",
-        ["shape", "baseline", "baseline_ms", "ours_ms", "speedup"],
-        "Forward+backward speed-up of our kernel",
+        ["shape", "ours", "baseline", "ours_ms", "baseline_ms", "speedup"],
+        "Forward+backward speed-up of our kernel (same run, same inputs)",
     )
     rep.table("accuracy", ["shape", "method", "y", "dx", "ddt", "dA", "dB", "dC", "dD"], "‖Δ‖/‖ref‖ against float64 (same bf16 inputs)")  # fmt: skip
     rep.table("floors", ["shape", "gflop_fwdbwd", "gb_fwdbwd", "compute_floor_ms", "memory_floor_ms"], "Floors (METHOD.md's two numbers)")  # fmt: skip
-    rep.table("sweep", ["shape", "kernel", "num_warps", "num_stages", "timed", "ms"], "Launch-configuration sweep of our kernels")  # fmt: skip
+    rep.table("sweep", ["shape", "kernel", "num_warps", "num_stages", "maxnreg", "chunk", "timed", "ms"], "Launch-configuration sweep of our kernels")  # fmt: skip
+    if rep.extra.get("best_any"):
+        rep.notes.append(
+            f"Fastest swept variants [num_warps, num_stages, maxnreg, chunk]: {rep.extra['best_any']} (row 'ours "
+            f"(best swept)'); fastest among the library's candidates, used by bench_train and bench_infer: "
+            f"{rep.extra.get('best_configs')}."
+        )
     if args.only is None:
         res = attempt(rep, "kernel resources", kernel_resources)
         for r in res or []:

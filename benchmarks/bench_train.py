@@ -29,6 +29,7 @@ from benchmarks.common import (  # noqa: E402
     SMOKE,
     Deadline,
     Report,
+    apply_best_ssd_configs,
     attempt,
     cuda_time_steps,
     empty_cache,
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     if SMOKE:
         args.batch, args.seconds, args.steps = 2, 0.1, 2
     rep = Report("train")
+    attempt(rep, "ssd configs", lambda: apply_best_ssd_configs(rep))
     attempt(rep, "main", lambda: run(rep, Deadline(args.budget), args.batch, args.seconds, args.steps))
     rep.table(
         "train",

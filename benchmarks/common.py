@@ -65,7 +65,15 @@ def max_allocated_gib() -> float:
 # ---- where results go -----------------------------------------------------------------------------------------
 def out_dir() -> Path:
     d = Path(os.environ.get("OUT") or "bench_out")
-    (d / "stages").mkdir(parents=True, exist_ok=True)
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def stages_dir() -> Path:
+    """Where each script writes its own JSON (``$BENCH_STAGES``, else ``$OUT/stages``); the suite keeps them
+    outside ``$OUT`` and merges them into ``$OUT/results.json`` and ``$OUT/SUMMARY.md`` after every stage."""
+    d = Path(os.environ.get("BENCH_STAGES") or out_dir() / "stages")
+    d.mkdir(parents=True, exist_ok=True)
     return d
 
 
@@ -223,7 +231,7 @@ class Report:
             "seconds": round(time.time() - self.t0, 1),
             "markdown": self.markdown(),
         }
-        path = out_dir() / "stages" / f"{self.name}.json"
+        path = stages_dir() / f"{self.name}.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1, default=str))
         tmp.replace(path)
@@ -344,7 +352,7 @@ def measure_peaks() -> dict[str, float]:
 
     Cached in ``$OUT/stages/peaks.json`` so every script of one suite run uses the same numbers.
     """
-    path = out_dir() / "stages" / "peaks.json"
+    path = stages_dir() / "peaks.json"
     if path.exists():
         return dict(json.loads(path.read_text()))
     n = 256 if SMOKE else 8192
@@ -362,6 +370,25 @@ def measure_peaks() -> dict[str, float]:
     peaks = {"bf16_matmul_tflops": round(tflops, 3), "copy_gbps": round(gbps, 3)}
     path.write_text(json.dumps(peaks))
     return peaks
+
+
+def apply_best_ssd_configs(report: Report) -> None:
+    """Use the SSD launch configurations that ``bench_ssd.py``'s sweep found fastest in this run, if any."""
+    path = stages_dir() / "ssd.json"
+    try:
+        best = json.loads(path.read_text()).get("extra", {}).get("best_configs", {})
+    except (OSError, ValueError):
+        best = {}
+    if not best:
+        report.notes.append(
+            "SSD kernel launch configurations: chosen by the autotuner (no sweep result found)."
+        )
+        return
+    from bsmamba2.model.mixers import ssd_triton as st
+
+    for kind, (w, s, r, chunk) in best.items():
+        st.force_config(kind, w, s, r, chunk=chunk)
+    report.notes.append(f"SSD kernel launch configurations from this run's sweep (bench_ssd.py): {best}.")
 
 
 # ---- mamba-ssm's Triton SSD, imported without its compiled extension -----------------------------------------------
@@ -426,15 +453,15 @@ def _fmt(v: Any, nd: int = 3) -> str:
     return str(v)
 
 
-def summarize(out: Path) -> str:
-    """Merge ``out/stages/*.json`` into ``out/results.json`` and ``out/SUMMARY.md``; return a short text summary."""
+def summarize(out: Path, stages_path: Path) -> str:
+    """Merge ``stages_path/*.json`` into ``out/results.json`` and ``out/SUMMARY.md``; return a short summary."""
     stages = {}
-    for p in sorted((out / "stages").glob("*.json")):
+    for p in sorted(stages_path.glob("*.json")):
         try:
             stages[p.stem] = json.loads(p.read_text())
         except (OSError, ValueError):
             continue
-    status = (out / "stages" / "status.txt").read_text() if (out / "stages" / "status.txt").exists() else ""
+    status = (stages_path / "status.txt").read_text() if (stages_path / "status.txt").exists() else ""
     (out / "results.json").write_text(json.dumps({"status": status, "stages": stages}, indent=1, default=str))
     md = [
         "# bsmamba2 GPU suite",
@@ -446,7 +473,7 @@ def summarize(out: Path) -> str:
         "```",
         "",
     ]
-    for name in ("ssd", "train", "infer", "cpu", "ssd_compiled"):
+    for name in ("triage", "ssd", "train", "infer", "cpu", "ssd_compiled"):
         if name in stages:
             md += [stages[name].get("markdown", ""), ""]
     (out / "SUMMARY.md").write_text("\n".join(md))
@@ -458,6 +485,23 @@ def summarize(out: Path) -> str:
         f"{info.get('date_utc')}"
     )
     lines.append("stages: " + "; ".join(s.strip() for s in status.strip().splitlines()))
+    tri = stages.get("triage", {})
+    if tri.get("rows", {}).get("triage"):
+        counts: dict[str, int] = {}
+        for r in tri["rows"]["triage"]:
+            key = f"{r['status']}{'+' + r['workaround'] if r.get('workaround') else ''}"
+            counts[key] = counts.get(key, 0) + 1
+        bad = [
+            f"{r['dims']}/{r['kind']}{r['cfg']}c{r['chunk']}{'+' + r['workaround'] if r.get('workaround') else ''}:"
+            f" {r['status']}"
+            for r in tri["rows"]["triage"]
+            if r["status"] != "pass"
+        ]
+        lines.append(f"triage: {counts}; not passing: {bad[:12]}")
+        safe = tri.get("extra", {}).get("safe", {})
+        lines.append(
+            f"  used later: configs {safe.get('configs')} chunks {safe.get('chunks')} workaround '{safe.get('workaround')}'"
+        )
     ssd = stages.get("ssd", {}).get("rows", {})
     if ssd.get("speed"):
         lines.append("SSD fwd+bwd ms (fwd ms) [extra GiB]:")
@@ -467,7 +511,8 @@ def summarize(out: Path) -> str:
                 f"[{_fmt(r.get('extra_mem_gib'))}]  {_fmt(r.get('tflops'))} TFLOP/s {_fmt(r.get('gbps'))} GB/s"
             )
     for r in ssd.get("speedup", []):
-        lines.append(f"  speed-up {r['shape']} vs {r['baseline']}: {_fmt(r['speedup'])}x")
+        if r["baseline"].startswith("mamba"):
+            lines.append(f"  speed-up {r['shape']}: {r['ours']} vs {r['baseline']}: {_fmt(r['speedup'])}x")
     for r in ssd.get("accuracy", []):
         errs = {k: v for k, v in r.items() if k.startswith("d") or k == "y"}
         worst = max(errs, key=lambda k: errs[k]) if errs else None
@@ -507,5 +552,7 @@ def summarize(out: Path) -> str:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 2 and sys.argv[1] == "--summary":
-        print(summarize(out_dir()))
+    if len(sys.argv) >= 2 and sys.argv[1] == "--summary":
+        text = summarize(out_dir(), stages_dir())
+        if sys.argv[2:] != ["--quiet"]:
+            print(text)

@@ -110,6 +110,8 @@ def _interpret_cases(full: bool) -> list[dict]:
     cases.append(dict(l=40, b=1, h=4, p=16, g=2, n=16))  # two groups, single-chunk kernel
     cases.append(dict(l=70, b=1, h=2, p=16, g=1, n=16, states=True))
     cases.append(dict(l=9, b=1, h=1, p=8, g=1, n=24, states=True))  # odd sizes, short sequence with states
+    cases.append(dict(l=75, b=1, h=2, p=16, g=1, n=16, states=True, chunks=(32, 32)))  # 32-step chunks
+    cases.append(dict(l=75, b=1, h=2, p=16, g=1, n=16, chunks=(64, 32)))  # forward and backward chunk apart
     if full:
         cases.append(dict(l=62, b=2, h=4, p=16, g=1, n=16))
         cases.append(dict(l=801, b=1, h=2, p=16, g=1, n=16))
@@ -121,21 +123,26 @@ def _interpret_cases(full: bool) -> list[dict]:
 
 def _run_interpret_cases(full: bool) -> int:
     """Body of the subprocess: TRITON_INTERPRET=1 is already set. Prints one line per case; returns #failures."""
-    from bsmamba2.model.mixers.ssd_triton import ssd_triton
+    from bsmamba2.model.mixers import ssd_triton as st
 
     failures = 0
     for i, case in enumerate(_interpret_cases(full)):
         case = dict(case)
         states = case.pop("states", False)
+        chunks = case.pop("chunks", (64, 64))
+        st.force_config("fwd_chunked", *st.CONFIGS["fwd_chunked"][0], chunk=chunks[0])
+        st.force_config("bwd_chunked", *st.CONFIGS["bwd_chunked"][0], chunk=chunks[1])
         dtype = getattr(torch, case.pop("dtype", "float32"))
         ins = make_inputs(**case, dtype=dtype, seed=100 + i, dt_range=(0.01, 1.0))
-        errs = compare(ssd_triton, ins, with_states=states)
+        errs = compare(st.ssd_triton, ins, with_states=states)
         # fp32 products are exact in the interpreter; bf16 cases round y/dx/dB/dC to bf16 on output
         tol = 1e-4 if dtype == torch.float32 else 1e-2
         worst = max(errs, key=lambda k: errs[k])
         ok = errs[worst] < tol
         failures += not ok
-        print(f"{'ok  ' if ok else 'FAIL'} {case} {dtype} states={states}: worst {worst} {errs[worst]:.2e}")
+        print(
+            f"{'ok  ' if ok else 'FAIL'} {case} {dtype} states={states} chunks={chunks}: {worst} {errs[worst]:.2e}"
+        )
     return failures
 
 
@@ -171,15 +178,22 @@ def _poison() -> None:
     del junk
 
 
+# (dtype, head dim, d_state): exact float32 on the paper's layout; bf16 on it and on the small layout (head dim
+# 32, d_state 64) where a 4-warp variant once hit an illegal memory access on an H100 (see ssd_triton.CONFIGS).
+GPU_CASES = [(torch.float32, 64, 128), (torch.bfloat16, 64, 128), (torch.bfloat16, 32, 64)]
+
+
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("length", LENGTHS)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_gpu_matches_reference(length: int, dtype: torch.dtype) -> None:
+@pytest.mark.parametrize("case", GPU_CASES, ids=["fp32-p64n128", "bf16-p64n128", "bf16-p32n64"])
+def test_gpu_matches_reference(length: int, case: tuple[torch.dtype, int, int]) -> None:
+    dtype, p, n = case
     torch.set_float32_matmul_precision("highest")  # fp32 inputs → exact ("ieee") products in the kernel
-    ins = make_inputs(3, length, 4, 64, 1, 128, dtype, seed=length, device="cuda")
+    ins = make_inputs(3, length, 4, p, 1, n, dtype, seed=length, device="cuda")
     _poison()
     errs = compare(_ssd_triton(), ins)
+    torch.cuda.synchronize()
     tol = 1e-4 if dtype == torch.float32 else 1e-2
     assert max(errs.values()) < tol, errs
 
@@ -234,6 +248,52 @@ def test_gpu_strided_inputs_and_repeatability(length: int) -> None:
     for s, c, a in zip(strided, contiguous, again):
         assert ((s.double() - c.double()).norm() / c.double().norm()).item() < 1e-5
         assert ((a.double() - c.double()).norm() / c.double().norm()).item() < 1e-5
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("chunks", [(64, 64), (32, 32)])
+def test_gpu_chunk_lengths(chunks: tuple[int, int]) -> None:
+    """The chunked kernels' own chunk length (a tiling choice) does not change the function."""
+    from bsmamba2.model.mixers import ssd_triton as st
+
+    torch.set_float32_matmul_precision("highest")
+    st.force_config("fwd_chunked", *st.CONFIGS["fwd_chunked"][0], chunk=chunks[0])
+    st.force_config("bwd_chunked", *st.CONFIGS["bwd_chunked"][0], chunk=chunks[1])
+    try:
+        ins = make_inputs(2, 801, 4, 64, 1, 128, torch.float32, seed=5, device="cuda")
+        errs = compare(st.ssd_triton, ins, with_states=True)
+    finally:
+        st.force_config("fwd_chunked", None)
+        st.force_config("bwd_chunked", None)
+    assert max(errs.values()) < 1e-4, errs
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_model_backends_agree() -> None:
+    """A small BSMamba2 gives the same output and parameter gradients with the triton and chunked backends
+    (float32, exact products): the mixer's strided views of x, B, C reach the kernels correctly."""
+    import copy
+
+    from bsmamba2.config import ModelConfig
+    from bsmamba2.model.checkpoint import build_model
+
+    torch.set_float32_matmul_precision("highest")
+    torch.manual_seed(0)
+    cfg = ModelConfig.tiny(dim=32, headdim=16, d_state=32)  # 4 heads; ~690 frames (chunked kernel), 18 bands
+    ref = build_model(cfg, backend="chunked").cuda()
+    fused = copy.deepcopy(ref)
+    fused.set_backend("triton")
+    wave = 0.1 * torch.randn(2, cfg.audio_channels, cfg.sample_rate, device="cuda")
+    outs = []
+    for m in (ref, fused):
+        y = m(wave)
+        (y * torch.linspace(-1, 1, y.shape[-1], device="cuda")).sum().backward()
+        outs.append([y.detach()] + [p.grad.detach().clone() for p in m.parameters() if p.grad is not None])
+    assert len(outs[0]) == len(outs[1])
+    for a, b in zip(outs[1], outs[0]):
+        assert ((a - b).norm() / b.norm().clamp_min(1e-12)).item() < 1e-4
 
 
 @pytest.mark.gpu

@@ -122,6 +122,9 @@ def ssd_chunked(
     decay nor feed the state, and the final state is the state after the last real step.
     """
     b, l, h, p, g, n = _check(x, dt, A, B, C)
+    # Mixed inputs (bf16 x/B/C with fp32 dt, outside autocast) run in the widest dtype: einsum needs one.
+    dtype = torch.promote_types(torch.promote_types(x.dtype, B.dtype), torch.promote_types(C.dtype, dt.dtype))
+    x, B, C, dt = x.to(dtype), B.to(dtype), C.to(dtype), dt.to(dtype)
     hg = h // g
     cs = max(1, min(chunk_size, l)) if l else 1
     pad = (-l) % cs

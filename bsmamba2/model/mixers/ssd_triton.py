@@ -9,9 +9,10 @@ computed by two kernel families, chosen by length:
   L_h[i, j] = exp(cum_i − cum_j) (i >= j) is the head's decay matrix. No state exists at all. In the backward
   pass the per-head matrices G_h = (dY_h·(dt_h·X_h)ᵀ) ∘ L_h are summed over heads in registers, so dB = Gᵀ·C and
   dC = G·B cost one matrix product each per sequence instead of one per head, with no atomics.
-* **chunked** (any l, the time path: l = 801). One program per (sequence, head) walks the sequence in chunks of
-  64 with the (p × n) float32 state in registers. Per chunk: the intra-chunk quadratic form above, plus the
-  entering state's contribution exp(cum_i)·(C_i·Sᵀ), then S ← exp(cum_end)·S + (dt·X·exp(cum_end − cum))ᵀ·B.
+* **chunked** (any l, the time path: l = 801). One program per (sequence, head) walks the sequence in chunks
+  of 64 (``CHUNK_T``) with the (p × n) float32 state in registers. Per chunk: the intra-chunk quadratic form
+  above, plus the entering state's contribution exp(cum_i)·(C_i·Sᵀ), then
+  S ← exp(cum_end)·S + (dt·X·exp(cum_end − cum))ᵀ·B.
   The backward program first re-runs the state sweep (storing each chunk's entering state in a scratch buffer
   that lives only during the backward call: no state is kept between forward and backward), then walks the
   chunks in reverse carrying dS, the gradient of the state. Heads share B and C (ngroups = 1), so dB and dC are
@@ -25,8 +26,8 @@ kernel already has (the entering state S0, the carried dS). Nothing is obtained 
 the result keeps the precision of its inputs. ddt = A·da + Σ_p x·d(dt·x), dA = Σ da·dt.
 
 Notes:
-* ``chunk_size`` is accepted for interface compatibility and ignored: the kernel's chunk (64) is a tiling choice
-  and the function computed does not depend on it.
+* ``chunk_size`` is accepted for interface compatibility and ignored: the kernels' chunk (``CHUNK_T``) is a
+  tiling choice and the function computed does not depend on it.
 * Matrix products use the input dtype (bf16/fp16 → tensor cores with fp32 accumulation). For float32 inputs they
   follow ``torch.get_float32_matmul_precision()``: "highest" (the default) → exact fp32 ("ieee"), else tf32.
 * Under ``TRITON_INTERPRET=1`` the kernels run on the CPU (numpy) for tests; the interpreter's bfloat16 matrix
@@ -36,6 +37,7 @@ Notes:
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -47,36 +49,96 @@ from torch import Tensor
 from bsmamba2.model.mixers.ssd import _check, register_backend
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
-CHUNK = 64  # chunk length of the chunked kernels, and the longest sequence the single-chunk kernels take
+CHUNK = 64  # the longest sequence the single-chunk kernels take
 
-# Launch configurations (num_warps, num_stages) tried per kernel. On a GPU, Triton's autotuner times them on the
-# first call for each set of sizes and keeps the fastest for the process (compiled kernels are cached on disk).
-# BSMAMBA2_SSD_AUTOTUNE=0 skips the timing and uses the first entry. Benchmarks pin one with ``force_config``.
-CONFIGS: dict[str, list[tuple[int, int]]] = {
-    "fwd_single": [(4, 1), (8, 1), (8, 2)],
-    "bwd_single": [(8, 1), (4, 1)],
-    "fwd_chunked": [(8, 1), (4, 1), (8, 2)],
-    "bwd_chunked": [(8, 1), (4, 1)],
+# Launch configurations (num_warps, num_stages, maxnreg; 0 = the compiler's choice) tried per kernel. On a GPU,
+# Triton's autotuner times them on the first call for each set of sizes and keeps the fastest for the process
+# (compiled kernels are cached on disk); a kernel with one candidate is simply launched with it.
+# Only 8-warp programs are candidates by default: on an H100 with Triton 3.6 a 4-warp variant of the
+# single-chunk forward kernel (head dim 32) hit an illegal memory access, which matches Triton's open Hopper
+# wgmma issues for several-dot kernels at 4 warps (triton-lang/triton#10486, #11366); every 8-warp variant ran
+# correctly there. ``EXTRA_CONFIGS`` are further candidates that benchmarks try only after a triage run has
+# shown them to be safe on the machine at hand.
+# Environment: BSMAMBA2_SSD_AUTOTUNE=0 uses the first candidate without timing; BSMAMBA2_SSD_CONFIGS='{"kernel":
+# [[num_warps, num_stages, maxnreg], ...], ...}' replaces the candidates and BSMAMBA2_SSD_CHUNKS='{"kernel": 32}'
+# the chunk lengths below. Benchmarks pin one with ``force_config``.
+CONFIGS: dict[str, list[tuple[int, int, int]]] = {
+    "fwd_single": [(8, 1, 0), (8, 2, 0)],
+    "bwd_single": [(8, 1, 0)],
+    "fwd_chunked": [(8, 1, 0), (8, 2, 0)],
+    "bwd_chunked": [(8, 1, 0)],
 }
+EXTRA_CONFIGS: dict[str, list[tuple[int, int, int]]] = {
+    "fwd_single": [(4, 1, 0)],
+    "bwd_single": [(4, 1, 0), (16, 1, 0)],
+    "fwd_chunked": [(4, 1, 0)],
+    "bwd_chunked": [(4, 1, 0), (8, 1, 128)],
+}
+# Chunk length of the chunked kernels (forward and backward chunk independently: the backward re-runs the
+# state sweep with its own chunks). 64 or 32; the function computed does not depend on it.
+CHUNK_T: dict[str, int] = {"fwd_chunked": 64, "bwd_chunked": 64}
+
+
+def _configs_from_env() -> None:
+    """Apply BSMAMBA2_SSD_CONFIGS and BSMAMBA2_SSD_CHUNKS (JSON objects keyed by kernel name)."""
+    raw = os.environ.get("BSMAMBA2_SSD_CONFIGS")
+    if raw:
+        try:
+            for name, cfgs in json.loads(raw).items():
+                if name not in CONFIGS:
+                    raise KeyError(name)
+                CONFIGS[name] = [(int(w), int(st), int(r)) for w, st, r in cfgs]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"BSMAMBA2_SSD_CONFIGS is not valid ({e!r}): {raw!r}") from None
+    raw = os.environ.get("BSMAMBA2_SSD_CHUNKS")
+    if raw:
+        try:
+            for name, chunk in json.loads(raw).items():
+                if name not in CHUNK_T or int(chunk) not in (16, 32, 64):
+                    raise KeyError(name)
+                CHUNK_T[name] = int(chunk)
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"BSMAMBA2_SSD_CHUNKS is not valid ({e!r}): {raw!r}") from None
+
+
+_configs_from_env()
 _TUNE_KEYS = {
     "fwd_single": ["HPG", "P", "N", "T"],
     "bwd_single": ["HPG", "P", "N", "T"],
-    "fwd_chunked": ["HPG", "P", "N"],
-    "bwd_chunked": ["HPG", "P", "N"],
+    "fwd_chunked": ["HPG", "P", "N", "T"],
+    "bwd_chunked": ["HPG", "P", "N", "T"],
 }
 _RESET = {"bwd_chunked": ["dB_ptr", "dC_ptr"]}  # atomically accumulated: zeroed before each timed trial
-_forced: dict[str, tuple[int, int]] = {}
+_forced: dict[str, tuple[int, int, int]] = {}
+_forced_chunk: dict[str, int] = {}
 _tuned: dict[str, Any] = {}
 
 
-def force_config(name: str, num_warps: int | None, num_stages: int = 1) -> None:
-    """Pin kernel ``name``'s launch configuration (``num_warps=None`` returns it to autotuning)."""
+def force_config(
+    name: str, num_warps: int | None, num_stages: int = 1, maxnreg: int = 0, chunk: int | None = None
+) -> None:
+    """Pin kernel ``name``'s launch configuration (``num_warps=None`` returns it to autotuning) and, for the
+    chunked kernels, optionally its chunk length."""
     if name not in CONFIGS:
         raise KeyError(f"unknown kernel {name!r}; one of {sorted(CONFIGS)}")
     if num_warps is None:
         _forced.pop(name, None)
-    else:
-        _forced[name] = (num_warps, num_stages)
+        _forced_chunk.pop(name, None)
+        return
+    _forced[name] = (num_warps, num_stages, maxnreg)
+    if chunk is not None:
+        if name not in CHUNK_T or chunk not in (16, 32, 64):
+            raise ValueError(f"chunk {chunk} not available for {name}")
+        _forced_chunk[name] = chunk
+
+
+def _chunk(name: str) -> int:
+    return _forced_chunk.get(name, CHUNK_T[name])
+
+
+def _options(cfg: tuple[int, int, int]) -> dict[str, int]:
+    w, st, r = cfg
+    return {"num_warps": w, "num_stages": st, **({"maxnreg": r} if r else {})}
 
 
 def _launch(name: str, kernel: Any, grid: tuple[int, ...], *args: Any, **meta: Any) -> None:
@@ -84,13 +146,15 @@ def _launch(name: str, kernel: Any, grid: tuple[int, ...], *args: Any, **meta: A
         kernel[grid](*args, **meta)
         return
     cfg = _forced.get(name)
+    if cfg is None and not CONFIGS[name]:
+        raise RuntimeError(f"no launch configuration left for SSD kernel {name!r} (see BSMAMBA2_SSD_CONFIGS)")
     if cfg is None and (os.environ.get("BSMAMBA2_SSD_AUTOTUNE", "1") == "0" or len(CONFIGS[name]) == 1):
         cfg = CONFIGS[name][0]
     if cfg is not None:
-        kernel[grid](*args, **meta, num_warps=cfg[0], num_stages=cfg[1])
+        kernel[grid](*args, **meta, **_options(cfg))
         return
     if name not in _tuned:
-        configs = [triton.Config({}, num_warps=w, num_stages=st) for w, st in CONFIGS[name]]
+        configs = [triton.Config({}, **_options(c)) for c in CONFIGS[name]]  # type: ignore[arg-type]
         _tuned[name] = triton.autotune(configs, key=_TUNE_KEYS[name], reset_to_zero=_RESET.get(name))(kernel)
     _tuned[name][grid](*args, **meta)
 
@@ -481,7 +545,7 @@ def _forward(
         "fwd_chunked", _fwd_chunked_kernel, (b * h,),
         x, dt, A, B, C, Dp, y, init_c if init_c is not None else y, final if final is not None else y,
         l, h, h // g, p, n, *common,
-        T=CHUNK, BP=BP, BN=BN, HAS_D=D is not None, HAS_INIT=init is not None, STORE_FINAL=want_final,
+        T=_chunk("fwd_chunked"), BP=BP, BN=BN, HAS_D=D is not None, HAS_INIT=init is not None, STORE_FINAL=want_final,
         DOT=DOT, PREC=_precision(),
     )  # fmt: skip
     return y, final
@@ -519,7 +583,8 @@ def _backward(
             T=_block(l), BP=BP, BN=BN, HAS_D=D is not None, DOT=DOT, PREC=_precision(),
         )  # fmt: skip
     else:
-        nchunks = triton.cdiv(l, CHUNK)
+        T = _chunk("bwd_chunked")
+        nchunks = triton.cdiv(l, T)
         scratch_dtype = {tl.bfloat16: torch.bfloat16, tl.float16: torch.float16}.get(DOT, torch.float32)
         scratch = torch.empty(b * h * nchunks * BP * BN, dtype=scratch_dtype, device=x.device)
         dB32 = torch.zeros(b, l, g, n, dtype=torch.float32, device=x.device)
@@ -534,7 +599,7 @@ def _backward(
             init_c if init_c is not None else dx, dfinal_c if dfinal_c is not None else dx, scratch,
             dx, ddt, dB32, dC32, dA_part, dD_part, dinit if dinit is not None else dx,
             l, h, h // g, g, p, n, *strides,
-            T=CHUNK, BP=BP, BN=BN, HAS_D=D is not None, HAS_INIT=init is not None,
+            T=T, BP=BP, BN=BN, HAS_D=D is not None, HAS_INIT=init is not None,
             HAS_DFINAL=dfinal is not None, DOT=DOT, PREC=_precision(),
         )  # fmt: skip
         dB, dC = dB32.to(B.dtype), dC32.to(C.dtype)
@@ -593,7 +658,7 @@ def ssd_triton(
     x (b, l, h, p), dt (b, l, h) > 0, A (h,) < 0, B/C (b, l, g, n), D (h,) or None, initial_state (b, h, p, n)
     -> y (b, l, h, p) [, final state (b, h, p, n) float32]
     """
-    del chunk_size  # the kernels tile by CHUNK; the function does not depend on it
+    del chunk_size  # the kernels tile by their own chunks (CHUNK_T); the function does not depend on it
     b, l, h, p, g, n = _check(x, dt, A, B, C)
     if D is not None and D.shape != (h,):
         raise ValueError(f"D must have shape ({h},), got {tuple(D.shape)}")
