@@ -31,9 +31,14 @@ def configs() -> list[tuple[str, Any]]:
 
     if SMOKE:
         return [("tiny", ModelConfig.tiny())]
+    from bsmamba2.model.checkpoint import load_state
+
+    default_cfg, _ = load_state(
+        Path(__file__).resolve().parents[1] / "bsmamba2" / "assets" / "default.safetensors"
+    )
     return [
         ("paper (48.1M)", ModelConfig.paper()),
-        ("small (dim 128, depth 4, d_state 64)", ModelConfig.paper(dim=128, depth=4, d_state=64)),
+        ("bundled default (6.8M)", default_cfg),
     ]
 
 
@@ -42,7 +47,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=16.0)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--budget", type=float, default=float(os.environ.get("BENCH_BUDGET", 300)))
+    ap.add_argument("--only", default="", help="run only the configs whose name contains this text")
+    ap.add_argument(
+        "--default-malloc", action="store_true", help="keep glibc's malloc settings (the CLI tunes them)"
+    )
     args = ap.parse_args(argv)
+    if not args.default_malloc:
+        from bsmamba2.device import tune_cpu_allocator
+
+        tune_cpu_allocator()  # as `bsmamba2 separate` does
     if args.threads:
         torch.set_num_threads(args.threads)
     if SMOKE:
@@ -57,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
 
     song = 0.1 * torch.randn(2, int(args.seconds * SR), generator=torch.Generator().manual_seed(0))
     for name, cfg in configs():
+        if args.only not in name:
+            continue
         dtypes: list[torch.dtype | None] = [None] + ([torch.bfloat16] if native_bf16 else [])
         for dtype in dtypes:
             if not dl.ok(5):
@@ -81,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                     dict(
                         model=name,
                         precision="bf16 autocast" if dtype else "fp32",
+                        malloc="glibc default" if args.default_malloc else "tuned",
                         threads=torch.get_num_threads(),
                         audio_s=args.seconds,
                         seconds=sec,
@@ -100,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     rep.table(
         "cpu",
-        ["model", "precision", "threads", "audio_s", "seconds", "x_realtime", "est_4min_s"],
+        ["model", "precision", "malloc", "threads", "audio_s", "seconds", "x_realtime", "est_4min_s"],
         "CPU inference (plain-PyTorch SSD)",
     )
     rep.finish()

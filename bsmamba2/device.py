@@ -146,8 +146,8 @@ def tune_cpu_allocator() -> bool:
 
     PyTorch's CPU allocator gets every tensor of more than a few MB from glibc, which serves those with
     mmap/munmap by default: each forward pass then page-faults its whole working set back in, and the kernel
-    time can exceed the arithmetic (measured: an 8 s chunk through the default model took 26 s with
-    default settings and 9 s with these, on a 2-core CI machine). Raising the mmap and trim thresholds lets
+    time can exceed the arithmetic (benchmarks/bench_cpu.py, 2026-11-22, 2-core CI VM: 16 s of audio
+    through the bundled model took 49.8 s with glibc's defaults and 19.6 s with these settings). Raising the mmap and trim thresholds lets
     freed blocks be reused. The CLI calls this once at start; library users can set the equivalent
     environment variables MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=2147483647 instead.
     Returns True if the settings were applied.

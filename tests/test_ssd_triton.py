@@ -299,7 +299,7 @@ def test_gpu_model_backends_agree() -> None:
 @pytest.mark.gpu
 @gpu
 def test_gpu_auto_backend_is_the_reference_until_triton_is_validated() -> None:
-    """The fused kernel is opt-in while its GPU tests fail (an illegal memory access was seen on an H100)."""
+    """The fused kernel is opt-in until its GPU tests pass (an illegal memory access was seen on an H100)."""
     from bsmamba2.model.mixers.ssd import resolve_backend
 
     assert resolve_backend("auto", torch.device("cuda")) == "chunked"
