@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -108,25 +109,30 @@ def load_model(
 def load_weights(model: BandSplitSeparator, state: dict[str, Tensor], source: str = "checkpoint") -> None:
     """Strictly load ``state`` into ``model``, naming missing / unexpected / mis-shaped keys in one line."""
     own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} keys ({_head(missing)})")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} keys ({_head(unexpected)})")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatches ({_head(shapes)})")
+    problems = layout_problems(
+        {k: tuple(v.shape) for k, v in state.items()}, {k: tuple(v.shape) for k, v in own.items()}
+    )
     if problems:
         raise CheckpointError(f"{source}: weights do not fit the model: " + "; ".join(problems))
     with torch.no_grad():
         for k, v in own.items():
             v.copy_(state[k].to(v.dtype))
+
+
+def layout_problems(have: Mapping[str, tuple[int, ...]], want: Mapping[str, tuple[int, ...]]) -> list[str]:
+    """What keeps tensors of shapes ``have`` from filling slots of shapes ``want`` (empty if nothing):
+    missing, unexpected and mis-shaped keys, each kind summarised with its first few names."""
+    missing = [k for k in want if k not in have]
+    unexpected = [k for k in have if k not in want]
+    wrong = [f"{k} {have[k]} != {v}" for k, v in want.items() if k in have and have[k] != v]
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)} keys ({_head(missing)})")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)} keys ({_head(unexpected)})")
+    if wrong:
+        problems.append(f"{len(wrong)} shape mismatches ({_head(wrong)})")
+    return problems
 
 
 def _head(items: list[str], n: int = 3) -> str:

@@ -304,16 +304,9 @@ def _check_layout(
     shapes: Mapping[str, tuple[int, ...]], expected: Mapping[str, tuple[int, ...]], source: str
 ) -> None:
     """Every official key present with its shape, nothing else; one line naming what is wrong."""
-    missing = [k for k in expected if k not in shapes]
-    unexpected = [k for k in shapes if k not in expected]
-    wrong = [f"{k} {shapes[k]} != {v}" for k, v in expected.items() if k in shapes and shapes[k] != v]
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)} keys ({_head(missing)})")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)} keys ({_head(unexpected)})")
-    if wrong:
-        problems.append(f"{len(wrong)} shape mismatches ({_head(wrong)})")
+    from bsmamba2.model.checkpoint import layout_problems  # checkpoint imports this module lazily
+
+    problems = layout_problems(shapes, expected)
     if problems:
         raise CheckpointError(f"{source}: does not match the BSMamba2 layout: " + "; ".join(problems))
 
