@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from bsmamba2 import audio
+from bsmamba2.atomic import temp_beside
 from bsmamba2.errors import AudioError, UserError
 
 log = logging.getLogger(__name__)
@@ -381,7 +382,7 @@ class AtomicWriter:
         self.clipped = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.tmp = audio.temp_beside(self.path)
+            self.tmp = temp_beside(self.path)
         except OSError as e:
             raise UserError(f"{self.path.parent}: cannot write output ({e.strerror or e})") from None
         try:

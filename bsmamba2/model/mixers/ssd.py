@@ -182,6 +182,7 @@ _BACKENDS: dict[str, Callable[..., Tensor | tuple[Tensor, Tensor]]] = {
 # Backends that only run on CUDA tensors (a fused kernel registers itself here).
 _CUDA_ONLY: set[str] = set()
 _logged: set[tuple[str, str]] = set()
+_optional_loaded = False
 
 
 def register_backend(
@@ -200,9 +201,10 @@ def available_backends() -> list[str]:
 
 def _load_optional_backends() -> None:
     """Import optional fused kernels once; a missing dependency simply leaves them unregistered."""
-    if "triton" in _BACKENDS or getattr(_load_optional_backends, "_done", False):
+    global _optional_loaded
+    if _optional_loaded:
         return
-    _load_optional_backends._done = True  # type: ignore[attr-defined]
+    _optional_loaded = True
     try:
         import bsmamba2.model.mixers.ssd_triton  # noqa: F401  (registers "triton" on import)
     except ImportError:
