@@ -5,9 +5,11 @@ Usage::
     python benchmarks/bench_sampler.py                      # generates a synthetic corpus first (cached)
     python benchmarks/bench_sampler.py --root /data/musdb18hq --workers 2 --examples 600
 
-It times a DataLoader (default 2 workers, batch 5 like the official per-GPU batch) over ``MixDataset`` with
-the official defaults (SAD on, gain, silent stems) after a warm-up, and prints one result line with the date
-and machine. When it generates the corpus it also reports the synthesizer's CPU seconds per minute of audio.
+It times the training loop's DataLoader (``BatchLoader``: default 2 workers, batch 5 like the official
+per-GPU batch) over ``MixDataset`` with the official defaults (SAD on, gain, silent stems) after a warm-up,
+and prints one result line with the date and machine. ``--loader per-item`` times a plain DataLoader instead
+(one ``dataset[i]`` per example, stacked by the default collate) for comparison. When it generates the corpus
+it also reports the synthesizer's CPU seconds per minute of audio.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from bsmamba2.data.sampler import MixDataset, SamplerConfig
+from bsmamba2.data.sampler import BatchLoader, MixDataset, SamplerConfig
 
 
 def machine() -> str:
@@ -50,6 +52,18 @@ def synth_corpus(root: Path, n_train: int, seconds: float) -> None:
           f"({n_train} tracks x {seconds:.0f} s)")  # fmt: skip
 
 
+def children(pid: int) -> list[int]:
+    """Ids of the live child processes of ``pid`` (the DataLoader workers), from Linux /proc."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(stat.parent.name))
+        except (OSError, IndexError, ValueError):
+            pass
+    return kids
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds used so far by these processes (Linux /proc), 0 where unavailable."""
     tick = os.sysconf("SC_CLK_TCK")
@@ -74,6 +88,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--batch", type=int, default=5)
     ap.add_argument("--examples", type=int, default=600, help="examples timed (after a warm-up)")
+    ap.add_argument(
+        "--loader",
+        choices=("batch", "per-item"),
+        default="batch",
+        help="batch: the training loop's BatchLoader; per-item: a plain DataLoader with the default collate",
+    )
     args = ap.parse_args()
 
     root = args.root
@@ -85,13 +105,19 @@ def main() -> None:
     t0 = time.perf_counter()
     ds = MixDataset(root, "train", cfg, seed=0)
     setup = time.perf_counter() - t0
-    loader = torch.utils.data.DataLoader(
-        ds, batch_size=args.batch, num_workers=args.workers, shuffle=True, persistent_workers=args.workers > 0
-    )
+    persistent = args.workers > 0
+    loader: BatchLoader | torch.utils.data.DataLoader[tuple[torch.Tensor, torch.Tensor]]
+    if args.loader == "batch":
+        sampler = torch.utils.data.RandomSampler(ds)
+        loader = BatchLoader(ds, sampler, args.batch, num_workers=args.workers, persistent_workers=persistent)
+    else:
+        loader = torch.utils.data.DataLoader(
+            ds, batch_size=args.batch, num_workers=args.workers, shuffle=True, persistent_workers=persistent
+        )
     it = iter(loader)
     for _ in range(4 * max(1, args.workers)):  # warm-up: worker start-up and page cache
         next(it)
-    pids = [os.getpid()] + [w.pid for w in getattr(it, "_workers", [])]
+    pids = [os.getpid(), *children(os.getpid())]
     n = 0
     c0 = cpu_seconds(pids)
     t0 = time.perf_counter()
@@ -105,8 +131,8 @@ def main() -> None:
     # CPU per example (all processes) is what the sampler costs; wall-clock throughput also depends on
     # what else runs on the machine, hence the load average in the line.
     print(
-        f"{datetime.date.today()} | {machine()} | {len(ds.tracks)} tracks | {args.workers} workers, batch "
-        f"{args.batch} | setup {setup:.1f} s | {n / dt:.1f} examples/s of {cfg.segment_seconds:.0f} s (SAD on) | "
+        f"{datetime.date.today()} | {machine()} | {len(ds.tracks)} tracks | {args.loader} loader, "
+        f"{args.workers} workers, batch {args.batch} | setup {setup:.1f} s | {n / dt:.1f} examples/s of {cfg.segment_seconds:.0f} s (SAD on) | "
         f"{1000 * cpu / max(n, 1):.1f} ms CPU/example -> {args.workers * n / max(cpu, 1e-9):.0f} examples/s "
         f"on {args.workers} idle cores | load avg {load:.1f}"
     )

@@ -39,6 +39,8 @@ from benchmarks.common import (  # noqa: E402
     sync,
 )
 
+ONLY: list[str] = []
+
 
 def variants() -> list[dict[str, Any]]:
     from bsmamba2.config import ModelConfig
@@ -50,6 +52,14 @@ def variants() -> list[dict[str, Any]]:
         dict(name="BSMamba2, SSD chunked (PyTorch)", cfg=paper, backend="chunked"),
         dict(name="BS-RoFormer (Table I baseline)", cfg=roformer, backend="auto"),
         dict(name="BSMamba2, SSD triton, recompute", cfg=paper, backend="triton", recompute=True),
+        dict(
+            name="BSMamba2, SSD triton + fused, recompute",
+            cfg=paper,
+            backend="triton",
+            recompute=True,
+            fused=True,
+        ),
+        dict(name="BSMamba2, SSD triton + fused", cfg=paper, backend="triton", fused=True),
     ]
 
 
@@ -74,10 +84,52 @@ def train_step_factory(model: torch.nn.Module, batch: int, seconds: float, sr: i
     return step
 
 
-def run(rep: Report, dl: Deadline, batch: int, seconds: float, steps: int) -> None:
+KERNEL_GROUPS = [  # (group, substrings of a CUDA kernel's name), first match wins
+    ("SSD scan (ours, Triton)", ("_fwd_single", "_bwd_single", "_fwd_chunked", "_bwd_chunked")),
+    ("matmul (cuBLAS/CUTLASS)", ("gemm", "cutlass", "nvjet", "xmma", "sm90_", "splitk")),
+    ("compiled fusions (inductor)", ("triton_",)),
+    ("FFT (STFT/iSTFT)", ("fft", "radix", "regular_fft", "vector_fft")),
+    ("convolution", ("conv", "depthwise")),
+    ("reductions (norms, sums)", ("reduce", "norm")),
+    ("copies/transposes/cat", ("copy", "memcpy", "cat", "transpose", "flip", "index", "gather", "scatter")),
+    ("elementwise", ("elementwise", "vectorized", "unrolled")),
+    ("optimizer", ("adam", "multi_tensor", "foreach")),
+]
+
+
+def profile_step(rep: Report, name: str, step: Any) -> None:
+    """One step under torch.profiler: CUDA time by kernel group and the top kernels (where the time goes)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = DEV.type == "cuda"  # on CPU (BENCH_SMOKE) the script's own check: operator self-times instead
+    with profile(activities=[ProfilerActivity.CUDA if cuda else ProfilerActivity.CPU]) as prof:
+        step()
+        sync()
+    kernels: dict[str, float] = {}
+    for e in prof.events():
+        if cuda and e.device_type == torch.autograd.DeviceType.CUDA:
+            kernels[e.name] = kernels.get(e.name, 0.0) + e.device_time / 1e3  # ms
+        elif not cuda:
+            kernels[e.name] = kernels.get(e.name, 0.0) + e.self_cpu_time_total / 1e3
+    total = sum(kernels.values())
+    groups: dict[str, float] = {}
+    for k, ms in kernels.items():
+        low = k.lower()
+        g = next((g for g, keys in KERNEL_GROUPS if any(s in low for s in keys)), "other")
+        groups[g] = groups.get(g, 0.0) + ms
+    for g, ms in sorted(groups.items(), key=lambda kv: -kv[1]):
+        rep.add("profile", dict(model=name, group=g, cuda_ms=ms, share_pct=100 * ms / total))
+    rep.add("profile", dict(model=name, group="total (sum of kernel times)", cuda_ms=total, share_pct=100.0))
+    for k, ms in sorted(kernels.items(), key=lambda kv: -kv[1])[:15]:
+        rep.add("kernels", dict(model=name, kernel=k[:110], cuda_ms=ms, share_pct=100 * ms / total))
+
+
+def run(rep: Report, dl: Deadline, batch: int, seconds: float, steps: int, profile: list[str]) -> None:
     from bsmamba2.model.checkpoint import build_model
 
     for v in variants():
+        if ONLY and not any(o in v["name"] for o in ONLY):
+            continue
         if not dl.ok(20):
             rep.errors.append(f"{v['name']}: skipped (time budget)")
             continue
@@ -87,6 +139,8 @@ def run(rep: Report, dl: Deadline, batch: int, seconds: float, steps: int) -> No
             model = build_model(v["cfg"], backend=v["backend"]).to(DEV).train()
             if v.get("recompute"):
                 model.recompute = True
+            if v.get("fused"):
+                model.set_fused(True)
             nparams = sum(p.numel() for p in model.parameters())
             step = train_step_factory(model, batch, seconds, v["cfg"].sample_rate, v["cfg"].num_stems)
             row: dict[str, Any] = dict(model=v["name"], params_m=nparams / 1e6, batch=f"{batch}×{seconds:g}s")
@@ -99,6 +153,8 @@ def run(rep: Report, dl: Deadline, batch: int, seconds: float, steps: int) -> No
                 ms, spread = cuda_time_steps(step, warmup=2, reps=steps)
                 row.update(step_ms=ms, spread_ms=spread, peak_mem_gib=max_allocated_gib())
                 row["clips_per_s"] = batch / (ms / 1e3)
+                if profile and any(p in v["name"] for p in profile):
+                    profile_step(rep, v["name"], step)
             except torch.cuda.OutOfMemoryError:
                 row.update(step_ms=None, peak_mem_gib=None, status="OOM")
             rep.add("train", row)
@@ -114,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=5)
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--profile", default="", help="comma-separated substrings of variant names to profile")
+    ap.add_argument("--only", default="", help="comma-separated substrings: run only matching variants")
     ap.add_argument("--budget", type=float, default=float(os.environ.get("BENCH_BUDGET", 300)))
     args = ap.parse_args(argv)
     if not have_device():
@@ -121,14 +179,21 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if SMOKE:
         args.batch, args.seconds, args.steps = 2, 0.1, 2
+    prof = [p for p in args.profile.split(",") if p]
+    global ONLY
+    ONLY = [p for p in args.only.split(",") if p]
     rep = Report("train")
     attempt(rep, "ssd configs", lambda: apply_best_ssd_configs(rep))
-    attempt(rep, "main", lambda: run(rep, Deadline(args.budget), args.batch, args.seconds, args.steps))
+    attempt(rep, "main", lambda: run(rep, Deadline(args.budget), args.batch, args.seconds, args.steps, prof))
     rep.table(
         "train",
         ["model", "params_m", "batch", "step_ms", "spread_ms", "clips_per_s", "peak_mem_gib", "first_step_s", "status"],
         "Training step (bf16 autocast, paper loss, clip 3, fused AdamW; median of timed steps)",
     )  # fmt: skip
+    rep.table(
+        "profile", ["model", "group", "cuda_ms", "share_pct"], "Where one training step's GPU time goes"
+    )
+    rep.table("kernels", ["model", "kernel", "cuda_ms", "share_pct"], "Top kernels of the profiled step")
     rep.finish()
     return 0
 

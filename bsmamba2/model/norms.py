@@ -15,6 +15,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def block_rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """mamba_ssm's RMSNorm in float32 (or float64): x · (mean(x²) + eps)^(-½) · weight."""
+    x = x.to(torch.promote_types(x.dtype, torch.float32))
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight.to(x.dtype)
+
+
+def gated_rms_norm(y: Tensor, z: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """mamba_ssm's RMSNormGated (norm_before_gate=False, one group), in float32; returns y's dtype."""
+    acc = torch.promote_types(y.dtype, torch.float32)
+    g = y.to(acc) * F.silu(z.to(acc))
+    g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + eps)
+    return (g * weight.to(acc)).to(y.dtype)
+
+
 class RMSNorm(nn.Module):
     """The official repo's RMSNorm: L2-normalise, rescale by √d, multiply by ``gamma``."""
 
@@ -36,8 +50,7 @@ class BlockRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:  # (..., dim) -> (..., dim) in float32 (or float64)
-        x = x.to(torch.promote_types(x.dtype, torch.float32))
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight.to(x.dtype)
+        return block_rms_norm(x, self.weight, self.eps)
 
 
 class GatedRMSNorm(nn.Module):
@@ -49,7 +62,4 @@ class GatedRMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, y: Tensor, z: Tensor) -> Tensor:  # (..., dim), (..., dim) -> (..., dim) in y's dtype
-        acc = torch.promote_types(y.dtype, torch.float32)
-        g = y.to(acc) * F.silu(z.to(acc))
-        g = g * torch.rsqrt(g.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (g * self.weight.to(acc)).to(y.dtype)
+        return gated_rms_norm(y, z, self.weight, self.eps)

@@ -8,6 +8,8 @@ norm and the output projection around it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +17,48 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from bsmamba2.model.mixers.ssd import resolve_backend, ssd
-from bsmamba2.model.norms import GatedRMSNorm
+from bsmamba2.model.norms import GatedRMSNorm, gated_rms_norm
+
+
+def mixer_in(
+    u: Tensor, in_w: Tensor, conv_w: Tensor, conv_b: Tensor, dt_bias: Tensor, sizes: tuple[int, int, int]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """in_proj, causal depthwise conv + SiLU on x‖B‖C, Δ = softplus(dt + dt_bias) in float32.
+
+    u (b, l, d_model) -> z (b, l, d_inner), xBC (b, l, d_inner + 2·g·n), Δ (b, l, h). ``sizes`` =
+    (d_inner, g·n, h). The convolution is written as d_conv shifted multiply-adds over the sequence axis
+    (out_t = bias + Σ_k w_k·x_{t-(K-1)+k}, zeros before t = 0): the same function as the official
+    ``conv1d(padding=K-1)[..., :l]``, and one fused elementwise kernel once compiled. Products and sums run in
+    float32 and are rounded once to the projection's dtype.
+    """
+    d_inner, gn, h = sizes
+    l = u.shape[1]
+    z, xBC, dt = F.linear(u, in_w).split([d_inner, d_inner + 2 * gn, h], dim=-1)
+    ct = torch.promote_types(xBC.dtype, torch.float32)  # float32 (float64 stays float64)
+    K = conv_w.shape[-1]
+    xp = F.pad(xBC, (0, 0, K - 1, 0)).to(ct)  # (b, l + K - 1, ch): K - 1 zeros before t = 0
+    w = conv_w[:, 0, :].to(ct)  # (ch, K)
+    acc = conv_b.to(ct) + xp[:, 0:l] * w[:, 0]
+    for k in range(1, K):
+        acc = acc + xp[:, k : k + l] * w[:, k]
+    return z, F.silu(acc).to(xBC.dtype), F.softplus(dt.to(ct) + dt_bias.to(ct))
+
+
+def mixer_out(y: Tensor, z: Tensor, norm_w: Tensor, eps: float, out_w: Tensor) -> Tensor:
+    """Gated RMSNorm of y·SiLU(z) and out_proj: (b, l, d_inner) ×2 -> (b, l, d_model)."""
+    return F.linear(gated_rms_norm(y, z, norm_w, eps), out_w)
+
+
+_compiled: dict[str, Callable[..., Any]] = {}
+
+
+def _fused(name: str) -> Callable[..., Any]:
+    """``mixer_in`` / ``mixer_out`` under torch.compile, built once per process (module-free functions, so
+    every mixer of a model shares one compiled graph per input shape)."""
+    if name not in _compiled:
+        fn: Callable[..., Any] = mixer_in if name == "in" else mixer_out
+        _compiled[name] = torch.compile(fn, dynamic=False)
+    return _compiled[name]
 
 
 class Mamba2(nn.Module):
@@ -49,6 +92,7 @@ class Mamba2(nn.Module):
         self.d_state = d_state
         self.chunk_size = chunk_size
         self.backend = backend
+        self.fused = False  # torch.compile the projections, conv, gated norm (see ``mixer_in``/``mixer_out``)
         conv_dim = self.d_inner + 2 * ngroups * d_state  # the x, B, C channels share one convolution
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner + 2 * ngroups * d_state + self.nheads, bias=False)
         self.conv1d = nn.Conv1d(conv_dim, conv_dim, d_conv, groups=conv_dim, padding=d_conv - 1, bias=True)
@@ -63,26 +107,46 @@ class Mamba2(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 
     def forward(self, u: Tensor) -> Tensor:  # u (b, l, d_model) -> (b, l, d_model)
+        if self.fused:
+            return self._forward_fused(u)
         b, l, _ = u.shape
         gn = self.ngroups * self.d_state
         zxbcdt = self.in_proj(u)  # (b, l, 2·d_inner + 2·g·n + h)
         z, xBC, dt = zxbcdt.split([self.d_inner, self.d_inner + 2 * gn, self.nheads], dim=-1)
         # Causal depthwise conv: pad d_conv-1 on both sides, keep the first l outputs (zeros before t = 0).
         xBC = F.silu(self.conv1d(xBC.transpose(1, 2))[..., :l].transpose(1, 2))  # (b, l, d_inner + 2·g·n)
-        x, B, C = xBC.split([self.d_inner, gn, gn], dim=-1)
         acc = torch.promote_types(u.dtype, torch.float32)  # Δ and A in (at least) float32, as mamba_ssm
         dt = F.softplus(dt.to(acc) + self.dt_bias.to(acc))  # (b, l, h) Δ > 0; never clamped (dt_limit (0, ∞))
-        A = -torch.exp(self.A_log.to(acc))  # (h,)
+        y = self._scan(xBC, dt, u)
+        return self.out_proj(self.norm(y, z))
+
+    def _scan(self, xBC: Tensor, dt: Tensor, u: Tensor) -> Tensor:
+        gn = self.ngroups * self.d_state
+        x, B, C = xBC.split([self.d_inner, gn, gn], dim=-1)
+        A = -torch.exp(self.A_log.to(dt.dtype))  # (h,)
         y = ssd(
             rearrange(x, "b l (h p) -> b l h p", p=self.headdim),
             dt,
             A,
             rearrange(B, "b l (g n) -> b l g n", g=self.ngroups),
             rearrange(C, "b l (g n) -> b l g n", g=self.ngroups),
-            self.D.to(acc),
+            self.D.to(dt.dtype),
             backend=resolve_backend(self.backend, u.device),
             chunk_size=self.chunk_size,
         )
         assert isinstance(y, Tensor)
-        y = rearrange(y, "b l h p -> b l (h p)")  # (b, l, d_inner)
-        return self.out_proj(self.norm(y, z))
+        return rearrange(y, "b l h p -> b l (h p)")  # (b, l, d_inner)
+
+    def _forward_fused(self, u: Tensor) -> Tensor:
+        """The same function as ``forward`` with the memory-bound work around the scan compiled into few
+        kernels (the scan itself runs in its backend, outside the compiled graphs)."""
+        w_in, w_out = self.in_proj.weight, self.out_proj.weight
+        if torch.is_autocast_enabled(u.device.type):  # the compiled graphs see autocast's casts explicitly
+            dtype = torch.get_autocast_dtype(u.device.type)
+            u, w_in, w_out = u.to(dtype), w_in.to(dtype), w_out.to(dtype)
+        sizes = (self.d_inner, self.ngroups * self.d_state, self.nheads)
+        with torch.autocast(u.device.type, enabled=False):
+            z, xBC, dt = _fused("in")(u, w_in, self.conv1d.weight, self.conv1d.bias, self.dt_bias, sizes)
+        y = self._scan(xBC, dt, u)
+        with torch.autocast(u.device.type, enabled=False):
+            return _fused("out")(y.to(z.dtype), z, self.norm.weight, self.norm.eps, w_out)

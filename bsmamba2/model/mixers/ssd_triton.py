@@ -76,7 +76,8 @@ EXTRA_CONFIGS: dict[str, list[tuple[int, int, int]]] = {
 }
 # Chunk length of the chunked kernels (forward and backward chunk independently: the backward re-runs the
 # state sweep with its own chunks). 64 or 32; the function computed does not depend on it.
-CHUNK_T: dict[str, int] = {"fwd_chunked": 64, "bwd_chunked": 64}
+# On an H100 (Triton 3.6, paper shapes) the 32-step backward was 1.7× faster than the 64-step one (fewer spills).
+CHUNK_T: dict[str, int] = {"fwd_chunked": 64, "bwd_chunked": 32}
 
 
 def _configs_from_env() -> None:
