@@ -1,6 +1,6 @@
 """The fused Mamba2 path (``Mamba2.fused``: torch.compile of the work around the scan) computes the same function.
 
-* CPU: the module-free forms ``mixer_in`` / ``mixer_out`` (what gets compiled) equal the module's eager forward in
+* CPU: the module-free forms ``block_in`` / ``block_out`` (what gets compiled) equal the module's eager forward in
   float64, outputs and every parameter gradient; the causal conv written as shifted multiply-adds equals
   ``nn.Conv1d(padding=K-1)[..., :l]``.
 * GPU (``-m gpu``): the compiled graphs with the Triton scan agree with the eager reference in float32 and under
@@ -50,8 +50,8 @@ def test_functional_forms_match_module_float64(monkeypatch: pytest.MonkeyPatch) 
             p.add_(0.05 * torch.randn_like(p))  # move off the initialisation (ones, zeros)
     fused = copy.deepcopy(ref)
     # the uncompiled functions stand in for their compiled versions: this checks the math, not the compiler
-    monkeypatch.setitem(mm._compiled, "in", mm.mixer_in)
-    monkeypatch.setitem(mm._compiled, "out", mm.mixer_out)
+    monkeypatch.setitem(mm._compiled, "in", mm.block_in)
+    monkeypatch.setitem(mm._compiled, "out", mm.block_out)
     fused.set_fused(True)
     wave = 0.1 * torch.randn(2, 2, 9000, dtype=torch.float64)
     a, b = _run(ref, wave), _run(fused, wave)

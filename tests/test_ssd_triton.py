@@ -99,7 +99,9 @@ def compare(
         got = results["fn"][k]
         assert got is not None and got.shape == ref.shape, k
         assert torch.isfinite(got).all(), f"{k} has non-finite values"
-        errs[k] = ((got.double() - ref).norm() / ref.norm().clamp_min(1e-300)).item()
+        diff, scale = (got.double() - ref).norm().item(), ref.norm().item()
+        # relative error; absolute where the exact value is zero (dA of a length-1 sequence: no decay acts)
+        errs[k] = diff / scale if scale > 1e-9 else diff
     return errs
 
 
@@ -245,9 +247,9 @@ def test_gpu_strided_inputs_and_repeatability(length: int) -> None:
     strided = run(x, B, C)
     contiguous = run(x.contiguous(), B.contiguous(), C.contiguous())
     again = run(x.contiguous(), B.contiguous(), C.contiguous())
-    for s, c, a in zip(strided, contiguous, again):
-        assert ((s.double() - c.double()).norm() / c.double().norm()).item() < 1e-5
-        assert ((a.double() - c.double()).norm() / c.double().norm()).item() < 1e-5
+    for s, c, a in zip(strided, contiguous, again):  # bf16 outputs: an atomic reordering may flip one ulp
+        assert ((s.double() - c.double()).norm() / c.double().norm()).item() < 1e-4
+        assert ((a.double() - c.double()).norm() / c.double().norm()).item() < 1e-4
 
 
 @pytest.mark.gpu
@@ -298,12 +300,12 @@ def test_gpu_model_backends_agree() -> None:
 
 @pytest.mark.gpu
 @gpu
-def test_gpu_auto_backend_is_the_reference_until_triton_is_validated() -> None:
-    """The fused kernel is opt-in until its GPU tests pass (an illegal memory access was seen on an H100)."""
+def test_gpu_auto_backend_is_triton_on_cuda() -> None:
     from bsmamba2.model.mixers.ssd import resolve_backend
 
-    assert resolve_backend("auto", torch.device("cuda")) == "chunked"
-    assert resolve_backend("triton", torch.device("cuda")) == "triton"
+    assert resolve_backend("auto", torch.device("cuda")) == "triton"
+    assert resolve_backend("chunked", torch.device("cuda")) == "chunked"
+    assert resolve_backend("auto", torch.device("cpu")) == "chunked"
 
 
 if __name__ == "__main__":

@@ -23,7 +23,13 @@ class PreNormBlock(nn.Module):
         self.norm = BlockRMSNorm(dim, eps=1e-5)
         self.mixer = mixer
 
-    def forward(self, x: Tensor) -> Tensor:  # (n, l, d) -> (n, l, d)
+    def forward(self, x: Tensor, flip: bool = False) -> Tensor:  # (n, l, d) -> (n, l, d)
+        """x + mixer(norm(x)); with ``flip``, the same along the reversed sequence, flipped back."""
+        if getattr(self.mixer, "fused", False):
+            fused: Callable[..., Tensor] = getattr(self.mixer, "block_fused")  # noqa: B009 (same function, compiled)
+            return fused(x, self.norm, flip=flip)
+        if flip:
+            return self.forward(x.flip(1)).flip(1)
         return x + self.mixer(self.norm(x)).to(x.dtype)
 
 
@@ -44,7 +50,7 @@ class BiMambaBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # (n, l, d) -> (n, l, d)
         f = self.forward_blocks[0](x)
-        b = self.backward_blocks[0](x.flip(1)).flip(1)
+        b = self.backward_blocks[0](x, flip=True)  # = block(x.flip(1)).flip(1)
         return x + self.linear(torch.cat([f, b], dim=-1))
 
 

@@ -153,7 +153,9 @@ class TrainConfig:
     device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:1"; torchrun uses LOCAL_RANK
     precision: str = "bf16"  # "bf16" autocast on CUDA (Table I), or "fp32". CPU always runs fp32
     backend: str = "auto"  # SSD backend for the Mamba2 mixer: auto | chunked | naive | triton
-    compile: bool = False  # torch.compile the model
+    compile: bool = False  # torch.compile the whole model
+    # compile the memory-bound work around every Mamba2 scan (Mamba2.block_fused): auto = on CUDA, on, off
+    fused: str = "auto"
     recompute: bool = (
         False  # activation checkpointing of the dual-path passes: less memory, ~1/3 more compute
     )
@@ -170,6 +172,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _coerce_fields(self, "")
+        if self.fused not in ("auto", "on", "off"):
+            raise UserError(f"fused must be auto, on or off, got {self.fused!r}")
         if self.precision not in PRECISIONS:
             raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         for name in ("batch_size", "grad_accum", "log_every", "ckpt_every", "keep_last", "max_bad_steps"):

@@ -52,13 +52,13 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DistributedSampler, Sampler
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from bsmamba2.apply import apply_model
 from bsmamba2.data.musdb import TrackInfo, find_tracks, load_track
-from bsmamba2.data.sampler import MixDataset, SamplerConfig
+from bsmamba2.data.sampler import BatchLoader, MixDataset, SamplerConfig
 from bsmamba2.errors import UserError
 from bsmamba2.model.checkpoint import build_model
 from bsmamba2.model.mixers.ssd import resolve_backend
@@ -167,10 +167,10 @@ def micro_batches(
     while True:
         dataset.set_epoch(epoch)
         sampler.set_epoch(epoch)
-        loader = DataLoader(
+        loader = BatchLoader(
             dataset,
-            batch_size=cfg.batch_size,
-            sampler=_SkipSampler(sampler, position * cfg.batch_size),
+            _SkipSampler(sampler, position * cfg.batch_size),
+            cfg.batch_size,
             num_workers=cfg.data.num_workers,
             pin_memory=pin,
             drop_last=True,
@@ -358,6 +358,8 @@ def _loop(
             raise UserError(f"backend: {e}") from None
     model = build_model(mc, backend=cfg.backend).to(device)
     model.recompute = cfg.recompute
+    if mc.mixer == "mamba2" and (cfg.fused == "on" or (cfg.fused == "auto" and cuda)):
+        model.set_fused(True)
     ema = EMA(model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
     o = cfg.optim
     optimizer = torch.optim.AdamW(

@@ -17,7 +17,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from bsmamba2.model.mixers.ssd import resolve_backend, ssd
-from bsmamba2.model.norms import GatedRMSNorm, gated_rms_norm
+from bsmamba2.model.norms import GatedRMSNorm, block_rms_norm, gated_rms_norm
 
 
 def mixer_in(
@@ -49,6 +49,35 @@ def mixer_out(y: Tensor, z: Tensor, norm_w: Tensor, eps: float, out_w: Tensor) -
     return F.linear(gated_rms_norm(y, z, norm_w, eps), out_w)
 
 
+def block_in(
+    x: Tensor,
+    norm_w: Tensor,
+    eps: float,
+    in_w: Tensor,
+    conv_w: Tensor,
+    conv_b: Tensor,
+    dt_bias: Tensor,
+    sizes: tuple[int, int, int],
+    flip: bool,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """A prenorm block's way in: (flip along the sequence,) block RMSNorm in float32, then ``mixer_in`` in the
+    projection weight's dtype."""
+    if flip:
+        x = x.flip(1)
+    u = block_rms_norm(x, norm_w, eps).to(in_w.dtype)
+    return mixer_in(u, in_w, conv_w, conv_b, dt_bias, sizes)
+
+
+def block_out(
+    y: Tensor, z: Tensor, norm_w: Tensor, eps: float, out_w: Tensor, x: Tensor, flip: bool
+) -> Tensor:
+    """A prenorm block's way out: x + (flipped back) ``mixer_out``, in x's dtype."""
+    out = mixer_out(y, z, norm_w, eps, out_w)
+    if flip:
+        out = out.flip(1)
+    return x + out.to(x.dtype)
+
+
 _compiled: dict[str, Callable[..., Any]] = {}
 
 
@@ -56,8 +85,8 @@ def _fused(name: str) -> Callable[..., Any]:
     """``mixer_in`` / ``mixer_out`` under torch.compile, built once per process (module-free functions, so
     every mixer of a model shares one compiled graph per input shape)."""
     if name not in _compiled:
-        fn: Callable[..., Any] = mixer_in if name == "in" else mixer_out
-        _compiled[name] = torch.compile(fn, dynamic=False)
+        fns: dict[str, Callable[..., Any]] = {"in": block_in, "out": block_out}
+        _compiled[name] = torch.compile(fns[name], dynamic=False)
     return _compiled[name]
 
 
@@ -92,7 +121,7 @@ class Mamba2(nn.Module):
         self.d_state = d_state
         self.chunk_size = chunk_size
         self.backend = backend
-        self.fused = False  # torch.compile the projections, conv, gated norm (see ``mixer_in``/``mixer_out``)
+        self.fused = False  # prenorm blocks use ``block_fused`` (torch.compile around the scan)
         conv_dim = self.d_inner + 2 * ngroups * d_state  # the x, B, C channels share one convolution
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner + 2 * ngroups * d_state + self.nheads, bias=False)
         self.conv1d = nn.Conv1d(conv_dim, conv_dim, d_conv, groups=conv_dim, padding=d_conv - 1, bias=True)
@@ -107,8 +136,6 @@ class Mamba2(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 
     def forward(self, u: Tensor) -> Tensor:  # u (b, l, d_model) -> (b, l, d_model)
-        if self.fused:
-            return self._forward_fused(u)
         b, l, _ = u.shape
         gn = self.ngroups * self.d_state
         zxbcdt = self.in_proj(u)  # (b, l, 2·d_inner + 2·g·n + h)
@@ -137,16 +164,27 @@ class Mamba2(nn.Module):
         assert isinstance(y, Tensor)
         return rearrange(y, "b l h p -> b l (h p)")  # (b, l, d_inner)
 
-    def _forward_fused(self, u: Tensor) -> Tensor:
-        """The same function as ``forward`` with the memory-bound work around the scan compiled into few
-        kernels (the scan itself runs in its backend, outside the compiled graphs)."""
+    def block_fused(self, x: Tensor, norm: nn.Module, flip: bool = False) -> Tensor:
+        """``x + mixer(norm(x))`` of a prenorm block (with ``flip``: the same along the reversed sequence,
+        flipped back), with the memory-bound work around the scan compiled into few kernels (``block_in`` /
+        ``block_out``); the scan runs in its backend between them. x (b, l, d_model) -> (b, l, d_model)."""
         w_in, w_out = self.in_proj.weight, self.out_proj.weight
-        if torch.is_autocast_enabled(u.device.type):  # the compiled graphs see autocast's casts explicitly
-            dtype = torch.get_autocast_dtype(u.device.type)
-            u, w_in, w_out = u.to(dtype), w_in.to(dtype), w_out.to(dtype)
+        if torch.is_autocast_enabled(x.device.type):  # the compiled graphs see autocast's casts explicitly
+            dtype = torch.get_autocast_dtype(x.device.type)
+            w_in, w_out = w_in.to(dtype), w_out.to(dtype)
         sizes = (self.d_inner, self.ngroups * self.d_state, self.nheads)
-        with torch.autocast(u.device.type, enabled=False):
-            z, xBC, dt = _fused("in")(u, w_in, self.conv1d.weight, self.conv1d.bias, self.dt_bias, sizes)
-        y = self._scan(xBC, dt, u)
-        with torch.autocast(u.device.type, enabled=False):
-            return _fused("out")(y.to(z.dtype), z, self.norm.weight, self.norm.eps, w_out)
+        with torch.autocast(x.device.type, enabled=False):
+            z, xBC, dt = _fused("in")(
+                x,
+                norm.weight,
+                norm.eps,
+                w_in,
+                self.conv1d.weight,
+                self.conv1d.bias,
+                self.dt_bias,
+                sizes,
+                flip,
+            )
+        y = self._scan(xBC, dt, x)
+        with torch.autocast(x.device.type, enabled=False):
+            return _fused("out")(y.to(z.dtype), z, self.norm.weight, self.norm.eps, w_out, x, flip)

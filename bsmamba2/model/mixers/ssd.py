@@ -214,15 +214,14 @@ def _load_optional_backends() -> None:
 def resolve_backend(name: str, device: torch.device) -> str:
     """Turn "auto" into a concrete backend for ``device`` and validate explicit choices.
 
-    auto = "chunked" on every device for now: the fused "triton" kernel passes its interpreter tests, and on an
-    H100 its time-path kernels matched the reference, but a band-path launch hit an illegal memory access
-    (a 4-warp variant, since removed from the defaults; the fix is not yet re-run on a GPU), so it is opt-in
-    by name until `scripts/check_triton.py` and the GPU tests pass. The choice is logged once per (name, device type); nothing falls back
-    silently inside forward.
+    auto = the fused "triton" kernels on CUDA when Triton imports (checked against the float64 reference on an
+    H100 by tests/test_ssd_triton.py -m gpu and benchmarks/bench_ssd.py), else "chunked" (plain PyTorch, the
+    readable reference). ``chunked`` forces the reference anywhere. The choice is logged once per
+    (name, device type); nothing falls back silently inside forward.
     """
     _load_optional_backends()
     if name == "auto":
-        name = "chunked"
+        name = "triton" if device.type == "cuda" and "triton" in _BACKENDS else "chunked"
     if name not in _BACKENDS:
         raise ValueError(f"unknown SSD backend {name!r}; available: {', '.join(sorted(_BACKENDS))}")
     if name in _CUDA_ONLY and device.type != "cuda":

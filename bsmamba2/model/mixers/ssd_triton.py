@@ -499,8 +499,19 @@ def _precision() -> str:
     return "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
 
 
-def _block(n: int) -> int:
-    return max(16, triton.next_power_of_2(n))
+def _block(n: int, lo: int = 16) -> int:
+    return max(lo, triton.next_power_of_2(n))
+
+
+# Smallest tiles launched on a GPU (head dim, state size, single-chunk length). Every variant ran correctly on an
+# H100 (Triton 3.6) with tiles of at least 32 × 64 × 64, while a bf16 model with head dim 16, d_state 32 and 18
+# bands (tiles 16 × 32 × 32) hit an illegal memory access (Hopper wgmma with small tiles, see CONFIGS). Smaller
+# sizes are padded up (masked loads and stores), which costs only models that small.
+MIN_TILE = (16, 16, 16) if _INTERPRET else (32, 64, CHUNK)
+
+
+def _tiles(p: int, n: int, l: int) -> tuple[int, int, int]:
+    return _block(p, MIN_TILE[0]), _block(n, MIN_TILE[1]), _block(l, MIN_TILE[2])
 
 
 def _strides(t: Tensor, ndim: int) -> tuple[int, ...]:
@@ -523,7 +534,7 @@ def _forward(
     g, n = B.shape[-2:]
     y = torch.empty_like(x, memory_format=torch.contiguous_format)  # (b, l, h, p)
     DOT = _dot_dtype(x.dtype)
-    BP, BN = _block(p), _block(n)
+    BP, BN, TS = _tiles(p, n, l)
     Dp = D if D is not None else A  # a valid pointer; unused when HAS_D is False
     common = (
         *_strides(x, 4),
@@ -537,7 +548,7 @@ def _forward(
             "fwd_single", _fwd_single_kernel, (b * g,),
             x, dt, A, B, C, Dp, y,
             l, h // g, g, p, n, *common,
-            T=_block(l), BP=BP, BN=BN, HAS_D=D is not None, DOT=DOT, PREC=_precision(),
+            T=TS, BP=BP, BN=BN, HAS_D=D is not None, DOT=DOT, PREC=_precision(),
         )  # fmt: skip
         return y, None
     final = x.new_empty(b, h, p, n, dtype=torch.float32) if want_final else None
@@ -566,7 +577,7 @@ def _backward(
     b, l, h, p = x.shape
     g, n = B.shape[-2:]
     DOT = _dot_dtype(x.dtype)
-    BP, BN = _block(p), _block(n)
+    BP, BN, TS = _tiles(p, n, l)
     Dp = D if D is not None else A
     dx = torch.empty(b, l, h, p, dtype=x.dtype, device=x.device)
     ddt = torch.empty(b, l, h, dtype=dt.dtype, device=x.device)
@@ -581,7 +592,7 @@ def _backward(
             "bwd_single", _bwd_single_kernel, (b * g,),
             x, dt, A, B, C, Dp, dy, dx, ddt, dB, dC, dA_part, dD_part,
             l, h, h // g, g, p, n, *strides,
-            T=_block(l), BP=BP, BN=BN, HAS_D=D is not None, DOT=DOT, PREC=_precision(),
+            T=TS, BP=BP, BN=BN, HAS_D=D is not None, DOT=DOT, PREC=_precision(),
         )  # fmt: skip
     else:
         T = _chunk("bwd_chunked")
