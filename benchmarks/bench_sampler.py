@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from bsmamba2.data.sampler import BatchLoader, MixDataset, SamplerConfig
+from bsmamba2.device import tune_cpu_allocator
 
 
 def machine() -> str:
@@ -95,6 +96,8 @@ def main() -> None:
         help="batch: the training loop's BatchLoader; per-item: a plain DataLoader with the default collate",
     )
     args = ap.parse_args()
+    load_before = os.getloadavg()[0]
+    tune_cpu_allocator()  # as every `bsmamba2` command does at start (cli.main), `train` included
 
     root = args.root
     if root is None:
@@ -129,12 +132,12 @@ def main() -> None:
     cpu = cpu_seconds(pids) - c0
     load = os.getloadavg()[0]
     # CPU per example (all processes) is what the sampler costs; wall-clock throughput also depends on
-    # what else runs on the machine, hence the load average in the line.
+    # what else runs on the machine, hence the load averages in the line (before: others; after: with us).
     print(
         f"{datetime.date.today()} | {machine()} | {len(ds.tracks)} tracks | {args.loader} loader, "
         f"{args.workers} workers, batch {args.batch} | setup {setup:.1f} s | {n / dt:.1f} examples/s of {cfg.segment_seconds:.0f} s (SAD on) | "
         f"{1000 * cpu / max(n, 1):.1f} ms CPU/example -> {args.workers * n / max(cpu, 1e-9):.0f} examples/s "
-        f"on {args.workers} idle cores | load avg {load:.1f}"
+        f"on {args.workers} idle cores | load avg {load_before:.1f} before, {load:.1f} after"
     )
 
 
