@@ -45,24 +45,35 @@ from benchmarks.common import (  # noqa: E402
 SR = 44100
 
 
+ONLY: list[str] = []
+
+
 def models() -> list[dict[str, Any]]:
     from bsmamba2.config import ModelConfig
 
     paper = ModelConfig.tiny() if SMOKE else ModelConfig.paper()
     roformer = ModelConfig.tiny("roformer") if SMOKE else ModelConfig.roformer_paper()
     out = [
+        dict(name="BSMamba2 (triton + fused)", cfg=paper, backend="triton", fused=True),
+        dict(name="BS-RoFormer", cfg=roformer, backend="auto"),
         dict(name="BSMamba2 (triton)", cfg=paper, backend="triton"),
         dict(name="BSMamba2 (chunked)", cfg=paper, backend="chunked"),
-        dict(name="BS-RoFormer", cfg=roformer, backend="auto"),
     ]
-    return out[1:] if SMOKE else out  # the interpreter is too slow for whole songs (bench_train covers it)
+    if ONLY:
+        out = [v for v in out if any(o in str(v["name"]) for o in ONLY)]
+    return (
+        [v for v in out if v["backend"] != "triton"] if SMOKE else out
+    )  # the interpreter is too slow for whole songs (bench_train covers it)
 
 
 def build(v: dict[str, Any]) -> torch.nn.Module:
     from bsmamba2.model.checkpoint import build_model
 
     torch.manual_seed(0)
-    return build_model(v["cfg"], backend=v["backend"]).to(DEV).eval()
+    model = build_model(v["cfg"], backend=v["backend"]).to(DEV).eval()
+    if v.get("fused"):
+        model.set_fused(True)
+    return model
 
 
 def song_throughput(rep: Report, dl: Deadline, song_s: float) -> None:
@@ -211,7 +222,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--song-seconds", type=float, default=240.0)
     ap.add_argument("--budget", type=float, default=float(os.environ.get("BENCH_BUDGET", 300)))
+    ap.add_argument("--only", default="", help="comma-separated substrings of model names")
+    ap.add_argument("--no-graphs", action="store_true", help="skip the CUDA-graph part")
     args = ap.parse_args(argv)
+    global ONLY
+    ONLY = [o for o in args.only.split(",") if o]
     if not have_device():
         print("bench_infer: needs a CUDA GPU (or BENCH_SMOKE=1 for a CPU check of the script)")
         return 0
@@ -223,10 +238,11 @@ def main(argv: list[str] | None = None) -> int:
     attempt(
         rep,
         "song",
-        lambda: song_throughput(rep, Deadline(min(dl.left(), args.budget * 0.45)), args.song_seconds),
+        lambda: song_throughput(rep, Deadline(min(dl.left(), args.budget * 0.55)), args.song_seconds),
     )
-    attempt(rep, "scaling", lambda: length_scaling(rep, Deadline(min(dl.left() - 15, args.budget * 0.35))))
-    attempt(rep, "graphs", lambda: cuda_graphs(rep, dl))
+    attempt(rep, "scaling", lambda: length_scaling(rep, Deadline(min(dl.left() - 5, args.budget * 0.45))))
+    if not args.no_graphs:
+        attempt(rep, "graphs", lambda: cuda_graphs(rep, dl))
     rep.table(
         "song",
         ["model", "chunk_s", "batch", "overlap", "seconds", "x_realtime"],

@@ -78,6 +78,14 @@ def test_gpu_compiled_fused_matches_eager(autocast: bool) -> None:
     for m in (ref, fused):
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
             outs.append(_run(m, wave))
-    tol = 2e-2 if autocast else 1e-4
+    if not autocast:
+        for x, y in zip(outs[0], outs[1]):
+            assert _rel(y, x) < 1e-4
+        return
+    # bf16: output and all gradients together within 1e-2 (issue #5's criterion); a tiny tensor (4 values of
+    # a cancelling sum) may differ more on its own, so single tensors get 5e-2
+    assert _rel(outs[1][0], outs[0][0]) < 1e-2
+    flat = [torch.cat([t.flatten() for t in o[1:]]) for o in outs]
+    assert _rel(flat[1], flat[0]) < 1e-2
     for x, y in zip(outs[0], outs[1]):
-        assert _rel(y, x) < tol
+        assert _rel(y, x) < 5e-2
