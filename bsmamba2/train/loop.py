@@ -36,6 +36,7 @@ number of DataLoader workers because a training item depends only on (seed, epoc
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import logging
 import math
@@ -358,7 +359,10 @@ def _loop(
             raise UserError(f"backend: {e}") from None
     model = build_model(mc, backend=cfg.backend).to(device)
     model.recompute = cfg.recompute
-    if mc.mixer == "mamba2" and (cfg.fused == "on" or (cfg.fused == "auto" and cuda)):
+    # the compiled glue needs torch.compile's GPU code generator (Triton) on CUDA
+    if mc.mixer == "mamba2" and (
+        cfg.fused == "on" or (cfg.fused == "auto" and cuda and importlib.util.find_spec("triton") is not None)
+    ):
         model.set_fused(True)
     ema = EMA(model, cfg.optim.ema_decay) if cfg.optim.ema_decay > 0 else None
     o = cfg.optim
