@@ -75,12 +75,15 @@ class Separator:
         segment: float = 8.0,
         overlap: float = 0.5,
         batch_size: int = 4,
+        backend: str = "auto",
     ) -> Separator:
         """Load a model file (ours, or an official checkpoint); ``None`` = the bundled default model.
 
         device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:1", "mps". precision: "auto" (bf16
         where native, else fp32), "fp32", "bf16", "fp16". segment: chunk length in seconds; overlap: fraction
-        of a chunk shared with the next (0 = plain concatenation, as in the paper).
+        of a chunk shared with the next (0 = plain concatenation, as in the paper). backend: the Mamba2 scan,
+        "auto" (the fused Triton kernel on CUDA, the plain-PyTorch reference elsewhere), "torch" (the
+        reference everywhere) or "triton".
         """
         from bsmamba2.model.checkpoint import load_model  # the model stack is only needed here
 
@@ -90,9 +93,15 @@ class Separator:
                 raise CheckpointError(
                     f"no bundled model at {path} (this build ships without weights); pass a model file with --model"
                 )
+        from bsmamba2.model.mixers.ssd import resolve_backend
+
         dev = resolve_device(device)
         dtype = resolve_precision(dev, precision)
-        model = load_model(path, device=dev)
+        try:
+            backend = resolve_backend(backend, dev)
+        except ValueError as e:
+            raise UserError(f"backend: {e}") from None
+        model = load_model(path, device=dev, backend=backend)
         log_once(f"model {Path(path).name} on {describe(dev, dtype)}")
         return cls(model, device=dev, dtype=dtype, segment=segment, overlap=overlap, batch_size=batch_size)
 

@@ -49,6 +49,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision", default="auto", choices=PRECISIONS, help="autocast precision (default auto)"
     )
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "torch", "triton"),
+        help="Mamba2 scan: auto (fused Triton on CUDA, else the PyTorch reference), torch (the reference), triton",
+    )
     parser.add_argument("--format", default="wav", choices=FORMATS, help="output format (default wav)")
     parser.add_argument(
         "--bit-depth", default="24", choices=BIT_DEPTHS, help="output sample format (default 24)"
@@ -127,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         segment=args.segment,
         overlap=args.overlap,
         batch_size=args.batch_size,
+        backend=args.backend,
     )
     names = sep.check_stems(args.stems)
     done = skipped = 0

@@ -212,6 +212,21 @@ def test_argument_errors(tiny_model_path: Path, write_audio, capsys: pytest.Capt
     one_line_error(capsys.readouterr().err)
 
 
+def test_backend_choice(tiny_model_path: Path, write_audio, capsys: pytest.CaptureFixture[str]) -> None:
+    """--backend torch forces the plain-PyTorch scan (same output as auto on CPU); the fused kernel needs
+    CUDA, and asking for it elsewhere is a one-line error."""
+    src = write_audio("b.wav", seconds=0.3)
+    out = {}
+    for backend in ("auto", "torch"):
+        folder = src.parent / backend
+        assert separate(tiny_model_path, src, "--backend", backend, "-o", folder) == 0
+        out[backend] = sf.read(next(folder.rglob("vocals.wav")))[0]
+    np.testing.assert_array_equal(out["auto"], out["torch"])
+    if not torch.cuda.is_available():
+        assert separate(tiny_model_path, src, "--backend", "triton", "-o", src.parent / "t") == 1
+        one_line_error(capsys.readouterr().err)
+
+
 # ---- Python API and devices ----------------------------------------------------------------------------
 
 

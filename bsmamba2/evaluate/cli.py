@@ -57,6 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stems", nargs="+", default=None, help="stems to score (default: the model's; baselines: vocals)"
     )
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=("auto", "torch", "triton"),
+        help="Mamba2 scan: auto (fused Triton on CUDA, else the PyTorch reference), torch (the reference), triton",
+    )
     parser.add_argument("--limit", type=int, default=None, help="only the first N tracks (quick checks)")
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default evaluation/<model>-<subset>)"
@@ -129,6 +135,7 @@ def run(args: argparse.Namespace) -> int:
             precision=args.precision,
             overlap=args.overlap,
             batch_size=args.batch_size,
+            backend=args.backend,
         )
         model = sep.model
         model_stems: tuple[str, ...] = sep.model_stems

@@ -216,10 +216,12 @@ def resolve_backend(name: str, device: torch.device) -> str:
 
     auto = the fused "triton" kernels on CUDA when Triton imports (checked against the float64 reference on an
     H100 by tests/test_ssd_triton.py -m gpu and benchmarks/bench_ssd.py), else "chunked" (plain PyTorch, the
-    readable reference). ``chunked`` forces the reference anywhere. The choice is logged once per
+    readable reference). ``chunked`` (alias ``torch``) forces the reference anywhere. The choice is logged once per
     (name, device type); nothing falls back silently inside forward.
     """
     _load_optional_backends()
+    if name == "torch":  # the plain-PyTorch reference, by what it is written in
+        name = "chunked"
     if name == "auto":
         name = "triton" if device.type == "cuda" and "triton" in _BACKENDS else "chunked"
     if name not in _BACKENDS:
