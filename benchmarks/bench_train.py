@@ -38,6 +38,7 @@ from benchmarks.common import (  # noqa: E402
     reset_peak,
     sync,
 )
+from benchmarks.count_flops import forward_tflops  # noqa: E402
 
 ONLY: list[str] = []
 
@@ -153,6 +154,8 @@ def run(rep: Report, dl: Deadline, batch: int, seconds: float, steps: int, profi
                 ms, spread = cuda_time_steps(step, warmup=2, reps=steps)
                 row.update(step_ms=ms, spread_ms=spread, peak_mem_gib=max_allocated_gib())
                 row["clips_per_s"] = batch / (ms / 1e3)
+                # forward + backward ≈ 3 forwards; recompute's extra forward is not useful work
+                row["useful_tflops"] = 3 * batch * forward_tflops(v["cfg"], seconds) / (ms / 1e3)
                 if profile and any(p in v["name"] for p in profile):
                     profile_step(rep, v["name"], step)
             except torch.cuda.OutOfMemoryError:
@@ -187,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     attempt(rep, "main", lambda: run(rep, Deadline(args.budget), args.batch, args.seconds, args.steps, prof))
     rep.table(
         "train",
-        ["model", "params_m", "batch", "step_ms", "spread_ms", "clips_per_s", "peak_mem_gib", "first_step_s", "status"],
+        ["model", "params_m", "batch", "step_ms", "spread_ms", "clips_per_s", "useful_tflops", "peak_mem_gib", "first_step_s", "status"],
         "Training step (bf16 autocast, paper loss, clip 3, fused AdamW; median of timed steps)",
     )  # fmt: skip
     rep.table(

@@ -22,6 +22,11 @@ log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+# Mamba2 scan backends a user picks (bsmamba2.model.mixers.ssd.resolve_backend; "torch" = the reference)
+BACKENDS = ("auto", "torch", "triton")
+BACKEND_HELP = (
+    "Mamba2 scan: auto (fused Triton on CUDA, else the PyTorch reference), torch (the reference), triton"
+)
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _logged: set[str] = set()
 

@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from bsmamba2 import audio
 from bsmamba2.api import BIT_DEPTHS, FORMATS, Separator, check_format
-from bsmamba2.device import DEVICES, PRECISIONS, dist_env
+from bsmamba2.device import BACKEND_HELP, BACKENDS, DEVICES, PRECISIONS, dist_env
 from bsmamba2.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -49,12 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision", default="auto", choices=PRECISIONS, help="autocast precision (default auto)"
     )
-    parser.add_argument(
-        "--backend",
-        default="auto",
-        choices=("auto", "torch", "triton"),
-        help="Mamba2 scan: auto (fused Triton on CUDA, else the PyTorch reference), torch (the reference), triton",
-    )
+    parser.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     parser.add_argument("--format", default="wav", choices=FORMATS, help="output format (default wav)")
     parser.add_argument(
         "--bit-depth", default="24", choices=BIT_DEPTHS, help="output sample format (default 24)"

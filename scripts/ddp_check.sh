@@ -27,7 +27,7 @@ t=$(date +%s)
 torchrun --standalone --nproc_per_node=2 -m bsmamba2 train "configs/$CFG.yaml" run_dir=/tmp/ddp_2 grad_accum=1 \
   "${COMMON[@]}" >/tmp/ddp_2.out 2>&1
 echo "2 GPUs: rc=$? $(($(date +%s) - t)) s"
-tail -3 /tmp/ddp_1.out /tmp/ddp_2.out
+tail -n 3 /tmp/ddp_1.out /tmp/ddp_2.out
 nvidia-smi -L >"$OUTDIR/ddp.md"
 python3 scripts/ddp_compare.py /tmp/ddp_1/log.txt /tmp/ddp_2/log.txt --global-batch $((2 * B)) \
   --json "$OUTDIR/ddp.json" | tee -a "$OUTDIR/ddp.md"

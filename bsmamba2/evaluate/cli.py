@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from bsmamba2 import audio
 from bsmamba2.apply import apply_model, residual_name
-from bsmamba2.device import PRECISIONS
+from bsmamba2.device import BACKEND_HELP, BACKENDS, PRECISIONS
 from bsmamba2.errors import UserError
 from bsmamba2.evaluate import metrics, studies
 
@@ -57,12 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stems", nargs="+", default=None, help="stems to score (default: the model's; baselines: vocals)"
     )
-    parser.add_argument(
-        "--backend",
-        default="auto",
-        choices=("auto", "torch", "triton"),
-        help="Mamba2 scan: auto (fused Triton on CUDA, else the PyTorch reference), torch (the reference), triton",
-    )
+    parser.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     parser.add_argument("--limit", type=int, default=None, help="only the first N tracks (quick checks)")
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default evaluation/<model>-<subset>)"

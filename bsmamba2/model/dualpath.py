@@ -12,6 +12,7 @@ from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from bsmamba2.model.mixers.mamba2 import Mamba2
 from bsmamba2.model.norms import BlockRMSNorm
 
 
@@ -25,9 +26,8 @@ class PreNormBlock(nn.Module):
 
     def forward(self, x: Tensor, flip: bool = False) -> Tensor:  # (n, l, d) -> (n, l, d)
         """x + mixer(norm(x)); with ``flip``, the same along the reversed sequence, flipped back."""
-        if getattr(self.mixer, "fused", False):
-            fused: Callable[..., Tensor] = getattr(self.mixer, "block_fused")  # noqa: B009 (same function, compiled)
-            return fused(x, self.norm, flip=flip)
+        if isinstance(self.mixer, Mamba2) and self.mixer.fused:  # same function, glue compiled
+            return self.mixer.block_fused(x, self.norm, flip=flip)
         if flip:
             return self.forward(x.flip(1)).flip(1)
         return x + self.mixer(self.norm(x)).to(x.dtype)
