@@ -52,7 +52,7 @@ def check(name: str, got: np.ndarray, rtol: float = 1e-6) -> None:
     ref = np.load(VECTORS)[name]
     assert got.shape == ref.shape, f"{name}: shape {got.shape} != {ref.shape}"
     assert np.isfinite(got).all(), f"{name}: non-finite values"
-    err = float(np.linalg.norm((got.astype(np.float64) - ref)) / max(np.linalg.norm(ref), 1e-30))
+    err = float(np.linalg.norm(got.astype(np.float64) - ref) / max(np.linalg.norm(ref), 1e-30))
     assert err <= rtol, f"{name}: relative difference {err:.3e} > {rtol:.0e}"
 
 
