@@ -1,9 +1,15 @@
-"""Atomic file writes: write to a temp file beside the target, then rename over it."""
+"""Atomic file writes: write to a temp file beside the target, flush it to disk, then rename over it.
+
+Every file the package writes goes through :func:`atomic_write`, so a crash, a full disk or a signal never
+leaves a partial file under the final name, and the temp file is removed on any error.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -12,7 +18,52 @@ def temp_beside(path: Path) -> Path:
     new file would get under the process umask (mkstemp alone makes files only the owner can read)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".part{path.suffix}", dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~current_umask())
+    return Path(tmp)
+
+
+def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
-    os.chmod(tmp, 0o666 & ~mask)
-    return Path(tmp)
+    return mask
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file's (or a folder's) data to disk; silently skipped where the OS refuses (e.g. Windows dirs)."""
+    flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike[str], *, durable: bool = False) -> Iterator[Path]:
+    """Yield a temp path beside ``path``; when the block ends without error, rename it over ``path``.
+
+    The caller writes the whole file to the yielded path with any library (soundfile, safetensors,
+    torch.save, ``Path.write_text``). The final file gets the umask's permissions, whatever the writer did to
+    the temp file's mode (safetensors replaces it with a 0600 file). ``durable``: fsync the file before the
+    rename and the folder after it (checkpoints). On any exception, KeyboardInterrupt included, the temp
+    file is removed and the exception propagates; ``path`` is untouched.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_beside(p)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~current_umask())
+        if durable:
+            fsync_path(tmp)
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if durable:
+        fsync_path(p.parent)
