@@ -25,10 +25,11 @@ import torch
 from tqdm import tqdm
 
 from bsmamba2 import audio
-from bsmamba2.apply import apply_model, residual_name
+from bsmamba2.apply import apply_model
 from bsmamba2.device import BACKEND_HELP, BACKENDS, PRECISIONS
 from bsmamba2.errors import UserError
 from bsmamba2.evaluate import metrics, studies
+from bsmamba2.stems import residual_name
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,6 @@ def run(args: argparse.Namespace) -> int:
                     overlap=args.overlap,
                     batch_size=args.batch_size,
                     dtype=sep.dtype,
-                    progress=True,
                 ).numpy()  # (S, 2, N)
                 estimates = dict(zip(model_stems, y, strict=True))
             elif args.baseline == "mixture":
