@@ -8,22 +8,31 @@
 Inputs come at any sample rate and in mono or stereo; outputs come back in the same rate and layout. A
 single-stem vocals model also yields "instrumental" = mixture - vocals, computed at the input's rate so the
 two outputs add up to the input exactly.
+
+Progress: ``Separator(..., callback=fn)`` calls ``fn(info)`` after every batch of chunks, with
+``info = {"processed", "total", "position", "length", "sample_rate", "path"}`` (chunk counts; the position
+reached and the length, in model samples at ``sample_rate``; the input file, or None for a waveform), so a
+terminal bar (``bsmamba2.progress.ChunkBar``) and a web page draw from the same hook.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bsmamba2 import apply, audio
+from bsmamba2 import pipeline
+from bsmamba2.apply import OverlapAdd, ProgressCallback, Transition
 from bsmamba2.device import describe, log_once, resolve_device, resolve_precision
 from bsmamba2.errors import AudioError, CheckpointError, UserError
+from bsmamba2.progress import ChunkBar
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +45,8 @@ class Separator:
     """A model plus how to run it: device, autocast dtype, chunk length / overlap / batch size.
 
     Build one with ``from_pretrained``; or wrap any model mapping (B, C, L) -> (B, S, C, L) that carries a
-    ``cfg`` with ``stems``, ``sample_rate`` and ``audio_channels``.
+    ``cfg`` with ``stems``, ``sample_rate`` and ``audio_channels``. ``callback``: progress after every batch
+    of chunks (see the module docstring).
     """
 
     def __init__(
@@ -48,7 +58,8 @@ class Separator:
         segment: float = 8.0,
         overlap: float = 0.5,
         batch_size: int = 4,
-        transition: apply.Transition = "linear",
+        transition: Transition = "linear",
+        callback: ProgressCallback | None = None,
     ) -> None:
         if segment <= 0:
             raise UserError(f"segment must be positive (seconds), got {segment}")
@@ -56,15 +67,21 @@ class Separator:
             raise UserError(f"overlap must be in [0, 1), got {overlap}")
         if batch_size < 1:
             raise UserError(f"batch size must be at least 1, got {batch_size}")
-        self.model_stems, self.sample_rate, self.model_channels = apply.model_io(model)
+        self.io = pipeline.ModelIO.of(model)
+        self.model_stems, self.sample_rate, self.model_channels = (
+            self.io.stems,
+            self.io.sample_rate,
+            self.io.channels,
+        )
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.dtype = dtype
         self.segment = segment
         self.overlap = overlap
         self.batch_size = batch_size
-        self.transition: apply.Transition = transition
-        self.residual = apply.residual_name(self.model_stems)
+        self.transition: Transition = transition
+        self.callback = callback
+        self.residual = self.io.residual
 
     @classmethod
     def from_pretrained(
@@ -76,6 +93,7 @@ class Separator:
         overlap: float = 0.5,
         batch_size: int = 4,
         backend: str = "auto",
+        callback: ProgressCallback | None = None,
     ) -> Separator:
         """Load a model file (ours, or an official checkpoint); ``None`` = the bundled default model.
 
@@ -83,7 +101,7 @@ class Separator:
         where native, else fp32), "fp32", "bf16", "fp16". segment: chunk length in seconds; overlap: fraction
         of a chunk shared with the next (0 = plain concatenation, as in the paper). backend: the Mamba2 scan,
         "auto" (the fused Triton kernel on CUDA, the plain-PyTorch reference elsewhere), "torch" (the
-        reference everywhere) or "triton".
+        reference everywhere) or "triton". callback: progress after every batch of chunks.
         """
         from bsmamba2.model.checkpoint import load_model  # the model stack is only needed here
 
@@ -103,12 +121,33 @@ class Separator:
             raise UserError(f"backend: {e}") from None
         model = load_model(path, device=dev, backend=backend)
         log_once(f"model {Path(path).name} on {describe(dev, dtype)}")
-        return cls(model, device=dev, dtype=dtype, segment=segment, overlap=overlap, batch_size=batch_size)
+        return cls(
+            model,
+            device=dev,
+            dtype=dtype,
+            segment=segment,
+            overlap=overlap,
+            batch_size=batch_size,
+            callback=callback,
+        )
+
+    def with_segment(self, segment: float) -> Separator:
+        """The same model and settings with another chunk length (seconds), e.g. for the input-length study."""
+        return Separator(
+            self.model,
+            device=self.device,
+            dtype=self.dtype,
+            segment=segment,
+            overlap=self.overlap,
+            batch_size=self.batch_size,
+            transition=self.transition,
+            callback=self.callback,
+        )
 
     @property
     def stems(self) -> tuple[str, ...]:
         """Names of the outputs: the model's stems, plus "instrumental" for a vocals-only model."""
-        return (*self.model_stems, *([self.residual] if self.residual else []))
+        return self.io.outputs
 
     @property
     def segment_samples(self) -> int:
@@ -141,29 +180,8 @@ class Separator:
             raise AudioError("waveform is empty (0 samples)")
         if sample_rate <= 0:
             raise AudioError(f"sample_rate must be positive, got {sample_rate}")
-        apply.check_finite(x, "waveform")
-        out_ch = apply.output_channels(x.shape[0], downmix, "waveform")
-        x_out = apply.to_layout(x, out_ch)  # (out_ch, N) at the input rate
-        x_model = audio.resample(
-            audio.convert_channels(x_out, self.model_channels), sample_rate, self.sample_rate
-        )
-        y = apply.apply_model(
-            self.model,
-            torch.from_numpy(np.ascontiguousarray(x_model)),
-            segment=self.segment_samples,
-            overlap=self.overlap,
-            batch_size=self.batch_size,
-            transition=self.transition,
-            dtype=self.dtype,
-            progress=progress,
-        ).numpy()  # (S, C_model, N')
-        n = x.shape[-1]
-        result: dict[str, np.ndarray] = {}
-        for name, stem in zip(self.model_stems, y, strict=True):
-            s = audio.resample(audio.convert_channels(stem, out_ch), self.sample_rate, sample_rate)
-            result[name] = apply.fit_length(s, n)
-        if self.residual is not None:
-            result[self.residual] = x_out - result[self.model_stems[0]]
+        with self._engines(progress, None) as engines:
+            result = pipeline.separate_array(engines, self.io, x, sample_rate, allow_downmix=downmix)
         return {k: torch.from_numpy(np.ascontiguousarray(v[0] if squeeze else v)) for k, v in result.items()}
 
     def output_paths(
@@ -206,20 +224,39 @@ class Separator:
         todo = targets if overwrite else {k: p for k, p in targets.items() if not p.exists()}
         if not todo:
             return targets
-        apply.apply_file(
-            self.model,
-            path,
-            todo,
-            segment=self.segment_samples,
-            overlap=self.overlap,
-            batch_size=self.batch_size,
-            transition=self.transition,
-            dtype=self.dtype,
-            subtype=bit_depth,
-            allow_downmix=downmix,
-            progress=progress,
-        )
+        with self._engines(progress, Path(path)) as engines:
+            pipeline.separate_file(engines, self.io, path, todo, subtype=bit_depth, allow_downmix=downmix)
         return targets
+
+    @contextlib.contextmanager
+    def _engines(self, progress: bool, path: Path | None) -> Iterator[pipeline.EngineFactory]:
+        """An engine factory for one separation, its progress going to ``self.callback`` (tagged with the
+        model rate and ``path``) and, with ``progress``, to a terminal bar closed when the block ends."""
+        bar = ChunkBar() if progress else None
+        sinks = [cb for cb in (self.callback, bar) if cb is not None]
+
+        def report(info: dict[str, Any]) -> None:
+            tagged = {**info, "sample_rate": self.sample_rate, "path": None if path is None else str(path)}
+            for cb in sinks:
+                cb(tagged)
+
+        def make(length: int) -> OverlapAdd:
+            return OverlapAdd(
+                self.model,
+                segment=self.segment_samples,
+                overlap=self.overlap,
+                batch_size=self.batch_size,
+                transition=self.transition,
+                dtype=self.dtype,
+                callback=report if sinks else None,
+                length=length,
+            )
+
+        try:
+            yield make
+        finally:
+            if bar is not None:
+                bar.close()
 
 
 def check_format(fmt: str, bit_depth: str) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from bsmamba2 import audio
+from bsmamba2.atomic import atomic_write
 from bsmamba2.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,8 @@ def run(args: argparse.Namespace) -> int:
             result["outputs"]["spectrograms"] = str(png)
         except UserError as e:  # no matplotlib: the audio and numbers are still useful
             log.warning("%s; skipped the PNG", e)
-    (out / "metrics.json").write_text(json.dumps(result, indent=1))
+    with atomic_write(out / "metrics.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=1))
 
     for name, p in paths.items():
         print(f"{name:>12}: {p}")

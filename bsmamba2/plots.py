@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bsmamba2.atomic import atomic_write
 from bsmamba2.errors import UserError
 
 
@@ -109,7 +110,9 @@ def save_spectrograms(
         fig.suptitle(title)
     fig.colorbar(im, ax=axes[:, 0].tolist(), label="dB", fraction=0.02, pad=0.01)
     out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_write(out) as tmp:
+            fig.savefig(tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)
     return out

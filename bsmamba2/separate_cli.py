@@ -20,6 +20,7 @@ from bsmamba2 import audio
 from bsmamba2.api import BIT_DEPTHS, FORMATS, Separator, check_format
 from bsmamba2.device import BACKEND_HELP, BACKENDS, DEVICES, PRECISIONS, dist_env
 from bsmamba2.errors import UserError
+from bsmamba2.progress import ChunkBar
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     jobs = jobs[env.rank :: env.world_size]  # torchrun: file i goes to rank i % world
     if not jobs and failures:
         return _summary(0, 0, failures, env.rank, env.world_size)
+    chunk_bar = ChunkBar()  # per-file chunk progress, through the same hook a web front end would use
     sep = Separator.from_pretrained(
         args.model,
         device=args.device,
@@ -129,6 +131,7 @@ def run(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         batch_size=args.batch_size,
         backend=args.backend,
+        callback=chunk_bar,
     )
     names = sep.check_stems(args.stems)
     done = skipped = 0
@@ -149,7 +152,6 @@ def run(args: argparse.Namespace) -> int:
                 downmix=args.downmix,
                 overwrite=args.overwrite,
                 stems=names,
-                progress=True,
             )
         except UserError as e:
             failures.append((str(job.source), str(e)))
@@ -163,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
                 )
             )
             continue
+        finally:
+            chunk_bar.close()
         done += 1
         log.info("%s -> %s", job.source, job.out_dir)
     return _summary(done, skipped, failures, env.rank, env.world_size)

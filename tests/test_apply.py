@@ -1,28 +1,18 @@
-"""Chunked inference (bsmamba2.apply): exactness with an identity model, the paper's plain concatenation,
-batching, streaming from disk and its failure modes."""
+"""The chunk engine (bsmamba2.apply): exactness with an identity model, the paper's plain concatenation,
+batching, block streaming, progress reports and failure modes."""
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 from conftest import ScaleModel
 from torch import nn
 
-from bsmamba2 import audio
-from bsmamba2.apply import (
-    OverlapAdd,
-    apply_file,
-    apply_model,
-    chunk_stride,
-    chunk_window,
-    downmix,
-    num_chunks,
-)
-from bsmamba2.errors import AudioError, UserError
+from bsmamba2.apply import OverlapAdd, apply_model, chunk_stride, chunk_window, num_chunks
+from bsmamba2.errors import UserError
 
 
 class ChunkMeanModel(nn.Module):
@@ -124,78 +114,32 @@ def test_bad_model_output_is_reported() -> None:
         apply_model(Wrong(), torch.randn(2, 50), segment=20, overlap=1.0)
 
 
-# ---- from disk ----------------------------------------------------------------------------------------
-
-
-def _outputs(d: Path, names: tuple[str, ...] = ("vocals", "instrumental")) -> dict[str, Path]:
-    return {n: d / f"{n}.wav" for n in names}
-
-
-def test_apply_file_matches_apply_model(tmp_path: Path, write_audio, half_model: ScaleModel) -> None:
-    src = write_audio("a.wav", seconds=0.8)
-    x, _ = audio.read(src)
-    # small segment and batch so the file is read in many blocks
-    out = apply_file(
-        half_model, src, _outputs(tmp_path / "out"), segment=1000, overlap=0.5, batch_size=2, subtype="float"
-    )
-    v, _ = audio.read(out["vocals"])
-    inst, _ = audio.read(out["instrumental"])
-    ref = apply_model(half_model, torch.from_numpy(x), segment=1000, overlap=0.5).numpy()[0]
-    np.testing.assert_allclose(v, ref, atol=1e-6)
-    np.testing.assert_allclose(v + inst, x, atol=1e-6)  # instrumental = mixture - vocals
-
-
 @pytest.mark.parametrize(
-    ("rate", "channels", "frames"), [(48000, 2, 30000), (8000, 1, 5000), (22050, 1, 100)]
+    ("n", "seg", "overlap", "batch"), [(1000, 100, 0.5, 4), (37, 100, 0.5, 2), (999, 64, 0.0, 3)]
 )
-def test_apply_file_keeps_rate_channels_and_length(
-    tmp_path: Path, write_audio, half_model: ScaleModel, rate: int, channels: int, frames: int
-) -> None:
-    t = np.arange(frames) / rate  # band-limited (< 4 kHz), so resampling round trips keep it
-    tones = 0.2 * (
-        np.sin(2 * np.pi * 220 * t) + np.sin(2 * np.pi * 1000 * t + 1) + np.sin(2 * np.pi * 3000 * t + 2)
+def test_progress_counts_reach_the_total(n: int, seg: int, overlap: float, batch: int) -> None:
+    infos: list[dict[str, Any]] = []
+    model = ScaleModel((1.0,))
+    apply_model(
+        model, torch.randn(2, n), segment=seg, overlap=overlap, batch_size=batch, callback=infos.append
     )
-    src = write_audio("b.wav", data=np.tile(tones, (channels, 1)).astype(np.float32), sr=rate)
-    out = apply_file(half_model, src, _outputs(tmp_path / "o"), segment=4410, subtype="float")
-    x, _ = audio.read(src)
-    v, r = audio.read(out["vocals"])
-    inst, _ = audio.read(out["instrumental"])
-    assert r == rate and v.shape == x.shape == inst.shape
-    np.testing.assert_allclose(v + inst, x, atol=1e-6)
-    # a half-gain model through two resamplings: vocals ~ x / 2 away from the edges
-    mid = slice(frames // 4, 3 * frames // 4)
-    # (a 100-sample snippet is not band-limited: its resampling edges reach the middle)
-    np.testing.assert_allclose(v[:, mid], 0.5 * x[:, mid], atol=1e-3 if frames > 1000 else 5e-3)
+    expected = num_chunks(n, seg, chunk_stride(seg, overlap))
+    assert len(infos) == len(model.calls)  # one report per batch
+    assert [i["processed"] for i in infos] == list(np.cumsum([c[0] for c in model.calls]))
+    assert all(i["total"] == expected and i["length"] == n for i in infos)
+    positions = [i["position"] for i in infos]
+    assert positions == sorted(positions) and positions[-1] == n
+    assert infos[-1]["processed"] == expected
 
 
-def test_apply_file_downmix(tmp_path: Path, write_audio, identity_model: ScaleModel) -> None:
-    src = write_audio("surround.wav", channels=6, seconds=0.2)
-    with pytest.raises(AudioError, match="--downmix"):
-        apply_file(identity_model, src, _outputs(tmp_path / "o"), segment=2000)
-    out = apply_file(
-        identity_model, src, _outputs(tmp_path / "o"), segment=2000, allow_downmix=True, subtype="float"
-    )
-    x, _ = audio.read(src)
-    v, _ = audio.read(out["vocals"])
-    np.testing.assert_allclose(v, downmix(x), atol=1e-6)
-    assert v.shape[0] == 2
-
-
-def test_apply_file_failure_leaves_no_partial_output(
-    tmp_path: Path, write_audio, identity_model: ScaleModel
-) -> None:
-    x = np.random.default_rng(0).standard_normal((2, 20000)).astype(np.float32) * 0.1
-    x[0, 15000] = np.nan  # found only in a later block, after outputs were started
-    src = write_audio("nan.wav", data=x)
-    out_dir = tmp_path / "o"
-    with pytest.raises(AudioError, match="NaN"):
-        apply_file(identity_model, src, _outputs(out_dir), segment=1000, batch_size=1)
-    assert list(out_dir.iterdir()) == []
-
-
-def test_apply_file_clips_pcm_output(tmp_path: Path, write_audio) -> None:
-    loud = ScaleModel((3.0,))
-    src = write_audio("c.wav", seconds=0.1)
-    out = apply_file(loud, src, {"vocals": tmp_path / "v.wav"}, segment=1000, subtype="16")
-    data, _ = sf.read(str(out["vocals"]), dtype="float32")
-    assert data.max() <= 1.0 and data.min() >= -1.0 and np.abs(data).max() > 0.99
+def test_progress_of_a_stream_of_unknown_length() -> None:
+    infos: list[dict[str, Any]] = []
+    engine = OverlapAdd(ScaleModel((1.0,)), segment=100, overlap=0.5, batch_size=2, callback=infos.append)
+    x = torch.randn(2, 1234)
+    for i in range(0, 1234, 300):
+        engine.push(x[:, i : i + 300])
+    engine.finish()
+    done = [i["processed"] for i in infos]
+    assert done == sorted(done) and all(i["processed"] <= i["total"] for i in infos)
+    assert infos[-1]["processed"] == infos[-1]["total"] == num_chunks(1234, 100, 50)
+    assert infos[-1]["length"] == infos[-1]["position"] == 1234

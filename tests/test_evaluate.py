@@ -1,4 +1,5 @@
-"""Evaluation studies (vocal regions, floor/ceiling baselines) and ``bsmamba2 evaluate`` end to end."""
+"""Evaluation studies (vocal regions, floor/ceiling baselines), the summary, and ``bsmamba2 evaluate`` end to
+end (through ``Separator``)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bsmamba2 import cli
+from bsmamba2 import audio, cli
+from bsmamba2.api import Separator
 from bsmamba2.evaluate import metrics, studies
-from bsmamba2.evaluate.cli import score_track, summarize, summary_markdown
+from bsmamba2.evaluate.report import summarize, summary_markdown
+from bsmamba2.evaluate.scoring import track_report
 
 SR = 44100
 
@@ -72,7 +75,7 @@ def test_oracle_irm_is_a_ceiling_and_mixture_a_floor() -> None:
 
 def test_score_track_and_summary_handle_perfect_and_silent() -> None:
     ref = _bursts([(0.2, 1.6)], seconds=2.0)
-    row = score_track(ref, {"vocals": ref}, {"vocals": ref.copy()}, SR)
+    row = track_report({"vocals": ref}, {"vocals": ref.copy()}, SR)
     assert row["stems"]["vocals"]["csdr"] == math.inf
     assert len(row["vocal_regions"]) == 1
     summary = summarize({8.0: [row]}, ["vocals"], overlap=0.0)
@@ -122,3 +125,29 @@ def test_evaluate_errors(tmp_path: Path, tiny_model_path: Path, capsys) -> None:
     err = capsys.readouterr().err
     assert "error:" in err and "Traceback" not in err
     assert cli.main(["evaluate", "--data", str(tmp_path)]) == 2  # needs --model or --baseline
+
+
+def test_evaluate_goes_through_separator(
+    tiny_model_path: Path, tiny_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[tuple[int, float]] = []
+    real = Separator.separate
+
+    def spy(self: Separator, waveform, sample_rate: int, **kw):  # type: ignore[no-untyped-def]
+        calls.append((sample_rate, self.segment))
+        return real(self, waveform, sample_rate, **kw)
+
+    monkeypatch.setattr(Separator, "separate", spy)
+    out = tmp_path / "eval"
+    args = ["evaluate", "--model", str(tiny_model_path), "--data", str(tiny_corpus), "--out", str(out)]
+    args += ["--device", "cpu", "--precision", "fp32", "--segment", "0.5", "2", "--save-estimates"]
+    assert cli.main(args) == 0
+    assert sorted(calls) == sorted([(SR, 0.5), (SR, 2.0)] * 2)  # 2 tracks x 2 chunk lengths
+    # the saved estimates are Separator's output (the paper's non-overlapping chunks), residual included
+    monkeypatch.setattr(Separator, "separate", real)
+    sep = Separator.from_pretrained(tiny_model_path, device="cpu", precision="fp32", segment=2.0, overlap=0.0)
+    mix, _ = audio.read(tiny_corpus / "test" / "A" / "mixture.wav")
+    ref = sep.separate(mix, SR)
+    for stem in ("vocals", "instrumental"):
+        saved, _ = audio.read(out / "segment_2s" / "estimates" / "A" / f"{stem}.wav")
+        np.testing.assert_array_equal(saved, ref[stem].numpy())

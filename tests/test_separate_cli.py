@@ -10,11 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import ScaleModel
 from safetensors.torch import save_file
 
 from bsmamba2 import cli
-from bsmamba2.api import Separator
 from bsmamba2.config import ModelConfig
 from bsmamba2.device import resolve_device, resolve_precision
 from bsmamba2.errors import UserError
@@ -227,34 +225,7 @@ def test_backend_choice(tiny_model_path: Path, write_audio, capsys: pytest.Captu
         one_line_error(capsys.readouterr().err)
 
 
-# ---- Python API and devices ----------------------------------------------------------------------------
-
-
-def test_separator_api_keeps_shape_and_rate(half_model: ScaleModel, tmp_path: Path, write_audio) -> None:
-    sep = Separator(half_model, segment=0.1, overlap=0.5)
-    assert sep.stems == ("vocals", "instrumental")
-    t = np.arange(4800) / 48000
-    mono = torch.from_numpy((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32))  # (N,) at 48 kHz
-    out = sep.separate(mono, 48000)
-    assert out["vocals"].shape == mono.shape
-    torch.testing.assert_close(out["vocals"] + out["instrumental"], mono)
-    torch.testing.assert_close(out["vocals"][1000:-1000], 0.5 * mono[1000:-1000], atol=1e-3, rtol=0)
-    stereo = np.random.default_rng(0).standard_normal((2, 3000)).astype(np.float32)
-    assert sep.separate(stereo, 44100)["vocals"].shape == (2, 3000)
-    with pytest.raises(UserError, match="NaN"):
-        sep.separate(np.full(100, np.nan, np.float32), 44100)
-    with pytest.raises(UserError, match="downmix"):
-        sep.separate(np.zeros((6, 100), np.float32), 44100)
-    paths = sep.separate_file(write_audio("x.wav", seconds=0.05), tmp_path / "sep")
-    assert set(paths) == {"vocals", "instrumental"} and all(p.exists() for p in paths.values())
-
-
-def test_missing_default_model_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    import bsmamba2.api
-
-    monkeypatch.setattr(bsmamba2.api, "DEFAULT_MODEL", tmp_path / "none.safetensors")
-    with pytest.raises(UserError, match="--model"):
-        Separator.from_pretrained()
+# ---- devices ----------------------------------------------------------------------------
 
 
 def test_device_and_precision_choice() -> None:

@@ -6,33 +6,22 @@ of 1 s frames then the median over tracks, uSDR as the mean over tracks. Several
 the paper's Table IV in one run; the vocal-region study (Table III) is computed alongside.
 
 Writes ``OUT/summary.md`` and ``OUT/summary.json``, and per run ``OUT/segment_<S>s/tracks/<track>.json``
-(plus ``estimates/<track>/<stem>.wav`` with ``--save-estimates``).
+(plus ``estimates/<track>/<stem>.wav`` with ``--save-estimates``). Models are run through ``Separator``; the
+logic lives in :mod:`~bsmamba2.evaluate.runner`, :mod:`~bsmamba2.evaluate.scoring` and
+:mod:`~bsmamba2.evaluate.report`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import math
 import sys
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import torch
-from tqdm import tqdm
-
-from bsmamba2 import audio
-from bsmamba2.apply import apply_model, residual_name
+from bsmamba2.data import musdb
 from bsmamba2.device import BACKEND_HELP, BACKENDS, PRECISIONS
 from bsmamba2.errors import UserError
-from bsmamba2.evaluate import metrics, studies
-
-log = logging.getLogger(__name__)
-
-BASELINES = ("mixture", "oracle-irm")
+from bsmamba2.evaluate.report import summarize, summary_markdown, write_json, write_text
+from bsmamba2.evaluate.runner import BASELINES, Candidate, baseline_candidate, evaluate, model_candidate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,215 +54,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-estimates", action="store_true", help="also write the estimates as float WAV")
 
 
-def _finite_or_none(x: Any) -> Any:
-    """JSON has no NaN/Inf: they become null (NaN = silent frames or no data)."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite_or_none(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_finite_or_none(v) for v in x]
-    return x
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.part")
-    tmp.write_text(json.dumps(_finite_or_none(data), indent=1, allow_nan=False))
-    tmp.replace(path)
-
-
-def score_track(
-    mix: np.ndarray,
-    refs: dict[str, np.ndarray],
-    estimates: dict[str, np.ndarray],
-    sample_rate: int = 44100,
-    regions: Sequence[tuple[int, int]] | None = None,
-) -> dict[str, Any]:
-    """Metrics of one track: {stem: {usdr, csdr, csdr_frames}} for every estimated stem with a reference,
-    plus "vocal_regions" (Table III) when vocals are scored. Arrays are (C, N) at ``sample_rate``."""
-    window = sample_rate  # 1 s frames
-    out: dict[str, Any] = {"stems": {}}
-    for stem, est in estimates.items():
-        ref = refs.get(stem)
-        if ref is None:
-            continue
-        frames = metrics.sdr_frames(ref, est, window, window)
-        out["stems"][stem] = {
-            "usdr": metrics.usdr(ref, est),
-            "csdr": metrics.nanmedian(frames),
-            "csdr_frames": frames.tolist(),
-        }
-    if "vocals" in estimates and "vocals" in refs:
-        if regions is None:
-            regions = studies.vocal_regions(refs["vocals"], sample_rate)
-        scores = studies.region_scores(refs["vocals"], estimates["vocals"], regions, sample_rate)
-        out["vocal_regions"] = [r.to_dict() for r in scores]
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
-    from bsmamba2.data import musdb  # data stack only when evaluating
-
     if any(s <= 0 for s in args.segment):
         raise UserError("--segment values must be positive")
     if not 0.0 <= args.overlap < 1.0:
         raise UserError(f"--overlap must be in [0, 1), got {args.overlap}")
-    model = None
-    sep = None
-    if args.model is not None:
-        from bsmamba2.api import Separator
-
-        sep = Separator.from_pretrained(
-            args.model,
-            device=args.device,
-            precision=args.precision,
-            overlap=args.overlap,
-            batch_size=args.batch_size,
-            backend=args.backend,
-        )
-        model = sep.model
-        model_stems: tuple[str, ...] = sep.model_stems
-        rate = sep.sample_rate
-        name = Path(args.model).stem
-    else:
-        # a baseline "model" for the requested stems (vocals alone also gets instrumental = mix - vocals)
-        model_stems = tuple(s for s in (args.stems or ("vocals",)) if s != "instrumental") or ("vocals",)
-        rate = musdb.SAMPLE_RATE
-        name = args.baseline
-    resid = residual_name(model_stems)
-    available = (*model_stems, *([resid] if resid else []))
-    stems = tuple(args.stems) if args.stems else available
-    bad = [s for s in stems if s not in available]
-    if bad:
-        raise UserError(f"cannot score {', '.join(bad)}: the model gives {', '.join(available)}")
-    ref_stems = tuple(s for s in model_stems if s != resid)
-    # baselines and runs without a residual only need the stems themselves; oracle needs every stem
-    tracks = musdb.find_tracks(args.data, args.subset, stems=ref_stems)
+    candidate = _candidate(args)
+    stems = candidate.check_stems(args.stems)
+    tracks = musdb.find_tracks(args.data, args.subset, stems=candidate.stems)
     if args.limit is not None:
         tracks = tracks[: args.limit]
-    out_root: Path = args.out or Path("evaluation") / f"{name}-{args.subset}"
-    segments = [float(s) for s in args.segment] if model is not None else [0.0]
-    run_dirs = {s: out_root / (f"segment_{s:g}s" if model is not None else "baseline") for s in segments}
+    out_root: Path = args.out or Path("evaluation") / f"{candidate.name}-{args.subset}"
+    results = evaluate(candidate, tracks, stems, args.segment, out_root, save_estimates=args.save_estimates)
 
-    per_run: dict[float, list[dict[str, Any]]] = {s: [] for s in segments}
-    failed: list[str] = []
-    for info in tqdm(tracks, unit="track", disable=len(tracks) < 2):
-        try:
-            mix, refs = musdb.load_track(
-                info, stems=None if args.baseline == "oracle-irm" else ref_stems, sample_rate=rate
-            )
-            meta = musdb.load_meta(info)
-        except UserError as e:
-            log.error("%s: %s", info.name, e)
-            failed.append(info.name)
-            continue
-        true_stems = dict(refs)  # the files' stems, before adding the derived residual
-        if resid is not None and ref_stems[0] in refs:
-            refs[resid] = mix - refs[ref_stems[0]]  # e.g. instrumental = mixture - vocals
-        regions = studies.regions_from_meta(meta, rate) if meta and meta.get("phrases") else None
-        for seg in segments:
-            if model is not None:
-                assert sep is not None
-                y = apply_model(
-                    model,
-                    torch.from_numpy(mix),
-                    segment=max(1, round(seg * rate)),
-                    overlap=args.overlap,
-                    batch_size=args.batch_size,
-                    dtype=sep.dtype,
-                    progress=True,
-                ).numpy()  # (S, 2, N)
-                estimates = dict(zip(model_stems, y, strict=True))
-            elif args.baseline == "mixture":
-                estimates = studies.mixture_baseline(mix, stems)
-            else:
-                estimates = studies.oracle_irm(mix, true_stems)
-            if resid is not None and resid not in estimates:
-                estimates[resid] = mix - estimates[model_stems[0]]
-            estimates = {k: v for k, v in estimates.items() if k in stems}
-            row = {
-                "track": info.name,
-                "duration": mix.shape[-1] / rate,
-                "regions_from": "meta.json" if regions is not None else "energy detector",
-                **score_track(mix, refs, estimates, rate, regions),
-            }
-            per_run[seg].append(row)
-            _write_json(run_dirs[seg] / "tracks" / f"{info.name}.json", row)
-            if args.save_estimates:
-                for stem, est in estimates.items():
-                    audio.write(
-                        run_dirs[seg] / "estimates" / info.name / f"{stem}.wav", est, rate, subtype="float"
-                    )
-
-    summary = summarize(per_run, stems, overlap=args.overlap if model is not None else None)
-    summary.update({"model": name, "data": str(args.data), "subset": args.subset, "failed": failed})
-    table = summary_markdown(summary, title=f"{name} on {args.data} ({args.subset}, {len(tracks)} tracks)")
-    _write_json(out_root / "summary.json", summary)
-    (out_root / "summary.md").write_text(table)
+    overlap = args.overlap if candidate.separator is not None else None
+    summary = summarize(results.per_run, stems, overlap=overlap)
+    summary.update({"model": candidate.name, "data": str(args.data), "subset": args.subset})
+    summary["failed"] = results.failed
+    title = f"{candidate.name} on {args.data} ({args.subset}, {len(tracks)} tracks)"
+    table = summary_markdown(summary, title=title)
+    write_json(out_root / "summary.json", summary)
+    write_text(out_root / "summary.md", table)
     print(table)
     print(f"results in {out_root}", file=sys.stderr)
-    if failed:
-        print(
-            f"bsmamba2 evaluate: error: {len(failed)} track(s) failed: {', '.join(failed)}", file=sys.stderr
-        )
+    if results.failed:
+        failed = ", ".join(results.failed)
+        print(f"bsmamba2 evaluate: error: {len(results.failed)} track(s) failed: {failed}", file=sys.stderr)
         return 1
     return 0
 
 
-def summarize(
-    per_run: dict[float, list[dict[str, Any]]], stems: Sequence[str], overlap: float | None
-) -> dict[str, Any]:
-    """Aggregate per-track rows: per run (segment) and stem, mean/median uSDR and cSDR, and the Table III
-    duration buckets for vocals."""
-    runs = []
-    for seg, rows in per_run.items():
-        entry: dict[str, Any] = {"segment": seg or None, "overlap": overlap, "stems": {}}
-        for stem in stems:
-            vals = [r["stems"][stem] for r in rows if stem in r["stems"]]
-            entry["stems"][stem] = metrics.aggregate(vals)
-        regions = [
-            studies.RegionScore(d["start"], d["end"], d["duration"], d["bucket"], d["usdr"])
-            for r in rows
-            for d in r.get("vocal_regions", [])
-        ]
-        if regions:
-            entry["vocal_regions"] = studies.duration_table(regions)
-        runs.append(entry)
-    return {"runs": runs}
-
-
-def _fmt(x: float | None) -> str:
-    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
-
-
-def summary_markdown(summary: dict[str, Any], title: str) -> str:
-    """Markdown tables: metrics per run and stem (paper statistics first), then the vocal-region buckets."""
-    lines = [
-        f"## {title}",
-        "",
-        "| segment | stem | uSDR (mean) | cSDR (median) | uSDR (median) | cSDR (mean) | tracks |",
-    ]
-    lines.append("|---|---|---|---|---|---|---|")
-    for r in summary["runs"]:
-        seg = "–" if r["segment"] is None else f"{r['segment']:g} s"
-        for stem, a in r["stems"].items():
-            lines.append(
-                f"| {seg} | {stem} | {_fmt(a['usdr_mean'])} | {_fmt(a['csdr_median'])} | "
-                f"{_fmt(a['usdr_median'])} | {_fmt(a['csdr_mean'])} | {int(a['tracks'])} |"
-            )
-    buckets = [studies.bucket_label(lo, hi) for lo, hi in studies.DURATION_BUCKETS]
-    if any("vocal_regions" in r for r in summary["runs"]):
-        lines += ["", "Vocal uSDR by region duration (paper Table III; mean over regions, region count):", ""]
-        lines.append("| segment | " + " | ".join(buckets) + " |")
-        lines.append("|---|" + "---|" * len(buckets))
-        for r in summary["runs"]:
-            if "vocal_regions" not in r:
-                continue
-            seg = "–" if r["segment"] is None else f"{r['segment']:g} s"
-            cells = [
-                f"{_fmt(r['vocal_regions'][b]['usdr_mean'])} ({int(r['vocal_regions'][b]['regions'])})"
-                for b in buckets
-            ]
-            lines.append(f"| {seg} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+def _candidate(args: argparse.Namespace) -> Candidate:
+    if args.model is None:
+        return baseline_candidate(args.baseline, args.stems)
+    return model_candidate(
+        args.model,
+        overlap=args.overlap,
+        device=args.device,
+        precision=args.precision,
+        batch_size=args.batch_size,
+        backend=args.backend,
+    )

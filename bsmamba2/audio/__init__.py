@@ -1,0 +1,63 @@
+"""Audio: the only package that touches sound files or converts samples (soundfile and soxr live here).
+
+- :mod:`~bsmamba2.audio.io`: header facts, seeking reads, atomic writes (whole file, or block by block);
+- :mod:`~bsmamba2.audio.convert`: resampling (whole or streaming), channel layouts, down-mixing, length
+  fitting, the finite-sample check;
+- :mod:`~bsmamba2.audio.stream`: a block reader and a sample FIFO for disk-to-disk streaming;
+- :mod:`~bsmamba2.audio.wav`: the data loader's raw-WAV fast path.
+
+Arrays are float32 NumPy (channels, frames) throughout.
+"""
+
+from bsmamba2.audio.convert import (
+    Resampler,
+    check_finite,
+    convert_channels,
+    downmix,
+    fit_length,
+    output_channels,
+    resample,
+    to_layout,
+)
+from bsmamba2.audio.io import (
+    AUDIO_EXTENSIONS,
+    MODEL_SAMPLE_RATE,
+    SUBTYPES,
+    AtomicWriter,
+    AudioInfo,
+    info,
+    is_audio_file,
+    read,
+    read_frames,
+    short_error,
+    write,
+)
+from bsmamba2.audio.stream import SampleFifo, read_blocks
+from bsmamba2.audio.wav import WavLayout, read_wav_into, wav_layout
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "MODEL_SAMPLE_RATE",
+    "SUBTYPES",
+    "AtomicWriter",
+    "AudioInfo",
+    "Resampler",
+    "SampleFifo",
+    "WavLayout",
+    "check_finite",
+    "convert_channels",
+    "downmix",
+    "fit_length",
+    "info",
+    "is_audio_file",
+    "output_channels",
+    "read",
+    "read_blocks",
+    "read_frames",
+    "read_wav_into",
+    "resample",
+    "short_error",
+    "to_layout",
+    "wav_layout",
+    "write",
+]

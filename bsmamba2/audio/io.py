@@ -1,0 +1,217 @@
+"""Sound files: header facts, seeking reads, atomic whole-file writes and a block-by-block atomic writer.
+
+Arrays are float32 NumPy of shape (channels, frames). Reading can seek (``start``/``frames``) so long files
+are never loaded whole. Every write goes to a temp file beside the target that is renamed into place only
+when complete (``bsmamba2.atomic``), so a crash never leaves a partial output file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from bsmamba2.atomic import atomic_write, temp_beside
+from bsmamba2.audio.convert import convert_channels, resample
+from bsmamba2.errors import AudioError, UserError
+
+log = logging.getLogger(__name__)
+
+MODEL_SAMPLE_RATE = 44100
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT", "32": "FLOAT"}
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """Header facts of a sound file."""
+
+    path: Path
+    sample_rate: int
+    channels: int
+    frames: int
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def info(path: str | os.PathLike[str]) -> AudioInfo:
+    """Read a file's header. Raises AudioError (one line) for missing, unreadable or empty files."""
+    p = Path(path)
+    if not p.exists():
+        raise AudioError(f"{p}: no such file")
+    if p.is_dir():
+        raise AudioError(f"{p}: is a folder, not an audio file")
+    try:
+        i = sf.info(str(p))
+    except Exception as e:  # soundfile raises several types for corrupt / unknown formats
+        raise AudioError(f"{p}: cannot read audio ({short_error(e)})") from None
+    if i.frames <= 0:
+        raise AudioError(f"{p}: audio file is empty (0 samples)")
+    return AudioInfo(p, int(i.samplerate), int(i.channels), int(i.frames))
+
+
+def read(
+    path: str | os.PathLike[str],
+    start: int = 0,
+    frames: int = -1,
+    sample_rate: int | None = None,
+    channels: int | None = None,
+) -> tuple[np.ndarray, int]:
+    """Read ``frames`` samples from ``start`` (in the file's own rate), as float32 (channels, frames).
+
+    ``sample_rate``: resample to this rate (soxr, high quality). ``channels``: 1 averages to mono, 2 duplicates
+    mono to stereo; other conversions raise AudioError. Returns (audio, rate).
+    """
+    p = Path(path)
+    try:
+        with sf.SoundFile(str(p)) as f:
+            rate = int(f.samplerate)
+            if start:
+                f.seek(start)
+            data = f.read(frames=frames, dtype="float32", always_2d=True)  # (frames, channels)
+    except Exception as e:
+        if not p.exists():
+            raise AudioError(f"{p}: no such file") from None
+        raise AudioError(f"{p}: cannot read audio ({short_error(e)})") from None
+    audio = np.ascontiguousarray(data.T)  # (channels, frames)
+    if channels is not None:
+        audio = convert_channels(audio, channels, name=str(p))
+    if sample_rate is not None and sample_rate != rate:
+        audio = resample(audio, rate, sample_rate)
+        rate = sample_rate
+    return audio, rate
+
+
+def read_frames(path: str | os.PathLike[str], start: int, out: np.ndarray) -> int:
+    """Fill ``out`` (frames, file channels) float32 with samples from ``start``, in the file's own interleaved
+    layout and rate (no resampling, no channel conversion, no new array: the data loader's fast path).
+    Samples past the end of the file are zeros. Returns the number of frames actually read."""
+    p = Path(path)
+    try:
+        with sf.SoundFile(str(p)) as f:
+            if start:
+                f.seek(start)
+            got = f.read(frames=out.shape[0], dtype="float32", always_2d=True, out=out)
+    except Exception as e:
+        if not p.exists():
+            raise AudioError(f"{p}: no such file") from None
+        raise AudioError(f"{p}: cannot read audio ({short_error(e)})") from None
+    n = got.shape[0]
+    if n < out.shape[0]:
+        out[n:] = 0.0
+    return n
+
+
+def write(
+    path: str | os.PathLike[str],
+    audio: np.ndarray,
+    sample_rate: int,
+    subtype: str | None = None,
+) -> Path:
+    """Atomically write (C, N) audio. The format follows the suffix (.wav/.flac/...); ``subtype`` is a
+    soundfile subtype or one of "16", "24", "float". Raises UserError if the folder is not writable."""
+    p = Path(path)
+    if audio.ndim != 2:
+        raise ValueError(f"audio must be (channels, frames), got shape {audio.shape}")
+    subtype = SUBTYPES.get(subtype, subtype) if subtype is not None else None
+    _make_folder(p)
+    try:
+        with atomic_write(p) as tmp:
+            sf.write(str(tmp), np.ascontiguousarray(audio.T), sample_rate, subtype=subtype, format=_format(p))
+    except OSError as e:
+        raise UserError(f"{p}: cannot write output ({e.strerror or short_error(e)})") from None
+    except (RuntimeError, ValueError) as e:  # libsndfile's errors are RuntimeErrors
+        raise UserError(f"{p}: cannot write output ({short_error(e)})") from None
+    return p
+
+
+class AtomicWriter:
+    """Write a sound file block by block into a hidden temp file beside it; ``commit()`` renames it into
+    place, ``abort()`` deletes it, so a failure never leaves a partial output. PCM output is clipped to
+    [-1, 1] (libsndfile would wrap around otherwise); the number of clipped samples is counted.
+
+    The temp file follows ``bsmamba2.atomic``'s rules (``temp_beside``: same folder, umask permissions);
+    ``atomic_write`` itself cannot serve here because the file stays open across many calls.
+    """
+
+    def __init__(self, path: Path, sample_rate: int, channels: int, subtype: str | None = None) -> None:
+        self.path = Path(path)
+        subtype = SUBTYPES.get(subtype, subtype) if subtype is not None else None
+        self.clip = subtype is None or subtype.startswith("PCM")
+        self.clipped = 0
+        _make_folder(self.path)
+        try:
+            self.tmp = temp_beside(self.path)
+        except OSError as e:
+            raise UserError(f"{self.path.parent}: cannot write output ({e.strerror or e})") from None
+        try:
+            self._f = sf.SoundFile(
+                str(self.tmp),
+                "w",
+                samplerate=sample_rate,
+                channels=channels,
+                subtype=subtype,
+                format=_format(self.path),
+            )
+        except Exception as e:  # soundfile raises several types for unsupported format/subtype pairs
+            self.tmp.unlink(missing_ok=True)
+            raise UserError(f"{self.path}: cannot write this format ({short_error(e)})") from None
+
+    def write(self, block: np.ndarray) -> None:
+        """Append (C, n) float32 samples."""
+        if self.clip:
+            over = np.abs(block) > 1.0
+            if over.any():
+                self.clipped += int(over.sum())
+                block = np.clip(block, -1.0, 1.0)
+        try:
+            self._f.write(np.ascontiguousarray(block.T))
+        except Exception as e:
+            raise UserError(f"{self.path}: cannot write output ({short_error(e)})") from None
+
+    def commit(self) -> Path:
+        """Close the temp file and rename it over the target; returns the target path."""
+        self._f.close()
+        os.replace(self.tmp, self.path)
+        if self.clipped:
+            log.warning(
+                "%s: %d samples clipped to [-1, 1] (use --bit-depth float to keep them)",
+                self.path,
+                self.clipped,
+            )
+        return self.path
+
+    def abort(self) -> None:
+        """Close and delete the temp file; the target is untouched."""
+        with contextlib.suppress(Exception):
+            self._f.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def is_audio_file(path: Path) -> bool:
+    """A visible file with a sound-file suffix (what folder inputs are searched for)."""
+    return path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith(".")
+
+
+def short_error(e: BaseException) -> str:
+    """The first line of an exception's message (libsndfile's can run over several)."""
+    msg = str(e).strip().splitlines()
+    return msg[0] if msg else type(e).__name__
+
+
+def _format(path: Path) -> str:
+    return path.suffix.lstrip(".").upper() or "WAV"
+
+
+def _make_folder(path: Path) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{path.parent}: cannot write output ({e.strerror or e})") from None

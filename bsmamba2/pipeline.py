@@ -1,0 +1,179 @@
+"""Separation end to end: input samples at any rate and layout -> the chunk engine -> outputs at the input's.
+
+Composed from the audio package (conversion, block reading, atomic writers) and the chunk engine
+(:class:`bsmamba2.apply.OverlapAdd`); ``Separator`` (:mod:`bsmamba2.api`) holds the settings and calls
+these two functions:
+
+- :func:`separate_array`: a waveform held in memory;
+- :func:`separate_file`: a sound file streamed from disk to disk (read blocks -> resample to the model's
+  rate -> engine -> resample back -> write), so memory stays flat in the file's length.
+
+Both take an ``EngineFactory``: given the signal's length in model samples, a fresh ``OverlapAdd`` with the
+model and the chunk settings (and the progress callback) already bound.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from bsmamba2.apply import OverlapAdd
+from bsmamba2.audio import (
+    AtomicWriter,
+    Resampler,
+    SampleFifo,
+    check_finite,
+    convert_channels,
+    fit_length,
+    info,
+    output_channels,
+    read_blocks,
+    resample,
+    to_layout,
+)
+from bsmamba2.errors import UserError
+from bsmamba2.stems import add_residual, output_names, residual_name
+
+EngineFactory = Callable[[int], OverlapAdd]
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    """What a model takes and gives: its stems, sample rate and channel count."""
+
+    stems: tuple[str, ...]
+    sample_rate: int
+    channels: int
+
+    @classmethod
+    def of(cls, model: nn.Module) -> ModelIO:
+        """Read them from a model carrying a ``cfg`` (ModelConfig-like)."""
+        cfg = getattr(model, "cfg", None)
+        if cfg is None:
+            raise TypeError("model needs a .cfg with stems, sample_rate and audio_channels")
+        return cls(tuple(cfg.stems), int(cfg.sample_rate), int(cfg.audio_channels))
+
+    @property
+    def residual(self) -> str | None:
+        return residual_name(self.stems)
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """The stems plus the residual of a single-stem model."""
+        return output_names(self.stems)
+
+
+def separate_array(
+    engine: EngineFactory, io: ModelIO, x: np.ndarray, sample_rate: int, *, allow_downmix: bool = False
+) -> dict[str, np.ndarray]:
+    """Separate x (C, N) float32 at ``sample_rate``; returns {output: (C_out, N)} at that rate.
+
+    C_out is C for mono or stereo input; more than two channels are mixed to stereo with ``allow_downmix``
+    (else AudioError). The residual is computed at the input's rate, so it adds up with its stem to the
+    (laid out) input exactly.
+    """
+    check_finite(x, "waveform")
+    out_ch = output_channels(x.shape[0], allow_downmix, "waveform")
+    x_out = to_layout(x, out_ch)  # (out_ch, N) at the input rate
+    x_model = resample(convert_channels(x_out, io.channels), sample_rate, io.sample_rate)  # (C_model, N')
+    y = (
+        engine(x_model.shape[-1]).run(torch.from_numpy(np.ascontiguousarray(x_model))).numpy()
+    )  # (S, C_model, N')
+    n = x.shape[-1]
+    result: dict[str, np.ndarray] = {}
+    for name, stem in zip(io.stems, y, strict=True):
+        s = resample(convert_channels(stem, out_ch), io.sample_rate, sample_rate)
+        result[name] = fit_length(s, n)
+    return add_residual(x_out, result, io.stems)
+
+
+def separate_file(
+    engine: EngineFactory,
+    io: ModelIO,
+    path: str | os.PathLike[str],
+    outputs: Mapping[str, str | os.PathLike[str]],
+    *,
+    subtype: str | None = None,
+    allow_downmix: bool = False,
+) -> dict[str, Path]:
+    """Separate a sound file streaming from disk to disk; returns {output: written path}.
+
+    ``outputs`` maps output names (``io.outputs``) to file paths; the format follows each path's suffix,
+    ``subtype`` is a soundfile subtype or "16", "24", "float". Outputs are at the input's rate with its
+    channel count (mono in, mono out; more than two channels only with ``allow_downmix``, then stereo).
+    Every output goes to a temp file renamed into place at the end; on any error the temp files are removed.
+    """
+    p = Path(path)
+    unknown = [k for k in outputs if k not in io.outputs]
+    if unknown:
+        raise UserError(f"unknown output(s) {', '.join(unknown)}; this model gives {', '.join(io.outputs)}")
+    if not outputs:
+        return {}
+    meta = info(p)
+    out_ch = output_channels(meta.channels, allow_downmix, str(p))
+    rate = meta.sample_rate
+    chunks = engine(max(1, round(meta.frames * io.sample_rate / rate)))
+    # Input-rate samples per block: whole batches of chunks, so the model always gets full batches.
+    block = max(1, round(chunks.stride * chunks.batch_size * rate / io.sample_rate))
+    writers: dict[str, AtomicWriter] = {}
+    try:
+        for name, out_path in outputs.items():
+            writers[name] = AtomicWriter(Path(out_path), rate, out_ch, subtype)
+        sink = _FileSink(writers, io, out_ch, rate, meta.frames)
+        to_model = Resampler(rate, io.sample_rate, io.channels)
+        for x in read_blocks(p, meta.frames, block):
+            x_out = to_layout(x, out_ch)  # (out_ch, n): what the outputs are compared against
+            sink.mix.push(x_out)
+            sink.emit(chunks.push(torch.from_numpy(to_model(convert_channels(x_out, io.channels)))))
+        tail = to_model(np.zeros((io.channels, 0), np.float32), last=True)  # soxr holds back a few ms
+        sink.emit(chunks.push(torch.from_numpy(tail)))
+        sink.emit(chunks.finish(), last=True)
+        return {name: w.commit() for name, w in writers.items()}
+    except BaseException:
+        for w in writers.values():
+            w.abort()
+        raise
+
+
+class _FileSink:
+    """The output side of :func:`separate_file`: model-rate stem blocks from the engine -> the outputs'
+    layout and the input's rate -> the writers, with the residual taken against the matching input samples.
+    """
+
+    def __init__(
+        self, writers: Mapping[str, AtomicWriter], io: ModelIO, channels: int, rate: int, frames: int
+    ) -> None:
+        self.writers = writers
+        self.stems = io.stems
+        self.channels = channels
+        self.frames = frames  # the input's length: the outputs get exactly as many samples
+        self.from_model = Resampler(io.sample_rate, rate, len(io.stems) * channels)
+        self.mix = SampleFifo(channels)  # laid-out input not yet matched by output samples
+        self.written = 0
+
+    def emit(self, y: Tensor | None, last: bool = False) -> None:
+        """Convert and write the engine's output y (S, C_model, m) (None: nothing new; ``last``: flush)."""
+        s, c = len(self.stems), self.channels
+        ys = np.zeros((s * c, 0), np.float32)
+        if y is not None:
+            y_np = np.stack([convert_channels(stem, c) for stem in y.cpu().numpy()])  # (S, c, m)
+            ys = y_np.reshape(s * c, -1)
+        if y is not None or last:
+            ys = self.from_model(ys, last=last)  # (S * c, k) at the input's rate
+        if last:
+            ys = fit_length(ys, self.frames - self.written)  # exact input length
+        ys = ys[:, : self.frames - self.written]
+        k = ys.shape[-1]
+        if k == 0:
+            return
+        est = ys.reshape(s, c, k)
+        blocks = add_residual(self.mix.pop(k), dict(zip(self.stems, est, strict=True)), self.stems)
+        for name, w in self.writers.items():
+            w.write(blocks[name])
+        self.written += k

@@ -1,0 +1,77 @@
+"""The Python API (bsmamba2.api.Separator): shapes and rates kept, the exact residual, progress reports for
+waveforms and files, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from conftest import ScaleModel
+
+from bsmamba2.api import Separator
+from bsmamba2.apply import chunk_stride, num_chunks
+from bsmamba2.errors import UserError
+
+
+def test_separator_api_keeps_shape_and_rate(half_model: ScaleModel, tmp_path: Path, write_audio) -> None:
+    sep = Separator(half_model, segment=0.1, overlap=0.5)
+    assert sep.stems == ("vocals", "instrumental")
+    t = np.arange(4800) / 48000
+    mono = torch.from_numpy((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32))  # (N,) at 48 kHz
+    out = sep.separate(mono, 48000)
+    assert out["vocals"].shape == mono.shape
+    torch.testing.assert_close(out["vocals"] + out["instrumental"], mono)
+    torch.testing.assert_close(out["vocals"][1000:-1000], 0.5 * mono[1000:-1000], atol=1e-3, rtol=0)
+    stereo = np.random.default_rng(0).standard_normal((2, 3000)).astype(np.float32)
+    assert sep.separate(stereo, 44100)["vocals"].shape == (2, 3000)
+    with pytest.raises(UserError, match="NaN"):
+        sep.separate(np.full(100, np.nan, np.float32), 44100)
+    with pytest.raises(UserError, match="downmix"):
+        sep.separate(np.zeros((6, 100), np.float32), 44100)
+    paths = sep.separate_file(write_audio("x.wav", seconds=0.05), tmp_path / "sep")
+    assert set(paths) == {"vocals", "instrumental"} and all(p.exists() for p in paths.values())
+
+
+def test_missing_default_model_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import bsmamba2.api
+
+    monkeypatch.setattr(bsmamba2.api, "DEFAULT_MODEL", tmp_path / "none.safetensors")
+    with pytest.raises(UserError, match="--model"):
+        Separator.from_pretrained()
+
+
+@pytest.mark.parametrize(("rate", "channels"), [(44100, 2), (48000, 2), (16000, 1)])
+def test_residual_is_exact_at_the_inputs_rate(half_model: ScaleModel, rate: int, channels: int) -> None:
+    x = (0.3 * np.random.default_rng(1).standard_normal((channels, 9000))).astype(np.float32)
+    out = Separator(half_model, segment=0.05).separate(x, rate)
+    torch.testing.assert_close(out["vocals"] + out["instrumental"], torch.from_numpy(x), rtol=0, atol=1e-7)
+    assert torch.equal(out["instrumental"], torch.from_numpy(x) - out["vocals"])
+
+
+def test_callback_reports_every_batch_of_a_waveform(half_model: ScaleModel) -> None:
+    infos: list[dict[str, Any]] = []
+    sep = Separator(half_model, segment=0.02, overlap=0.5, batch_size=3, callback=infos.append)
+    sep.separate(np.zeros((2, 44100), np.float32), 44100)
+    expected = num_chunks(44100, sep.segment_samples, chunk_stride(sep.segment_samples, 0.5))
+    done = [i["processed"] for i in infos]
+    assert len(infos) == len(half_model.calls) > 1
+    assert done == sorted(done) and done[-1] == expected
+    assert all(i["total"] == expected and i["path"] is None and i["sample_rate"] == 44100 for i in infos)
+    assert [i["position"] for i in infos] == sorted(i["position"] for i in infos)
+
+
+def test_callback_reports_a_file_at_another_rate(half_model: ScaleModel, tmp_path: Path, write_audio) -> None:
+    infos: list[dict[str, Any]] = []
+    sep = Separator(half_model, segment=0.01, overlap=0.25, batch_size=2, callback=infos.append)
+    src = write_audio("r.wav", sr=22050, seconds=0.3)
+    sep.separate_file(src, tmp_path / "o", bit_depth="float", progress=True)  # a terminal bar rides along
+    done = [i["processed"] for i in infos]
+    assert len(infos) > 2 and done == sorted(done)
+    assert infos[-1]["processed"] == infos[-1]["total"]  # exact once the stream is finished
+    assert infos[-1]["position"] == infos[-1]["length"]
+    assert all(i["path"] == str(src) for i in infos)
+    positions = [i["position"] for i in infos]
+    assert positions == sorted(positions)
