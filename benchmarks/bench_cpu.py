@@ -31,7 +31,7 @@ def configs() -> list[tuple[str, Any]]:
 
     if SMOKE:
         return [("tiny", ModelConfig.tiny())]
-    from bsmamba2.model.checkpoint import load_state
+    from bsmamba2.checkpoints import load_state
 
     default_cfg, _ = load_state(
         Path(__file__).resolve().parents[1] / "bsmamba2" / "assets" / "default.safetensors"
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     native_bf16 = bool({"amx_bf16", "avx512_bf16"} & flags)
     rep.extra["cpu_bf16"] = sorted({"amx_bf16", "avx512_bf16", "avx512f", "avx2"} & flags)
     from bsmamba2.apply import apply_model
-    from bsmamba2.model.checkpoint import build_model
+    from bsmamba2.model import build_model
 
     song = 0.1 * torch.randn(2, int(args.seconds * SR), generator=torch.Generator().manual_seed(0))
     for name, cfg in configs():

@@ -67,7 +67,7 @@ def models() -> list[dict[str, Any]]:
 
 
 def build(v: dict[str, Any]) -> torch.nn.Module:
-    from bsmamba2.model.checkpoint import build_model
+    from bsmamba2.model import build_model
 
     torch.manual_seed(0)
     model = build_model(v["cfg"], backend=v["backend"]).to(DEV).eval()

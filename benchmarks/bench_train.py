@@ -126,7 +126,7 @@ def profile_step(rep: Report, name: str, step: Any) -> None:
 
 
 def run(rep: Report, dl: Deadline, batch: int, seconds: float, steps: int, profile: list[str]) -> None:
-    from bsmamba2.model.checkpoint import build_model
+    from bsmamba2.model import build_model
 
     for v in variants():
         if ONLY and not any(o in v["name"] for o in ONLY):

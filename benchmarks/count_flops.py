@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bsmamba2.config import ModelConfig  # noqa: E402
-from bsmamba2.model.checkpoint import build_model  # noqa: E402
+from bsmamba2.model import build_model  # noqa: E402
 
 
 @functools.lru_cache

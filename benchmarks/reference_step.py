@@ -15,7 +15,7 @@ import time
 import torch
 
 from bsmamba2.config import ModelConfig
-from bsmamba2.model.checkpoint import build_model
+from bsmamba2.model import build_model
 from bsmamba2.train.loss import separation_loss
 
 

@@ -103,7 +103,7 @@ class Separator:
         "auto" (the fused Triton kernel on CUDA, the plain-PyTorch reference elsewhere), "torch" (the
         reference everywhere) or "triton". callback: progress after every batch of chunks.
         """
-        from bsmamba2.model.checkpoint import load_model  # the model stack is only needed here
+        from bsmamba2.checkpoints import load_model  # the model stack is only needed here
 
         if path is None:
             path = DEFAULT_MODEL

@@ -20,7 +20,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("bsmamba2.train.cli", "train a model from a YAML config"),
     "evaluate": ("bsmamba2.evaluate.cli", "compute uSDR / cSDR on a MUSDB18HQ-layout folder"),
     "synth": ("bsmamba2.data.synth.cli", "write a synthetic multitrack corpus in MUSDB18HQ layout"),
-    "convert": ("bsmamba2.model.convert", "convert an official BSMamba2 / MSST checkpoint to safetensors"),
+    "convert": (
+        "bsmamba2.checkpoints.convert_cli",
+        "convert an official BSMamba2 / MSST checkpoint to safetensors",
+    ),
     "demo": ("bsmamba2.demo", "separate the bundled example song with the bundled model"),
 }
 

@@ -40,8 +40,9 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from bsmamba2.checkpoints import load_weights, read_safetensors, save_model  # noqa: E402
 from bsmamba2.config import ModelConfig  # noqa: E402
-from bsmamba2.model.checkpoint import build_model, load_weights, read_safetensors, save_model  # noqa: E402
+from bsmamba2.model import build_model  # noqa: E402
 from bsmamba2.train import ckpt  # noqa: E402
 from bsmamba2.train.config import TrainConfig  # noqa: E402
 

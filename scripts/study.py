@@ -50,7 +50,7 @@ TRAIN_SEGMENT = 8.0
 
 # ---- parameter counts ----------------------------------------------------------------------------------------
 def count_params(config_yaml: str | Path) -> int:
-    from bsmamba2.model.checkpoint import build_model
+    from bsmamba2.model import build_model
     from bsmamba2.train.config import load_config
 
     model = build_model(load_config(config_yaml).model)
@@ -86,7 +86,7 @@ def run_evaluate(argv: list[str]) -> dict[str, Any]:
 
 def model_info(path: Path) -> dict[str, Any]:
     """Parameter count, mixer, config and training step (if recorded) of a model file."""
-    from bsmamba2.model.checkpoint import load_state, read_safetensors
+    from bsmamba2.checkpoints import load_state, read_safetensors
 
     cfg, state = load_state(path)
     meta = read_safetensors(path)[0] if path.suffix == ".safetensors" else {}

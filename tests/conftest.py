@@ -55,7 +55,8 @@ def half_model() -> ScaleModel:
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised ``ModelConfig.tiny()`` BSMamba2 (vocals only) saved with ``save_model``."""
-    from bsmamba2.model.checkpoint import build_model, save_model
+    from bsmamba2.checkpoints import save_model
+    from bsmamba2.model import build_model
 
     torch.manual_seed(0)
     model = build_model(ModelConfig.tiny(hop_length=128))  # hop 128: half the frames, twice as fast

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 import bsmamba2.model.mixers.mamba2 as mm
 from bsmamba2.config import ModelConfig
-from bsmamba2.model.checkpoint import build_model
+from bsmamba2.model import build_model
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from bsmamba2.checkpoints import load_model, save_model
 from bsmamba2.config import PAPER_BAND_WIDTHS, ModelConfig
-from bsmamba2.model.checkpoint import build_model, load_model, save_model
+from bsmamba2.model import build_model
 from bsmamba2.model.dualpath import BiMambaBlock, band_pass, time_pass
 from bsmamba2.model.mixers.mamba2 import Mamba2
 from bsmamba2.model.mixers.roformer import RoFormerBlock

@@ -279,7 +279,7 @@ def test_gpu_model_backends_agree() -> None:
     import copy
 
     from bsmamba2.config import ModelConfig
-    from bsmamba2.model.checkpoint import build_model
+    from bsmamba2.model import build_model
 
     torch.set_float32_matmul_precision("highest")
     torch.manual_seed(0)

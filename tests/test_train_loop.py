@@ -16,8 +16,8 @@ import torch
 import torch.multiprocessing as mp
 
 from bsmamba2 import cli
+from bsmamba2.checkpoints import load_model
 from bsmamba2.errors import UserError
-from bsmamba2.model.checkpoint import load_model
 from bsmamba2.train import loop
 from bsmamba2.train.config import TrainConfig, load_config
 from bsmamba2.train.loop import train

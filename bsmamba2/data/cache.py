@@ -3,8 +3,8 @@
 Entries are keyed by the file's path, size and modification time, so an edited file is rescanned. The cache
 lives in ``<root>/.bsmamba2_cache`` when the dataset folder is writable, else in
 ``~/.cache/bsmamba2/<hash of root>``; if neither can be written the cache silently stays in memory only
-(a read-only dataset must still train). Writes are atomic (temp file + rename), so several DDP ranks or
-DataLoader workers filling the same cache at once never leave a torn file.
+(a read-only dataset must still train). Writes go through ``atomic_write`` (temp file + rename), so several
+DDP ranks or DataLoader workers filling the same cache at once never leave a torn file.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
+
+from bsmamba2.atomic import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +47,12 @@ def cache_dir(root: Path) -> Path | None:
     return None
 
 
-def _atomic_write(path: Path, write_fn: Any, suffix: str) -> None:
+def _write(path: Path, write_fn: Callable[[IO[bytes]], Any]) -> None:
+    """Write ``path`` atomically with ``write_fn(binary file)``; on failure only log (the cache is optional)."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    except OSError as e:
-        log.debug("cache not written (%s): %s", path, e)
-        return
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:
             write_fn(f)
-        os.replace(tmp, path)
     except OSError as e:  # a full disk must not stop training: the cache is only an optimisation
-        Path(tmp).unlink(missing_ok=True)
         log.debug("cache not written (%s): %s", path, e)
 
 
@@ -70,7 +66,7 @@ def load_json(path: Path) -> dict[str, Any]:
 
 
 def save_json(path: Path, data: dict[str, Any]) -> None:
-    _atomic_write(path, lambda f: f.write(json.dumps(data).encode()), ".json.part")
+    _write(path, lambda f: f.write(json.dumps(data).encode()))
 
 
 def load_array(path: Path) -> np.ndarray | None:
@@ -81,7 +77,7 @@ def load_array(path: Path) -> np.ndarray | None:
 
 
 def save_array(path: Path, arr: np.ndarray) -> None:
-    _atomic_write(path, lambda f: np.save(f, arr, allow_pickle=False), ".npy.part")
+    _write(path, lambda f: np.save(f, arr, allow_pickle=False))
 
 
 def key_digest(key: str) -> str:

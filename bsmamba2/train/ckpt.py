@@ -2,15 +2,17 @@
 
 One checkpoint is one folder ``RUN_DIR/checkpoints/step_XXXXXX/``::
 
-    model.safetensors   the trained weights + model config (``bsmamba2.model.checkpoint.load_model`` reads it)
+    model.safetensors   the trained weights + model config (``bsmamba2.checkpoints.load_model`` reads it)
     ema.safetensors     the EMA weights, same format (only when EMA is on)
     state.pt            optimizer, step, data epoch/position, best metric, RNG states: tensors and plain
                         containers only, read back with ``torch.load(weights_only=True)``
     meta.json           step, metrics and which weights were validated (human-readable)
 
 The folder is written under a temporary name and renamed into place, so a run killed at any instant leaves
-either the complete folder or none. ``last`` and ``best`` are relative symbolic links to step folders,
-replaced atomically. Rotation keeps the newest ``keep_last`` step folders plus the one ``best`` points at.
+either the complete folder or none; every file in it is written with ``atomic_write(durable=True)`` and the
+folders are flushed to disk, so a power cut after the rename cannot leave it empty either. ``last`` and
+``best`` are relative symbolic links to step folders, replaced atomically. Rotation keeps the newest
+``keep_last`` step folders plus the one ``best`` points at.
 """
 
 from __future__ import annotations
@@ -28,9 +30,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from bsmamba2.atomic import atomic_write, fsync_path
+from bsmamba2.checkpoints import load_weights, read_safetensors, save_model
 from bsmamba2.config import ModelConfig
 from bsmamba2.errors import CheckpointError, UserError
-from bsmamba2.model.checkpoint import load_weights, read_safetensors, save_model
 from bsmamba2.model.separator_net import BandSplitSeparator
 
 log = logging.getLogger(__name__)
@@ -72,11 +75,13 @@ def save_checkpoint(
         shutil.rmtree(tmp)
     tmp.mkdir()
     info = {"step": str(step)}
-    save_model(model, tmp / "model.safetensors", metadata={**info, "weights": "raw"})
+    save_model(model, tmp / "model.safetensors", metadata={**info, "weights": "raw"}, durable=True)
     if ema_model is not None:
-        save_model(ema_model, tmp / "ema.safetensors", metadata={**info, "weights": "ema"})
-    torch.save(state, tmp / "state.pt")
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        save_model(ema_model, tmp / "ema.safetensors", metadata={**info, "weights": "ema"}, durable=True)
+    with atomic_write(tmp / "state.pt", durable=True) as part:
+        torch.save(state, part)
+    with atomic_write(tmp / "meta.json", durable=True) as part:
+        part.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
     if final.exists():  # the same step written again (e.g. a resumed run that stops at once): swap it out
         old = ckpt_root / f".old_{name}_{os.getpid()}"
         final.rename(old)
@@ -84,19 +89,27 @@ def save_checkpoint(
         shutil.rmtree(old)
     else:
         tmp.rename(final)  # atomic on POSIX: the folder appears complete or not at all
+    fsync_path(ckpt_root)  # the rename itself reaches the disk
     point(ckpt_root, "last", name)
     return final
 
 
 def point(ckpt_root: Path, link: str, target: str) -> None:
-    """Atomically make ``ckpt_root/link`` a relative symlink to ``target`` (a step folder name)."""
+    """Atomically make ``ckpt_root/link`` a relative symlink to ``target`` (a step folder name).
+
+    Not ``atomic_write``: its temp file is a regular file, and fixing that file's mode would follow the link
+    onto the step folder. The same steps by hand: a temp link beside the target, a rename, a folder fsync.
+    """
     tmp = ckpt_root / f".{link}.tmp{os.getpid()}"
     tmp.unlink(missing_ok=True)
     try:
         os.symlink(target, tmp, target_is_directory=True)
         os.replace(tmp, ckpt_root / link)
     except OSError as e:  # e.g. Windows without symlink rights: the step folders are still complete
+        tmp.unlink(missing_ok=True)
         log.warning("could not link %s -> %s (%s); use %s directly", link, target, e, ckpt_root / target)
+        return
+    fsync_path(ckpt_root)
 
 
 def rotate(ckpt_root: Path, keep_last: int) -> None:

@@ -61,7 +61,7 @@ from bsmamba2.apply import apply_model
 from bsmamba2.data.musdb import TrackInfo, find_tracks, load_track
 from bsmamba2.data.sampler import BatchLoader, MixDataset, SamplerConfig
 from bsmamba2.errors import UserError
-from bsmamba2.model.checkpoint import build_model
+from bsmamba2.model import build_model
 from bsmamba2.model.mixers.ssd import resolve_backend
 from bsmamba2.model.separator_net import BandSplitSeparator
 from bsmamba2.train import ckpt

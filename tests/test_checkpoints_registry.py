@@ -1,0 +1,149 @@
+"""The format registry and the loaders on top of it (bsmamba2.checkpoints.registry, loading, ours): a file
+finds its format by content, then by suffix; every refusal is one line."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from official_samples import SMALL, assert_landed, random_state, spec_shapes
+from safetensors.torch import save_file
+
+from bsmamba2.checkpoints import (
+    convert_checkpoint,
+    detect,
+    load_model,
+    load_state,
+    load_weights,
+    official,
+    ours,
+    registry,
+    save_model,
+)
+from bsmamba2.checkpoints.base import Format, Loaded
+from bsmamba2.config import ModelConfig
+from bsmamba2.errors import CheckpointError
+from bsmamba2.model import build_model
+
+
+@pytest.fixture
+def umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
+
+
+def test_save_model_is_atomic_with_umask_mode(tmp_path: Path, umask_022: None) -> None:
+    """safetensors' save_file leaves a 0600 file; ours gets the umask's mode, and no temp file stays."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig.tiny(stems=("vocals", "other")))
+    path = save_model(model, tmp_path / "sub" / "m.safetensors", metadata={"note": "x"}, dtype=torch.bfloat16)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in path.parent.iterdir()] == ["m.safetensors"]
+    assert detect(path) is ours.FORMAT
+    cfg, state = load_state(path)
+    assert cfg == model.cfg
+    own = model.state_dict()
+    assert sorted(state) == sorted(own)
+    for k, v in own.items():
+        assert torch.equal(state[k], v.to(torch.bfloat16)), k
+
+
+def test_content_decides_over_suffix(tiny_model_path: Path, tmp_path: Path) -> None:
+    """Our model under a torch-like name still loads as ours; a torch.save archive named .safetensors goes
+    to the official loader."""
+    renamed = tmp_path / "model.bin"
+    shutil.copy(tiny_model_path, renamed)
+    assert detect(renamed) is ours.FORMAT
+    assert load_model(renamed).cfg == load_model(tiny_model_path).cfg
+
+    raw = random_state(spec_shapes(**SMALL), seed=1)
+    misnamed = tmp_path / "msst.safetensors"
+    torch.save(raw, misnamed)
+    assert detect(misnamed) is official.TORCH_CHECKPOINT
+    assert_landed(load_state(misnamed)[1], raw)
+
+
+def test_safetensors_state_dict(tmp_path: Path) -> None:
+    raw = random_state(spec_shapes(**SMALL), seed=2)
+    path = tmp_path / "msst.safetensors"
+    save_file(dict(raw), str(path))
+    assert detect(path) is official.SAFETENSORS_STATE_DICT
+    assert_landed(load_state(path)[1], raw)
+    with pytest.raises(CheckpointError, match="a safetensors state dict has no EMA weights"):
+        load_state(path, ema=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "match"),
+    [
+        ("notes.txt", b"hello", "not a model file bsmamba2 can read"),
+        ("broken.safetensors", b"hello", "not a readable safetensors file"),
+        ("notes.ckpt", b"hello", "not a PyTorch checkpoint"),
+        ("missing.safetensors", None, "no such model file"),
+    ],
+)
+def test_unreadable_files_are_one_line_errors(
+    tmp_path: Path, name: str, content: bytes | None, match: str
+) -> None:
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=match) as e:
+        load_model(path)
+    assert "\n" not in str(e.value)
+
+
+def test_folder_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="is a folder, not a model file"):
+        load_state(tmp_path)
+
+
+def test_convert_refuses_our_own_files(tiny_model_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="already a bsmamba2 model file"):
+        convert_checkpoint(tiny_model_path)
+
+
+def test_a_registered_format_is_used(
+    tmp_path: Path, tiny_model_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adding a format = a Format in FORMATS: detect and load_model use it with no other change."""
+    cfg, state = load_state(tiny_model_path)
+    seen: list[tuple[Path, bool]] = []
+
+    def load(path: Path, *, ema: bool, stems: object) -> Loaded:
+        seen.append((path, ema))
+        return Loaded(cfg, state, kind="test format")
+
+    fmt = Format(
+        name="test", suffixes=(".test",), recognise=lambda p, magic: p.read_bytes() == b"TEST", load=load
+    )
+    monkeypatch.setattr(registry, "FORMATS", (*registry.FORMATS, fmt))
+    path = tmp_path / "model.anything"
+    path.write_bytes(b"TEST")
+    model = load_model(path, ema=True)
+    assert seen == [(path, True)]
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_load_weights_names_what_does_not_fit(tiny_model_path: Path) -> None:
+    cfg, state = load_state(tiny_model_path)
+    model = build_model(cfg)
+    key = next(iter(state))
+    with pytest.raises(
+        CheckpointError, match=rf"src: weights do not fit the model: missing 1 keys \({key}\)"
+    ):
+        load_weights(model, {k: v for k, v in state.items() if k != key}, source="src")
+
+
+def test_load_model_fused_and_eval(tiny_model_path: Path) -> None:
+    model = load_model(tiny_model_path, fused=True)
+    mixers = [m for m in model.modules() if hasattr(m, "fused")]
+    assert mixers and all(m.fused for m in mixers)
+    assert not model.training
+    assert not any(m.fused for m in load_model(tiny_model_path).modules() if hasattr(m, "fused"))
