@@ -85,11 +85,9 @@ def paper_model_file(folder: Path) -> Path:
 
     from bsmamba2.config import ModelConfig
 
-    try:
-        from bsmamba2.checkpoints import save_model
-        from bsmamba2.model import build_model
-    except ImportError:  # the layout before the checkpoints package
-        from bsmamba2.model.checkpoint import build_model, save_model  # type: ignore[no-redef]
+    from bsmamba2.checkpoints import save_model
+    from bsmamba2.model import build_model
+
     torch.manual_seed(0)
     return save_model(build_model(ModelConfig.paper()), folder / "paper.safetensors")
 
@@ -147,10 +145,7 @@ def model_only_rows(args: argparse.Namespace, work: Path) -> list[dict[str, Any]
     from bsmamba2.apply import apply_model
     from bsmamba2.config import ModelConfig
 
-    try:
-        from bsmamba2.model import build_model
-    except ImportError:
-        from bsmamba2.model.checkpoint import build_model  # type: ignore[no-redef]
+    from bsmamba2.model import build_model
 
     default = Separator.from_pretrained(None, device=args.device)  # the CLI's defaults
     dev, dtype = default.device, default.dtype

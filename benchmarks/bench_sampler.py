@@ -23,7 +23,8 @@ from pathlib import Path
 
 import torch
 
-from bsmamba2.data.sampler import BatchLoader, MixDataset, SamplerConfig
+from bsmamba2.data.loader import BatchLoader
+from bsmamba2.data.sampler import MixDataset, SamplerConfig
 from bsmamba2.device import tune_cpu_allocator
 
 

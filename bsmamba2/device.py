@@ -1,4 +1,4 @@
-"""Device and precision choice for inference, and the torchrun rank layout.
+"""Device and precision choice, and the torchrun process layout (inference and training share both).
 
 ``auto`` picks CUDA, then Apple MPS, then CPU. Precision ``auto`` means bf16 autocast where the hardware runs
 it natively (CUDA GPUs with bf16, CPUs with AMX or AVX512-BF16) and fp32 elsewhere; emulated bf16 on an
@@ -15,29 +15,38 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 
 from bsmamba2.errors import UserError
 
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 # Mamba2 scan backends a user picks (bsmamba2.model.mixers.ssd.resolve_backend; "torch" = the reference)
 BACKENDS = ("auto", "torch", "triton")
 BACKEND_HELP = (
     "Mamba2 scan: auto (fused Triton on CUDA, else the PyTorch reference), torch (the reference), triton"
 )
-_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+# The one precision table: name -> autocast dtype (None = plain fp32). Inference also takes "auto".
+_DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = ("auto", *_DTYPES)
+# Training takes bf16 or fp32 only: fp16 autocast would need loss scaling (a GradScaler), which the loop
+# does not do, and "auto" could pick fp16 on an older GPU.
+TRAIN_PRECISIONS = ("bf16", "fp32")
 _logged: set[str] = set()
 
 
 @dataclass(frozen=True)
 class DistEnv:
-    """Where this process sits in a ``torchrun`` launch (1 process, rank 0 without one)."""
+    """Where this process sits in a ``torchrun`` launch (1 process, rank 0 without one).
+
+    ``launched``: torchrun set RANK and WORLD_SIZE, so training joins a process group (even of one).
+    """
 
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    launched: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -54,7 +63,24 @@ def dist_env() -> DistEnv:
         raise UserError("WORLD_SIZE / RANK / LOCAL_RANK must be integers") from None
     if world < 1 or not 0 <= rank < world:
         raise UserError(f"invalid torchrun layout: RANK={rank} WORLD_SIZE={world}")
-    return DistEnv(rank, world, local)
+    return DistEnv(rank, world, local, launched="RANK" in os.environ and "WORLD_SIZE" in os.environ)
+
+
+def join_process_group(env: DistEnv, device: torch.device) -> None:
+    """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU); nothing without torchrun."""
+    if not env.launched:
+        return
+    cuda = device.type == "cuda"
+    if cuda:
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if cuda else "gloo", device_id=device if cuda else None)
+
+
+def leave_process_group(env: DistEnv) -> None:
+    """Leave the process group :func:`join_process_group` joined (if any)."""
+    if env.launched and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _mps_available() -> bool:

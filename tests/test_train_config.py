@@ -11,12 +11,12 @@ import pytest
 import torch
 
 from bsmamba2.config import ModelConfig
-from bsmamba2.data.sampler import SamplerConfig
+from bsmamba2.data.sampler import MixRecipe, SamplerConfig
 from bsmamba2.errors import UserError
 from bsmamba2.train import ckpt
 from bsmamba2.train.config import DataConfig, TrainConfig, apply_overrides, load_config, parse_value
 from bsmamba2.train.ema import EMA
-from bsmamba2.train.loop import lr_at
+from bsmamba2.train.step import lr_at
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -94,6 +94,10 @@ def test_defaults_without_a_file() -> None:
         (["optim.lr"], "not of the form key=value"),
         (["max_steps.x=1"], "is not a config section"),
         (["optim.schedule=cosine"], "needs optim.decay_steps or max_steps"),
+        (["data.p_silent=2"], "data.p_silent must be in"),
+        (["data.gain_range=[2, 1]"], "data.gain_range must be"),
+        (["data.layout=zip"], "data.layout must be one of musdb, folders"),
+        (["precision=fp16"], "precision must be one of bf16, fp32"),
     ],
 )
 def test_bad_configs_are_one_line_user_errors(overrides: list[str], message: str) -> None:
@@ -118,14 +122,22 @@ def test_apply_overrides_does_not_mutate() -> None:
     assert d == {"optim": {"lr": 1.0}} and out == {"optim": {"lr": 2}}
 
 
-def test_data_defaults_agree_with_the_sampler() -> None:
-    # Both follow OFFICIAL_SPEC §6; a drift between them would silently change the recipe.
-    shared = {f.name for f in dataclasses.fields(DataConfig)} & {
-        f.name for f in dataclasses.fields(SamplerConfig)
-    }
-    assert {"segment_seconds", "gain_range", "p_silent", "activity_threshold", "items_per_epoch"} <= shared
-    for name in shared:
-        assert getattr(DataConfig(), name) == getattr(SamplerConfig(), name), name
+def test_data_section_feeds_the_sampler() -> None:
+    cfg = load_config(
+        CONFIGS / "tiny.yaml",
+        [
+            "data.p_silent=0.25",
+            "data.gain_range=[0.2, 3]",
+            "data.activity_stems=[vocals]",
+            "model.stems=[vocals,bass]",
+        ],
+    )
+    sampler = SamplerConfig.from_recipe(cfg.data, targets=cfg.model.stems, sample_rate=cfg.model.sample_rate)
+    for f in dataclasses.fields(MixRecipe):
+        assert getattr(sampler, f.name) == getattr(cfg.data, f.name), f.name
+    assert (sampler.p_silent, sampler.gain_range, sampler.activity_stems) == (0.25, (0.2, 3.0), ("vocals",))
+    assert sampler.segment_seconds == 1.0 and sampler.targets == ("vocals", "bass") and not sampler.aligned
+    assert DataConfig().p_silent == SamplerConfig().p_silent == 0.1  # one set of defaults (the official)
 
 
 def test_lr_schedules() -> None:

@@ -18,7 +18,7 @@ import torch.multiprocessing as mp
 from bsmamba2 import cli
 from bsmamba2.checkpoints import load_model
 from bsmamba2.errors import UserError
-from bsmamba2.train import loop
+from bsmamba2.train import step
 from bsmamba2.train.config import TrainConfig, load_config
 from bsmamba2.train.loop import train
 from bsmamba2.train.loss import LossTerms
@@ -110,7 +110,7 @@ def test_resume_continues_exactly(corpus: Path, tmp_path: Path) -> None:
 def test_nan_losses_skip_steps_then_stop(
     corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    real = loop.separation_loss
+    real = step.separation_loss
     calls = {"n": 0}
 
     def flaky(est: torch.Tensor, target: torch.Tensor, *args: Any) -> LossTerms:
@@ -121,7 +121,7 @@ def test_nan_losses_skip_steps_then_stop(
             return LossTerms(nan, terms.time, terms.stft)
         return terms
 
-    monkeypatch.setattr(loop, "separation_loss", flaky)
+    monkeypatch.setattr(step, "separation_loss", flaky)
     with caplog.at_level(logging.WARNING, logger="bsmamba2"):
         result = train(_cfg(corpus, tmp_path / "run", "max_steps=3"))
     assert "step 0: non-finite loss" in caplog.text
@@ -134,7 +134,7 @@ def test_nan_losses_skip_steps_then_stop(
         terms = real(est, target, *args)
         return LossTerms(terms.total * float("nan"), terms.time, terms.stft)
 
-    monkeypatch.setattr(loop, "separation_loss", always_nan)
+    monkeypatch.setattr(step, "separation_loss", always_nan)
     with pytest.raises(UserError, match="2 consecutive non-finite losses"):
         train(_cfg(corpus, tmp_path / "run2", "max_steps=5", "max_bad_steps=2"))
 

@@ -178,9 +178,24 @@ def _stem_files(track_dir: Path) -> tuple[dict[str, Path], str | None]:
 def scan_tracks(
     root: str | Path, subset: str = "train", stems: Sequence[str] | None = None, progress: bool = True
 ) -> ScanResult:
-    """Find the tracks of ``subset`` under ``root`` and check each one; see :func:`find_tracks`."""
+    """Find the tracks of ``subset`` under ``root`` (MUSDB18HQ rules) and check each one; see
+    :func:`find_tracks`."""
     root = Path(root).expanduser()
     folder, keep, drop = _subset_folder(root, subset)
+    return scan_folder(folder, root, stems, keep=keep, drop=drop, progress=progress)
+
+
+def scan_folder(
+    folder: Path,
+    root: Path,
+    stems: Sequence[str] | None = None,
+    *,
+    keep: set[str] | None = None,
+    drop: set[str] | frozenset[str] = frozenset(),
+    progress: bool = True,
+) -> ScanResult:
+    """Check every track folder of ``folder`` (named in ``keep`` if given, not in ``drop``); ``root`` is the
+    dataset's root, where the header cache lives. UserError when no usable track is left."""
     dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
     if keep is not None:
         dirs = [d for d in dirs if d.name in keep]

@@ -6,74 +6,91 @@ examples run after run, with no worker seeding to get right. For each item, ever
 track and an offset (a SAD-active window when ``activity_threshold`` is set), is read lazily from disk
 (8 s, not the whole track), and is augmented; the mixture is the sum of the augmented stems.
 
-Training reads batches through :class:`BatchLoader`, which gives the same tensors as a plain DataLoader over
-``MixDataset`` for about half the CPU: each worker mixes whole batches in place into reused shared memory.
+Training reads batches through :class:`bsmamba2.data.loader.BatchLoader`, which gives the same tensors as a
+plain DataLoader over ``MixDataset`` for about half the CPU.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import multiprocessing as mp
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Sampler
 from tqdm import tqdm
 
 from bsmamba2 import audio
-from bsmamba2.data import activity, augment
-from bsmamba2.data.musdb import STEMS, TrackInfo, find_tracks, load_track, num_frames, read_stem
+from bsmamba2.data import activity, augment, layouts
+from bsmamba2.data.musdb import STEMS, TrackInfo, load_track, num_frames, read_stem
 from bsmamba2.errors import AudioError, UserError
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class SamplerConfig:
-    """How training examples are drawn. Defaults follow the official recipe (OFFICIAL_SPEC §6).
+class MixRecipe:
+    """How random-mix examples are drawn: the fields training's ``data`` section shares with the sampler,
+    with the one set of defaults, the official recipe (OFFICIAL_SPEC §6).
 
-    segment_seconds: example length (official 8 s). targets: stems returned as targets, in this order.
-    gain_range: per-stem gain U(lo, hi), None for no gain. p_silent: probability that a stem (targets
-    included) is zeroed. p_channel_swap / p_polarity_flip: per-stem extras, off by default (not official).
-    activity_threshold: SAD threshold floor (official 1e-3); a stem only draws windows where more than half
-    of its ten sub-chunks are above max(15 % quantile, floor) in both channels. None disables SAD.
-    activity_stems: stems SAD applies to; None means every mixed stem (official), e.g. ("vocals",) only
-    the target. items_per_epoch: dataset length (official 6000 for training, 1200 for validation).
-    stems: stems mixed into the mixture; None means every stem found (MUSDB: the four).
-    aligned: take all stems from one track and offset (official validation) instead of random mixing.
+    segment_seconds: example length (official 8 s). gain_range: per-stem gain U(lo, hi), None for no gain.
+    p_silent: probability that a stem (targets included) is zeroed. p_channel_swap / p_polarity_flip:
+    per-stem extras, off by default (not official). activity_threshold: SAD threshold floor (official 1e-3);
+    a stem only draws windows where more than half of its ten sub-chunks are above max(15 % quantile,
+    floor) in both channels. None disables SAD. activity_stems: stems SAD applies to; None means every mixed
+    stem (official), e.g. ("vocals",) only the target. stems: stems mixed into the mixture; None means every
+    stem found (MUSDB: the four). items_per_epoch: dataset length (official 6000 for training, 1200 for
+    validation).
     """
 
     segment_seconds: float = 8.0
-    targets: tuple[str, ...] = ("vocals",)
-    sample_rate: int = 44100
     gain_range: tuple[float, float] | None = (0.5, 1.5)
     p_silent: float = 0.1
     p_channel_swap: float = 0.0
     p_polarity_flip: float = 0.0
     activity_threshold: float | None = activity.DEFAULT_FLOOR
-    items_per_epoch: int = 6000
     activity_stems: tuple[str, ...] | None = None
     stems: tuple[str, ...] | None = None
-    aligned: bool = False
+    items_per_epoch: int = 6000
 
-    def __post_init__(self) -> None:
+    def check_recipe(self, prefix: str = "") -> None:
+        """Raise a one-line UserError for an out-of-range field (``prefix`` names the config section)."""
         if self.segment_seconds <= 0:
-            raise UserError(f"segment_seconds must be > 0, got {self.segment_seconds}")
-        if not self.targets:
-            raise UserError("targets must name at least one stem")
+            raise UserError(f"{prefix}segment_seconds must be positive, got {self.segment_seconds}")
         if self.gain_range is not None and not 0 <= self.gain_range[0] <= self.gain_range[1]:
-            raise UserError(f"gain_range must be (lo, hi) with 0 <= lo <= hi, got {self.gain_range}")
+            raise UserError(f"{prefix}gain_range must be (lo, hi) with 0 <= lo <= hi, got {self.gain_range}")
         for name in ("p_silent", "p_channel_swap", "p_polarity_flip"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
-                raise UserError(f"{name} must be in [0, 1], got {p}")
+                raise UserError(f"{prefix}{name} must be in [0, 1], got {p}")
         if self.items_per_epoch < 1:
-            raise UserError(f"items_per_epoch must be >= 1, got {self.items_per_epoch}")
+            raise UserError(f"{prefix}items_per_epoch must be positive, got {self.items_per_epoch}")
+
+
+@dataclass(frozen=True)
+class SamplerConfig(MixRecipe):
+    """A :class:`MixRecipe` plus what the model decides: ``targets`` (stems returned as targets, in this
+    order) and ``sample_rate``; ``aligned`` takes all stems from one track and offset (official validation)
+    instead of random mixing."""
+
+    targets: tuple[str, ...] = ("vocals",)
+    sample_rate: int = 44100
+    aligned: bool = False
+
+    def __post_init__(self) -> None:
+        self.check_recipe()
+        if not self.targets:
+            raise UserError("targets must name at least one stem")
+
+    @classmethod
+    def from_recipe(cls, recipe: MixRecipe, **model_fields: Any) -> SamplerConfig:
+        """The recipe's fields (of a MixRecipe or a subclass such as training's DataConfig) plus
+        ``targets`` / ``sample_rate`` / ``aligned``."""
+        shared = {f.name: getattr(recipe, f.name) for f in fields(MixRecipe)}
+        return cls(**shared, **model_fields)
 
     @classmethod
     def validation(cls, **overrides: object) -> SamplerConfig:
@@ -91,14 +108,19 @@ class MixDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """
 
     def __init__(
-        self, root: str | Path, subset: str = "train", cfg: SamplerConfig = SamplerConfig(), seed: int = 0
+        self,
+        root: str | Path,
+        subset: str = "train",
+        cfg: SamplerConfig = SamplerConfig(),
+        seed: int = 0,
+        layout: str = layouts.DEFAULT_LAYOUT,
     ) -> None:
         self.root = Path(root).expanduser()
         self.cfg = cfg
         self.seed = int(seed)
         self.epoch = 0
         self.segment = int(round(cfg.segment_seconds * cfg.sample_rate))
-        self.tracks: list[TrackInfo] = find_tracks(self.root, subset, stems=None)
+        self.tracks: list[TrackInfo] = layouts.find_tracks(self.root, subset, stems=None, layout=layout)
         found = {s for t in self.tracks for s in t.stems}
         order = [s for s in STEMS if s in found] + sorted(found - set(STEMS))
         self.stems: tuple[str, ...] = tuple(cfg.stems) if cfg.stems is not None else tuple(order)
@@ -235,7 +257,7 @@ class MixDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
         new tensors (in shared memory inside a DataLoader worker, as ``default_collate`` does)."""
         b, n, s = len(indices), self.segment, len(self.cfg.targets)
         if out is None:
-            out = _new_output((b, 2, n)), _new_output((b, s, 2, n))
+            out = output_tensor((b, 2, n)), output_tensor((b, s, 2, n))
         mix, targets = out[0][:b], out[1][:b]
         if (
             mix.shape != (b, 2, n)
@@ -293,7 +315,7 @@ class MixDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
         mix_out[...] = mix.T
 
 
-def _new_output(shape: tuple[int, ...]) -> torch.Tensor:
+def output_tensor(shape: tuple[int, ...]) -> torch.Tensor:
     """An uninitialized float32 tensor, in shared memory inside a DataLoader worker (so that it is sent to
     the main process without a copy) and in NumPy-allocated memory (huge pages where available) elsewhere."""
     if torch.utils.data.get_worker_info() is None:
@@ -302,109 +324,15 @@ def _new_output(shape: tuple[int, ...]) -> torch.Tensor:
     return torch.empty(0, dtype=torch.float32).set_(storage).view(shape)
 
 
-class _Batches(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor, int]]):
-    """What :class:`BatchLoader`'s workers index: a list of indices -> ``(mixture, targets, slot)``.
-
-    A worker mixes each batch into one of ``slots`` output buffers of its own in shared memory, allocated on
-    first use and reused from then on: fresh shared memory costs a page fault and a zeroed page per 4 KiB,
-    which on a 2-core VM took twice as long as the mixing itself (2026-11-22). A slot is reused only once
-    the main process handed it back (``free[slot]``, a semaphore the worker takes and BatchLoader gives back
-    once the batch is copied out). Without a free slot the batch goes to new shared memory, tagged slot -1;
-    nothing ever waits.
-    """
-
-    def __init__(self, dataset: MixDataset, batch_size: int, slots: int) -> None:
-        self.dataset, self.batch_size, self.slots = dataset, batch_size, slots
-        self.free: list[Any] = []  # slots x workers semaphores, set by BatchLoader before its workers start
-        self._ring: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # this worker's buffers by slot id
-
-    def __getitem__(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, int]:
-        info = torch.utils.data.get_worker_info()
-        if info is not None and self.free:
-            for slot in range(info.id * self.slots, (info.id + 1) * self.slots):
-                if self.free[slot].acquire(block=False):
-                    try:
-                        if slot not in self._ring:
-                            n, s = self.dataset.segment, len(self.dataset.cfg.targets)
-                            b = self.batch_size
-                            self._ring[slot] = _new_output((b, 2, n)), _new_output((b, s, 2, n))
-                        return (*self.dataset.batch(indices, out=self._ring[slot]), slot)
-                    except BaseException:
-                        self.free[slot].release()  # the batch never left this worker
-                        raise
-        return (*self.dataset.batch(indices), -1)
-
-
-class BatchLoader:
-    """The training data loader: batches ``(mixture (B, 2, N), targets (B, S, 2, N))`` of ``sampler``'s
-    indices, the same tensors as ``DataLoader(dataset, batch_size, sampler=sampler, drop_last=drop_last)``
-    yields (that per-item path stays available and readable), for a fraction of the CPU.
-
-    A ``DataLoader`` over index lists (``batch_size=None`` and a ``BatchSampler``) whose workers each mix a
-    whole batch in place (:meth:`MixDataset.batch`) into reused shared-memory buffers (:class:`_Batches`),
-    instead of building per-item tensors and stacking them into new shared memory. Each batch is copied out
-    of its buffer in the main process (by the DataLoader's pinning thread when ``pin_memory``, else here)
-    before the buffer is handed back, so a batch stays valid for as long as the caller keeps it.
-    """
-
-    def __init__(
-        self,
-        dataset: MixDataset,
-        sampler: Sampler[int] | Iterable[int],
-        batch_size: int,
-        *,
-        num_workers: int = 0,
-        pin_memory: bool = False,
-        drop_last: bool = False,
-        persistent_workers: bool = False,
-        prefetch_factor: int = 2,
-    ) -> None:
-        # a worker has at most prefetch_factor batches in flight (a few more when the main process holds
-        # batches back to keep order); one slot more lets it start the next while the main process copies
-        self.batches = _Batches(dataset, batch_size, slots=prefetch_factor + 1)
-        self.num_workers = num_workers
-        self.persistent = persistent_workers and num_workers > 0
-        self.loader = DataLoader(
-            self.batches,
-            batch_size=None,  # batching is done by the sampler and the dataset
-            sampler=BatchSampler(sampler, batch_size, drop_last),
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            persistent_workers=persistent_workers,
-            prefetch_factor=prefetch_factor if num_workers > 0 else None,
-        )
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        if self.num_workers > 0 and not (self.persistent and self.batches.free):
-            # new workers (started by iter() below) get every slot free
-            self.batches.free = [mp.BoundedSemaphore(1) for _ in range(self.num_workers * self.batches.slots)]
-        free = self.batches.free
-        mapped: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        for mix, targets, slot in self.loader:
-            if slot >= 0:
-                if mix.is_shared():  # not copied out by the pinning thread: copy it out here
-                    # kept mapped, torch finds the slot's buffers again next time (it caches shared storages
-                    # by file): no new mapping and no page faults per batch
-                    mapped[slot] = mix, targets
-                    mix, targets = _copy(mix), _copy(targets)
-                free[slot].release()
-            yield mix, targets
-
-
-def _copy(x: torch.Tensor) -> torch.Tensor:
-    # NumPy: a plain single-threaded memcpy (torch's copy would wake, then spin, the intra-op threads)
-    return torch.from_numpy(np.array(x.numpy(), copy=True))
-
-
 def iter_tracks(
-    root: str | Path, subset: str = "valid", stems: Sequence[str] | None = None
+    root: str | Path,
+    subset: str = "valid",
+    stems: Sequence[str] | None = None,
+    layout: str = layouts.DEFAULT_LAYOUT,
 ) -> Iterator[tuple[TrackInfo, np.ndarray, dict[str, np.ndarray]]]:
     """Full tracks for validation/test: yields ``(info, mixture (2, N), {stem: reference (2, N)})`` one track
     at a time (float32, 44.1 kHz). A track that fails to read is skipped with a warning."""
-    for info in find_tracks(root, subset, stems=stems):
+    for info in layouts.find_tracks(root, subset, stems=stems, layout=layout):
         try:
             mix, refs = load_track(info, stems)
         except AudioError as e:

@@ -4,7 +4,9 @@
     result = train(load_config("configs/tiny.yaml", ["data.root=/data/musdb18hq", "max_steps=100"]))
 
 Modules: ``config`` (TrainConfig and its sections), ``loss`` (OFFICIAL_SPEC §5), ``ema``, ``ckpt`` (checkpoint
-folders, resume), ``loop`` (the loop, run-folder layout in its docstring), ``cli`` (``bsmamba2 train``).
+folders, resume), ``build`` (device, data, model, optimizer, resume), ``step`` (one optimizer step, the LR
+schedule), ``validate``, ``logs`` (log.txt, TensorBoard), ``checkpointer``, ``loop`` (the loop, run-folder
+layout in its docstring), ``cli`` (``bsmamba2 train``).
 """
 
 from bsmamba2.train.config import TrainConfig, load_config

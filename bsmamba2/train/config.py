@@ -6,7 +6,7 @@ A YAML file mirrors ``TrainConfig`` section by section (see ``configs/*.yaml``):
     batch_size: 5                 # clips per process and micro-batch
     grad_accum: 6                 # micro-batches per optimizer step
     model:  {preset: paper, ...}  # ModelConfig preset (paper | roformer_paper | tiny) + field overrides
-    data:   {root: ..., segment_seconds: 8.0, ...}
+    data:   {root: ..., layout: musdb, segment_seconds: 8.0, ...}
     optim:  {lr: 5.0e-4, weight_decay: 0.01, grad_clip: 3.0, schedule: constant, ...}
     loss:   {lambda_time: 10.0, windows: [4096, 2048, 1024, 512, 256], hop_length: 147, ...}
     valid:  {every: 1000, segment_seconds: 8.0, overlap: 0.0, ...}
@@ -31,40 +31,35 @@ from typing import Any
 import yaml
 
 from bsmamba2.config import ModelConfig
+from bsmamba2.data.layouts import DEFAULT_LAYOUT, LAYOUTS
+from bsmamba2.data.sampler import MixRecipe
+from bsmamba2.device import TRAIN_PRECISIONS
 from bsmamba2.errors import UserError
 
 MODEL_PRESETS = ("paper", "roformer_paper", "tiny")
 SCHEDULES = ("constant", "cosine")
-PRECISIONS = ("bf16", "fp32")
 BEST_METRICS = ("usdr", "csdr")
 
 
 @dataclass(frozen=True)
-class DataConfig:
-    """Where the stems are and how training clips are drawn (the sampler's fields; OFFICIAL_SPEC §6).
+class DataConfig(MixRecipe):
+    """Where the stems are, plus how training clips are drawn: the sampler's :class:`MixRecipe` fields
+    (segment_seconds, gain_range, p_silent, p_channel_swap, p_polarity_flip, activity_threshold,
+    activity_stems, stems, items_per_epoch), whose defaults are the official recipe (OFFICIAL_SPEC §6).
 
     The separated stems and the sample rate come from the model config, so they are not repeated here.
     """
 
-    root: str = ""  # a MUSDB18HQ-layout folder: ROOT/{train,valid,test}/TRACK/{mixture,vocals,...}.wav
+    root: str = ""  # the dataset folder, e.g. MUSDB18HQ: ROOT/{train,valid,test}/TRACK/{vocals,...}.wav
     train_subset: str = "train"
-    segment_seconds: float = 8.0  # training clip length (paper Table I: 8 s)
-    gain_range: tuple[float, float] | None = (0.5, 1.5)  # per-stem gain ~ U(lo, hi); null = no gain
-    p_silent: float = 0.1  # probability that a stem (vocals included) is zeroed
-    p_channel_swap: float = 0.0  # not in the official recipe
-    p_polarity_flip: float = 0.0  # not in the official recipe
-    activity_threshold: float | None = 1e-3  # SAD threshold floor (official); null = draw windows uniformly
-    activity_stems: tuple[str, ...] | None = None  # stems SAD applies to; null = every mixed stem (official)
-    stems: tuple[str, ...] | None = None  # stems mixed into the mixture; null = every stem found
-    items_per_epoch: int = 6000  # clips per epoch, over all processes
+    layout: str = DEFAULT_LAYOUT  # how ROOT splits into subsets: musdb | folders (bsmamba2.data.layouts)
     num_workers: int = 2  # DataLoader worker processes per training process
 
     def __post_init__(self) -> None:
         _coerce_fields(self, "data")
-        if self.segment_seconds <= 0:
-            raise UserError(f"data.segment_seconds must be positive, got {self.segment_seconds}")
-        if self.items_per_epoch <= 0:
-            raise UserError(f"data.items_per_epoch must be positive, got {self.items_per_epoch}")
+        self.check_recipe("data.")
+        if self.layout not in LAYOUTS:
+            raise UserError(f"data.layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
         if self.num_workers < 0:
             raise UserError(f"data.num_workers must be >= 0, got {self.num_workers}")
 
@@ -174,8 +169,8 @@ class TrainConfig:
         _coerce_fields(self, "")
         if self.fused not in ("auto", "on", "off"):
             raise UserError(f"fused must be auto, on or off, got {self.fused!r}")
-        if self.precision not in PRECISIONS:
-            raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision not in TRAIN_PRECISIONS:
+            raise UserError(f"precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {self.precision!r}")
         for name in ("batch_size", "grad_accum", "log_every", "ckpt_every", "keep_last", "max_bad_steps"):
             if getattr(self, name) <= 0:
                 raise UserError(f"{name} must be positive, got {getattr(self, name)}")
