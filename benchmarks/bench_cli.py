@@ -83,9 +83,8 @@ def paper_model_file(folder: Path) -> Path:
     """The paper config (48.1M) with random weights, saved as a model file."""
     import torch
 
-    from bsmamba2.config import ModelConfig
-
     from bsmamba2.checkpoints import save_model
+    from bsmamba2.config import ModelConfig
     from bsmamba2.model import build_model
 
     torch.manual_seed(0)
@@ -144,7 +143,6 @@ def model_only_rows(args: argparse.Namespace, work: Path) -> list[dict[str, Any]
     from bsmamba2.api import Separator
     from bsmamba2.apply import apply_model
     from bsmamba2.config import ModelConfig
-
     from bsmamba2.model import build_model
 
     default = Separator.from_pretrained(None, device=args.device)  # the CLI's defaults
@@ -153,14 +151,21 @@ def model_only_rows(args: argparse.Namespace, work: Path) -> list[dict[str, Any]
     mix = torch.randn(2, int(args.seconds * SR), device=dev) * 0.1
     cands: list[tuple[str, Any]] = [
         ("BSMamba2 bundled (6.8M)", lambda: default.model),
-        ("BSMamba2 paper (48.1M)", lambda: Separator.from_pretrained(work / "paper.safetensors", device=dev).model),
+        (
+            "BSMamba2 paper (48.1M)",
+            lambda: Separator.from_pretrained(work / "paper.safetensors", device=dev).model,
+        ),
         ("BS-RoFormer baseline (74.5M)", lambda: build_model(ModelConfig.roformer_paper()).to(dev).eval()),
     ]
     if args.bundled_only:
         cands = [cands[0], ("htdemucs (demucs 4.1, 26.9M)", lambda: htdemucs().to(dev).eval())]
-    cands += [
-        ("htdemucs (demucs 4.1, 26.9M)", lambda: htdemucs().to(dev).eval()),
-    ] if not args.bundled_only else []
+    cands += (
+        [
+            ("htdemucs (demucs 4.1, 26.9M)", lambda: htdemucs().to(dev).eval()),
+        ]
+        if not args.bundled_only
+        else []
+    )
     rows = []
     for name, make in cands:
         try:
@@ -209,7 +214,13 @@ def md_table(rows: list[dict[str, Any]]) -> str:
     cols = [c for c in rows[0] if not c.startswith("_")]
     out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        out.append("| " + " | ".join(f"{r.get(c):.2f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols) + " |")
+        out.append(
+            "| "
+            + " | ".join(
+                f"{r.get(c):.2f}" if isinstance(r.get(c), float) else str(r.get(c, "")) for c in cols
+            )
+            + " |"
+        )
     return "\n".join(out)
 
 
@@ -225,7 +236,11 @@ def fixed_costs() -> dict[str, float]:
 def header(args: argparse.Namespace) -> str:
     import torch
 
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() and args.device != "cpu" else platform.processor()
+    dev = (
+        torch.cuda.get_device_name(0)
+        if torch.cuda.is_available() and args.device != "cpu"
+        else platform.processor()
+    )
     return (
         f"{datetime.date.today()}, {dev}, torch {torch.__version__}, Python {platform.python_version()}, "
         f"{os.cpu_count()} CPU cores; command: `python benchmarks/bench_cli.py {' '.join(sys.argv[1:])}`"
