@@ -68,3 +68,26 @@ def test_too_few_items_for_the_batch(tmp_path: Path) -> None:
     assert len(build.training_data(cfg, DistEnv())[1]) == 3
     with pytest.raises(UserError, match="too small for batch_size=2 on 2 process"):
         build.training_data(cfg, DistEnv(0, 2, 0))
+
+
+def test_init_from_copies_weights_and_checks_the_architecture(tmp_path: Path) -> None:
+    from bsmamba2.checkpoints import save_model
+    from bsmamba2.model import build_model
+
+    base = ["device=cpu", "data.root=unused", f"run_dir={tmp_path / 'run'}"]
+    cfg = load_config(CONFIGS / "tiny.yaml", base)
+    torch.manual_seed(5)
+    source = build_model(cfg.model)
+    path = save_model(source, tmp_path / "init.safetensors")
+    warm = build.make_model(cfg.replace(init_from=str(path)), torch.device("cpu"))
+    fresh = build.make_model(cfg, torch.device("cpu"))
+    for (k, a), b, c in zip(
+        source.state_dict().items(), warm.state_dict().values(), fresh.state_dict().values()
+    ):
+        assert torch.equal(a, b), k
+    assert any(
+        not torch.equal(a, c) for a, c in zip(source.state_dict().values(), fresh.state_dict().values())
+    )
+    other = load_config(CONFIGS / "tiny.yaml", [*base, "model.dim=24"])
+    with pytest.raises(UserError, match="differs"):
+        build.make_model(other.replace(init_from=str(path)), torch.device("cpu"))

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DistributedSampler, Sampler
 
+from bsmamba2.checkpoints import load_state, load_weights
 from bsmamba2.config import ModelConfig
 from bsmamba2.data import layouts
 from bsmamba2.data.loader import BatchLoader
@@ -145,8 +146,18 @@ def make_model(cfg: TrainConfig, device: torch.device) -> BandSplitSeparator:
     auto = device.type == "cuda" and importlib.util.find_spec("triton") is not None
     fused = cfg.fused == "on" or (cfg.fused == "auto" and auto)
     model = _build_model(cfg.model, backend=cfg.backend, device=device, fused=fused)
+    if cfg.init_from:
+        init_weights(model, cfg.init_from)
     model.recompute = cfg.recompute  # activation checkpointing: a training-only switch
     return model
+
+
+def init_weights(model: BandSplitSeparator, path: str) -> None:
+    """Copy the weights of the model file ``path`` into ``model``; its config must be the run's model config."""
+    cfg, state = load_state(path)
+    if cfg.to_dict() != model.cfg.to_dict():
+        raise UserError(f"init_from={path}: its model config differs from this run's model section")
+    load_weights(model, state, source=path)
 
 
 def _build_model(mc: ModelConfig, *, backend: str, device: torch.device, fused: bool) -> BandSplitSeparator:

@@ -159,6 +159,9 @@ class TrainConfig:
     keep_last: int = 3  # step_XXXXXX checkpoints to keep (plus the one "best" points at)
     max_bad_steps: int = 10  # stop after this many consecutive non-finite losses
     progress: bool = True  # tqdm bar on rank 0
+    # a model file whose weights start a new run (fine-tuning / warm start); its architecture must be this
+    # config's model. Ignored on --resume (the checkpoint has the weights). "" = fresh initialisation.
+    init_from: str = ""
     model: ModelConfig = field(default_factory=ModelConfig.paper)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
