@@ -126,7 +126,7 @@ def profile_step(rep: Report, name: str, step: Any) -> None:
 
 
 def run(rep: Report, dl: Deadline, batch: int, seconds: float, steps: int, profile: list[str]) -> None:
-    from bsmamba2.model.checkpoint import build_model
+    from bsmamba2.model import build_model
 
     for v in variants():
         if ONLY and not any(o in v["name"] for o in ONLY):
@@ -137,11 +137,10 @@ def run(rep: Report, dl: Deadline, batch: int, seconds: float, steps: int, profi
 
         def one(v: dict[str, Any] = v) -> None:
             torch.manual_seed(0)
-            model = build_model(v["cfg"], backend=v["backend"]).to(DEV).train()
+            fused = bool(v.get("fused"))
+            model = build_model(v["cfg"], backend=v["backend"], device=DEV, fused=fused).train()
             if v.get("recompute"):
                 model.recompute = True
-            if v.get("fused"):
-                model.set_fused(True)
             nparams = sum(p.numel() for p in model.parameters())
             step = train_step_factory(model, batch, seconds, v["cfg"].sample_rate, v["cfg"].num_stems)
             row: dict[str, Any] = dict(model=v["name"], params_m=nparams / 1e6, batch=f"{batch}×{seconds:g}s")

@@ -17,16 +17,15 @@ from pathlib import Path
 import torch
 
 from bsmamba2.errors import UserError
+from bsmamba2.model.mixers import ssd
 
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-# Mamba2 scan backends a user picks (bsmamba2.model.mixers.ssd.resolve_backend; "torch" = the reference)
-BACKENDS = ("auto", "torch", "triton")
-BACKEND_HELP = (
-    "Mamba2 scan: auto (fused Triton on CUDA, else the PyTorch reference), torch (the reference), triton"
-)
+# Mamba2 scan backends a user picks, and their --help line: defined by the backend registry
+BACKENDS = ssd.USER_BACKENDS
+BACKEND_HELP = ssd.BACKEND_HELP
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 _logged: set[str] = set()
 

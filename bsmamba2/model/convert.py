@@ -82,8 +82,9 @@ class Converted:
 def official_state_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Parameter names and shapes of the official ``BSModel`` for ``cfg`` (OFFICIAL_SPEC §2.1), in its
     state-dict order (which is also its ``parameters()`` order: the model has no buffers)."""
-    d, di, h = cfg.dim, cfg.d_inner, cfg.nheads
-    gn = cfg.ngroups * cfg.d_state
+    m = cfg.mamba2
+    d, di, h = cfg.dim, m.d_inner(cfg.dim), m.nheads(cfg.dim)
+    gn = m.ngroups * m.d_state
     conv = di + 2 * gn  # x, B, C share the depthwise convolution
     hidden = cfg.mask_mlp_mult * d
     feats = [2 * cfg.audio_channels * w for w in cfg.band_widths]  # real + imag per channel and bin
@@ -97,7 +98,7 @@ def official_state_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
                 out[p + "mixer.A_log"] = (h,)
                 out[p + "mixer.D"] = (h,)
                 out[p + "mixer.in_proj.weight"] = (2 * di + 2 * gn + h, d)  # z, x, B, C, dt
-                out[p + "mixer.conv1d.weight"] = (conv, 1, cfg.d_conv)
+                out[p + "mixer.conv1d.weight"] = (conv, 1, m.d_conv)
                 out[p + "mixer.conv1d.bias"] = (conv,)
                 out[p + "mixer.norm.weight"] = (di,)
                 out[p + "mixer.out_proj.weight"] = (d, di)
@@ -409,11 +410,13 @@ def infer_config(
         n_fft=n_fft,
         band_widths=widths,
         mask_mlp_mult=hidden // dim,
-        d_state=gn // ngroups,
-        expand=d_inner // dim,
-        headdim=d_inner // nheads,
-        ngroups=ngroups,
-        d_conv=d_conv,
+        mamba2=dict(
+            d_state=gn // ngroups,
+            expand=d_inner // dim,
+            headdim=d_inner // nheads,
+            ngroups=ngroups,
+            d_conv=d_conv,
+        ),
     )
     for name, value in (
         ("hop_length", hp.stft_int("hop_length")),
@@ -540,7 +543,7 @@ class _HParams:
             ("win_length", self.stft.get("win_length"), values["n_fft"]),
         ]
         for key in ("d_state", "expand", "headdim", "d_conv"):
-            checks.append((key, self.model.get(key), values[key]))
+            checks.append((key, self.model.get(key), values["mamba2"][key]))
         for key, said, actual in checks:
             if said is not None and isinstance(said, (bool, int)) and said != actual:
                 log.warning(
