@@ -70,10 +70,7 @@ def build(v: dict[str, Any]) -> torch.nn.Module:
     from bsmamba2.model import build_model
 
     torch.manual_seed(0)
-    model = build_model(v["cfg"], backend=v["backend"]).to(DEV).eval()
-    if v.get("fused"):
-        model.set_fused(True)
-    return model
+    return build_model(v["cfg"], backend=v["backend"], device=DEV, fused=bool(v.get("fused"))).eval()
 
 
 def song_throughput(rep: Report, dl: Deadline, song_s: float) -> None:

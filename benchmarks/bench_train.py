@@ -137,11 +137,10 @@ def run(rep: Report, dl: Deadline, batch: int, seconds: float, steps: int, profi
 
         def one(v: dict[str, Any] = v) -> None:
             torch.manual_seed(0)
-            model = build_model(v["cfg"], backend=v["backend"]).to(DEV).train()
+            fused = bool(v.get("fused"))
+            model = build_model(v["cfg"], backend=v["backend"], device=DEV, fused=fused).train()
             if v.get("recompute"):
                 model.recompute = True
-            if v.get("fused"):
-                model.set_fused(True)
             nparams = sum(p.numel() for p in model.parameters())
             step = train_step_factory(model, batch, seconds, v["cfg"].sample_rate, v["cfg"].num_stems)
             row: dict[str, Any] = dict(model=v["name"], params_m=nparams / 1e6, batch=f"{batch}×{seconds:g}s")

@@ -3,6 +3,11 @@
 Every model default lives here, once. ``ModelConfig.paper()`` is the authors' official BSMamba2 setting
 (OFFICIAL_SPEC §1.1, §1.6); ``ModelConfig.roformer_paper()`` is the BS-RoFormer baseline of the paper's
 Table I; ``ModelConfig.tiny()`` is for tests.
+
+The settings of each sequence mixer are a section of ``ModelConfig`` named after the mixer (``cfg.mamba2``,
+``cfg.roformer``; YAML ``model.mamba2.d_state: 64``). Configs written before the sections existed kept those
+settings as flat keys (``d_state``, ``heads``, ...); ``from_dict`` and ``model_config_from_dict`` still read
+them (``LEGACY_KEYS``), ``to_dict`` writes the sections.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from bsmamba2.configio import ConfigError, check_keys, coerce_mapping, from_mapping
+
 # The official 62-band layout over the 1025 bins of a 2048-point STFT (OFFICIAL_SPEC §1.1):
 # 24 bands of 2 bins, 12 of 4, 8 of 12, 8 of 24, 8 of 48, then 128 and 129.
 PAPER_BAND_WIDTHS: tuple[int, ...] = (2,) * 24 + (4,) * 12 + (12,) * 8 + (24,) * 8 + (48,) * 8 + (128, 129)
 
-MIXERS = ("mamba2", "roformer")
+PRESETS = ("paper", "roformer_paper", "tiny")  # ModelConfig class methods a YAML model section may name
 DEFAULT_STEMS: dict[int, tuple[str, ...]] = {
     1: ("vocals",),
     2: ("vocals", "other"),
@@ -53,11 +60,77 @@ def scale_band_widths(n_bins: int, widths: tuple[int, ...] = PAPER_BAND_WIDTHS) 
     return tuple(out)
 
 
+def _check_positive(obj: Any, section: str) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value <= 0:
+            raise ValueError(f"{section}.{f.name} must be positive, got {value}")
+
+
+@dataclass(frozen=True)
+class Mamba2Config:
+    """Settings of the Mamba2 mixer (mamba_ssm v2.2.2 defaults with expand=4, OFFICIAL_SPEC §1.6)."""
+
+    d_state: int = 128  # N: state size of every head
+    expand: int = 4  # d_inner = expand · dim
+    headdim: int = 64  # P: channels per head, so d_inner / headdim heads
+    ngroups: int = 1  # B and C are shared by the heads of a group
+    d_conv: int = 4  # kernel length of the causal depthwise convolution
+    # Block length of the chunked SSD. It changes rounding only, never the function (the official fused
+    # kernel used 256); 64 keeps the plain-PyTorch path's O(length·chunk) memory four times smaller.
+    chunk_size: int = 64
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "mamba2")
+
+    def d_inner(self, dim: int) -> int:
+        """Channels inside the mixer for a model of width ``dim``."""
+        return self.expand * dim
+
+    def nheads(self, dim: int) -> int:
+        return self.d_inner(dim) // self.headdim
+
+    def check(self, dim: int) -> None:
+        """ValueError unless the heads and groups tile a model of width ``dim``."""
+        if self.d_inner(dim) % self.headdim:
+            raise ValueError(f"expand*dim={self.d_inner(dim)} must be divisible by headdim={self.headdim}")
+        if self.nheads(dim) % self.ngroups:
+            raise ValueError(f"nheads={self.nheads(dim)} must be divisible by ngroups={self.ngroups}")
+
+
+@dataclass(frozen=True)
+class RoFormerConfig:
+    """Settings of the RoFormer mixer of the BS-RoFormer baseline (paper Table I: 8 heads of 64)."""
+
+    heads: int = 8
+    dim_head: int = 64
+    ff_mult: int = 4  # feed-forward hidden size = ff_mult · dim
+
+    def __post_init__(self) -> None:
+        _check_positive(self, "roformer")
+
+    def check(self, dim: int) -> None:
+        """Any width works: attention projects to heads · dim_head and back."""
+
+
+# Each mixer's settings class, by mixer name; the ModelConfig field of that name holds them. The model side
+# registers the mixer under the same name (bsmamba2.model.mixers), which checks it against this table.
+MIXER_SETTINGS: dict[str, type] = {"mamba2": Mamba2Config, "roformer": RoFormerConfig}
+MIXERS = tuple(MIXER_SETTINGS)
+# The flat keys that model configs (checkpoint JSON, YAML) had before the mixer sections, and their section.
+LEGACY_KEYS: dict[str, str] = {
+    **{k: "mamba2" for k in ("d_state", "expand", "headdim", "ngroups", "d_conv", "chunk_size")},
+    **{k: "roformer" for k in ("heads", "dim_head", "ff_mult")},
+}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Hyper-parameters of a band-split separator (BSMamba2 or the BS-RoFormer baseline).
 
-    Defaults reproduce the authors' official BSMamba2 (48.1M parameters).
+    Defaults reproduce the authors' official BSMamba2 (48.1M parameters). ``mixer`` picks the sequence
+    mixer; its settings are the section of the same name (``mamba2`` or ``roformer``), the other is unused.
+    A section may be given as a mapping of the settings that differ from its defaults.
     """
 
     mixer: str = "mamba2"  # "mamba2" (BSMamba2) or "roformer" (BS-RoFormer baseline)
@@ -70,19 +143,8 @@ class ModelConfig:
     hop_length: int = 441
     band_widths: tuple[int, ...] = PAPER_BAND_WIDTHS
     mask_mlp_mult: int = 4  # hidden size of the mask MLP = mult * dim
-    # Mamba2 mixer (mamba_ssm v2.2.2 defaults with expand=4, OFFICIAL_SPEC §1.6)
-    d_state: int = 128
-    expand: int = 4
-    headdim: int = 64
-    ngroups: int = 1
-    d_conv: int = 4
-    # Block length of the chunked SSD. It changes rounding only, never the function (the official fused
-    # kernel used 256); 64 keeps the plain-PyTorch path's O(length·chunk) memory four times smaller.
-    chunk_size: int = 64
-    # RoFormer mixer (paper Table I baseline: dim 384, depth 6, 8 heads)
-    heads: int = 8
-    dim_head: int = 64
-    ff_mult: int = 4
+    mamba2: Mamba2Config = field(default_factory=Mamba2Config)
+    roformer: RoFormerConfig = field(default_factory=RoFormerConfig)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -92,7 +154,11 @@ class ModelConfig:
             object.__setattr__(self, "stems", tuple(self.stems))
         if isinstance(self.band_widths, list):
             object.__setattr__(self, "band_widths", tuple(self.band_widths))
-        for name in ("dim", "depth", "n_fft", "hop_length", "sample_rate", "d_state", "expand", "headdim"):
+        for name, settings_cls in MIXER_SETTINGS.items():
+            value = getattr(self, name)
+            if isinstance(value, Mapping):
+                object.__setattr__(self, name, from_mapping(settings_cls, value, name))
+        for name in ("dim", "depth", "n_fft", "hop_length", "sample_rate"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
         if not self.stems or len(set(self.stems)) != len(self.stems):
@@ -105,15 +171,14 @@ class ModelConfig:
             raise ValueError(
                 f"band widths sum to {sum(self.band_widths)} but n_fft={self.n_fft} gives {self.n_bins} bins"
             )
-        if self.mixer == "mamba2":
-            if self.d_inner % self.headdim:
-                raise ValueError(f"expand*dim={self.d_inner} must be divisible by headdim={self.headdim}")
-            if self.nheads % self.ngroups:
-                raise ValueError(f"nheads={self.nheads} must be divisible by ngroups={self.ngroups}")
-            if self.chunk_size <= 0:
-                raise ValueError("chunk_size must be positive")
+        self.mixer_settings.check(self.dim)
 
     # ---- derived sizes -------------------------------------------------------------------------------
+    @property
+    def mixer_settings(self) -> Any:
+        """The section of the active mixer (``self.mamba2`` or ``self.roformer``)."""
+        return getattr(self, self.mixer)
+
     @property
     def n_bins(self) -> int:
         return self.n_fft // 2 + 1
@@ -125,14 +190,6 @@ class ModelConfig:
     @property
     def num_stems(self) -> int:
         return len(self.stems)
-
-    @property
-    def d_inner(self) -> int:
-        return self.expand * self.dim
-
-    @property
-    def nheads(self) -> int:
-        return self.d_inner // self.headdim
 
     # ---- presets -------------------------------------------------------------------------------------
     @classmethod
@@ -147,7 +204,9 @@ class ModelConfig:
 
     @classmethod
     def tiny(cls, mixer: str = "mamba2", **overrides: Any) -> ModelConfig:
-        """A few-thousand-parameter model on a 256-point STFT, for tests (runs in milliseconds on CPU)."""
+        """A few-thousand-parameter model on a 256-point STFT, for tests (runs in milliseconds on CPU).
+
+        A mixer section given as a mapping changes only the settings it names (``mamba2={"d_state": 32}``)."""
         n_fft = overrides.pop("n_fft", 256)
         base: dict[str, Any] = dict(
             mixer=mixer,
@@ -156,18 +215,14 @@ class ModelConfig:
             n_fft=n_fft,
             hop_length=overrides.pop("hop_length", 64),
             band_widths=_tiny_bands(n_fft // 2 + 1),
-            d_state=8,
-            expand=2,
-            headdim=8,
-            chunk_size=16,
-            heads=2,
-            dim_head=8,
+            mamba2=dict(d_state=8, expand=2, headdim=8, chunk_size=16),
+            roformer=dict(heads=2, dim_head=8),
         )
-        base.update(overrides)
-        return cls(**base)
+        return cls(**_merged(base, overrides))
 
     # ---- (de)serialisation ----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON-ready): the mixer settings as sections, ``{"mamba2": {"d_state": ...}}``."""
         d = dataclasses.asdict(self)
         d["stems"] = list(self.stems)
         d["band_widths"] = list(self.band_widths)
@@ -180,18 +235,71 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> ModelConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
-        return cls(**dict(d))
+        """From ``to_dict``'s form, or from the flat form of older files (``d_state`` beside ``dim``).
+
+        Unknown keys and mistyped values are a ``ConfigError`` (a ValueError); invalid models a ValueError."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"a model config must be a mapping, got {type(d).__name__}")
+        return from_mapping(cls, nest_legacy_keys(d), "model")
 
     @classmethod
     def from_json(cls, s: str) -> ModelConfig:
         return cls.from_dict(json.loads(s))
 
     def replace(self, **changes: Any) -> ModelConfig:
+        """A copy with ``changes``; a mixer section given as a mapping changes only the settings it names."""
+        for name in MIXER_SETTINGS:
+            if isinstance(changes.get(name), Mapping):
+                changes[name] = dataclasses.replace(getattr(self, name), **changes[name])
         return dataclasses.replace(self, **changes)
+
+
+def nest_legacy_keys(d: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of model-config mapping ``d`` with the old flat mixer keys moved into their sections:
+    ``{"d_state": 64}`` -> ``{"mamba2": {"d_state": 64}}``. A key given both ways is a ConfigError."""
+    out = dict(d)
+    for key, section in LEGACY_KEYS.items():
+        if key not in out:
+            continue
+        value = out.pop(key)
+        settings = out.get(section, {})
+        if not isinstance(settings, Mapping):
+            raise ConfigError(f"model.{key} cannot be combined with a built model.{section} section")
+        if key in settings:
+            raise ConfigError(f"model.{key} and model.{section}.{key} are the same setting; give it once")
+        out[section] = {**settings, key: value}
+    return out
+
+
+def model_config_from_dict(d: Any) -> ModelConfig:
+    """A YAML model section -> ModelConfig: ``{preset: tiny, dim: 32, mamba2: {d_state: 16}}`` is the preset's
+    model with those fields changed (a section's keys change only those settings of the preset's section).
+    Without a preset the paper's model is the base; flat legacy keys (``d_state: 16``) are read as their
+    section's. Every problem is a one-line ``ConfigError`` (a UserError)."""
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"config section 'model' must be a mapping, got {d!r}")
+    d = nest_legacy_keys(d)
+    check_keys(ModelConfig, d, "model", also=("preset",))
+    preset = d.pop("preset", "paper")
+    if preset not in PRESETS:
+        raise ConfigError(f"model.preset must be one of {', '.join(PRESETS)}, got {preset!r}")
+    kwargs = coerce_mapping(ModelConfig, d, "model", build=False)
+    try:
+        return getattr(ModelConfig, preset)(**kwargs)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"invalid model config: {e}") from None
+
+
+def _merged(base: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated with ``overrides``; a mixer section given as a mapping on both sides is merged."""
+    out = dict(base)
+    for key, value in overrides.items():
+        if key in MIXER_SETTINGS and isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            value = {**out[key], **value}
+        out[key] = value
+    return out
 
 
 def _tiny_bands(n_bins: int) -> tuple[int, ...]:

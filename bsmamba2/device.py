@@ -18,15 +18,14 @@ import torch
 import torch.distributed as dist
 
 from bsmamba2.errors import UserError
+from bsmamba2.model.mixers import ssd
 
 log = logging.getLogger(__name__)
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
-# Mamba2 scan backends a user picks (bsmamba2.model.mixers.ssd.resolve_backend; "torch" = the reference)
-BACKENDS = ("auto", "torch", "triton")
-BACKEND_HELP = (
-    "Mamba2 scan: auto (fused Triton on CUDA, else the PyTorch reference), torch (the reference), triton"
-)
+# Mamba2 scan backends a user picks, and their --help line: defined by the backend registry
+BACKENDS = ssd.USER_BACKENDS
+BACKEND_HELP = ssd.BACKEND_HELP
 # The one precision table: name -> autocast dtype (None = plain fp32). Inference also takes "auto".
 _DTYPES: dict[str, torch.dtype | None] = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 PRECISIONS = ("auto", *_DTYPES)

@@ -104,9 +104,7 @@ def small_cfg(**changes: Any) -> ModelConfig:
         n_fft=SMALL_N_FFT,
         hop_length=8,
         band_widths=SMALL["widths"],
-        d_state=8,
-        expand=2,
-        headdim=8,
+        mamba2=dict(d_state=8, expand=2, headdim=8),
     )
     base.update(changes)
     return ModelConfig(**base)

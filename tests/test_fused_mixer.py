@@ -1,15 +1,15 @@
-"""The fused Mamba2 path (``Mamba2.fused``: torch.compile of the work around the scan) computes the same function.
+"""The fused Mamba2 block (``FusedMamba2Block``: torch.compile of the work around the scan) computes the same
+function as the eager prenorm block, with the same parameters.
 
-* CPU: the module-free forms ``block_in`` / ``block_out`` (what gets compiled) equal the module's eager forward in
-  float64, outputs and every parameter gradient; the causal conv written as shifted multiply-adds equals
+* CPU: a model built with ``fused=True`` has the eager model's parameter names and shapes; with the module-free
+  forms ``block_in`` / ``block_out`` (what gets compiled) standing in for their compiled versions it equals the
+  eager model in float64, outputs and every parameter gradient; the causal conv written as shifted multiply-adds equals
   ``nn.Conv1d(padding=K-1)[..., :l]``.
 * GPU (``-m gpu``): the compiled graphs with the Triton scan agree with the eager reference in float32 and under
   bf16 autocast.
 """
 
 from __future__ import annotations
-
-import copy
 
 import pytest
 import torch
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 import bsmamba2.model.mixers.mamba2 as mm
 from bsmamba2.config import ModelConfig
 from bsmamba2.model import build_model
+from bsmamba2.model.dualpath import PreNormBlock
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -42,17 +43,37 @@ def test_shifted_conv_equals_conv1d() -> None:
     assert _rel(dt, F.softplus(torch.zeros(3, 9, 1, dtype=torch.float64))) < 1e-14
 
 
+def _fused_copy(ref: torch.nn.Module, cfg: ModelConfig, **kwargs: object) -> torch.nn.Module:
+    """The same model built with fused blocks, holding ``ref``'s weights."""
+    fused = build_model(cfg, fused=True, **kwargs).to(next(ref.parameters()).dtype)  # type: ignore[arg-type]
+    fused.load_state_dict(ref.state_dict())  # strict: the same names and shapes
+    return fused
+
+
+def test_fused_build_keeps_the_parameters() -> None:
+    cfg = ModelConfig.tiny(depth=2)
+    eager, fused = build_model(cfg), build_model(cfg, fused=True)
+    shapes = {k: v.shape for k, v in eager.state_dict().items()}
+    assert {k: v.shape for k, v in fused.state_dict().items()} == shapes
+    blocks = [m for m in fused.modules() if isinstance(m, PreNormBlock)]
+    assert len(blocks) == 4 * cfg.depth and all(isinstance(m, mm.FusedMamba2Block) for m in blocks)
+    assert not any(isinstance(m, mm.FusedMamba2Block) for m in eager.modules())
+    # fused=True is ignored by a mixer without a fused form
+    roformer = ModelConfig.tiny(mixer="roformer")
+    assert build_model(roformer, fused=True).state_dict().keys() == build_model(roformer).state_dict().keys()
+
+
 def test_functional_forms_match_module_float64(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
-    ref = build_model(ModelConfig.tiny(), backend="chunked").double()
+    cfg = ModelConfig.tiny()
+    ref = build_model(cfg, backend="torch").double()
     with torch.no_grad():
         for p in ref.parameters():
             p.add_(0.05 * torch.randn_like(p))  # move off the initialisation (ones, zeros)
-    fused = copy.deepcopy(ref)
     # the uncompiled functions stand in for their compiled versions: this checks the math, not the compiler
     monkeypatch.setitem(mm._compiled, "in", mm.block_in)
     monkeypatch.setitem(mm._compiled, "out", mm.block_out)
-    fused.set_fused(True)
+    fused = _fused_copy(ref, cfg)
     wave = 0.1 * torch.randn(2, 2, 9000, dtype=torch.float64)
     a, b = _run(ref, wave), _run(fused, wave)
     assert len(a) == len(b) > 10
@@ -69,10 +90,9 @@ gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU
 def test_gpu_compiled_fused_matches_eager(autocast: bool) -> None:
     torch.set_float32_matmul_precision("highest")
     torch.manual_seed(0)
-    cfg = ModelConfig.tiny(dim=32, headdim=16, d_state=32)
-    ref = build_model(cfg, backend="triton").cuda()
-    fused = copy.deepcopy(ref)
-    fused.set_fused(True)
+    cfg = ModelConfig.tiny(dim=32, mamba2=dict(headdim=16, d_state=32))
+    ref = build_model(cfg, backend="triton", device="cuda")
+    fused = _fused_copy(ref, cfg, backend="triton", device="cuda")
     wave = 0.1 * torch.randn(2, cfg.audio_channels, cfg.sample_rate, device="cuda")
     outs = []
     for m in (ref, fused):

@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from bsmamba2.checkpoints import load_model, save_model
-from bsmamba2.config import PAPER_BAND_WIDTHS, ModelConfig
+from bsmamba2.config import PAPER_BAND_WIDTHS, Mamba2Config, ModelConfig
+from bsmamba2.errors import UserError
 from bsmamba2.model import build_model
-from bsmamba2.model.dualpath import BiMambaBlock, band_pass, time_pass
+from bsmamba2.model.dualpath import BidirectionalBlock, PreNormBlock, band_pass, time_pass
 from bsmamba2.model.mixers.mamba2 import Mamba2
 from bsmamba2.model.mixers.roformer import RoFormerBlock
 
@@ -51,7 +52,7 @@ def test_config_validation() -> None:
     with pytest.raises(ValueError, match="band widths"):
         ModelConfig(band_widths=(1, 2, 3))
     with pytest.raises(ValueError, match="divisible"):
-        ModelConfig(dim=20, expand=1, headdim=64)
+        ModelConfig(dim=20, mamba2=Mamba2Config(expand=1, headdim=64))
     with pytest.raises(ValueError, match="mixer"):
         ModelConfig(mixer="lstm")
     cfg = ModelConfig.tiny(stems=("vocals", "drums"))
@@ -59,13 +60,17 @@ def test_config_validation() -> None:
 
 
 def _tiny_mamba(dim: int = 8) -> Mamba2:
-    return Mamba2(dim, d_state=4, expand=2, headdim=4, chunk_size=4, backend="chunked")
+    return Mamba2(dim, d_state=4, expand=2, headdim=4, chunk_size=4)
+
+
+def _tiny_bimamba(dim: int = 8) -> BidirectionalBlock:
+    return BidirectionalBlock(dim, lambda: PreNormBlock(dim, _tiny_mamba(dim)))
 
 
 def test_bidirectional_symmetry() -> None:
     """Swapping forward/backward weights (and the merge halves) and reversing the input reverses the output."""
     torch.manual_seed(0)
-    block = BiMambaBlock(8, _tiny_mamba)
+    block = _tiny_bimamba(8)
     swapped = copy.deepcopy(block)
     swapped.forward_blocks.load_state_dict(block.backward_blocks.state_dict())
     swapped.backward_blocks.load_state_dict(block.forward_blocks.state_dict())
@@ -81,7 +86,7 @@ def test_bidirectional_symmetry() -> None:
 @pytest.mark.parametrize("mixer", ["mamba2", "roformer"])
 def test_axis_leakage(mixer: str) -> None:
     torch.manual_seed(0)
-    block = BiMambaBlock(8, _tiny_mamba) if mixer == "mamba2" else RoFormerBlock(8, heads=2, dim_head=4)
+    block = _tiny_bimamba(8) if mixer == "mamba2" else RoFormerBlock(8, heads=2, dim_head=4)
     z = torch.randn(2, 9, 5, 8)  # (b, t, k, d)
     # time pass: perturb band 3 at every frame -> only band 3 changes
     dz = torch.zeros_like(z)
@@ -183,7 +188,7 @@ def _mamba2_reference(m: Mamba2, u: torch.Tensor) -> torch.Tensor:
 
 def test_mamba2_matches_spec_reference() -> None:
     torch.manual_seed(0)
-    m = Mamba2(16, d_state=8, expand=2, headdim=8, chunk_size=4, backend="chunked").double()
+    m = Mamba2(16, d_state=8, expand=2, headdim=8, chunk_size=4).double()
     with torch.no_grad():  # move every parameter off its initial value so nothing is trivially 1 or 0
         for prm in m.parameters():
             prm.add_(0.1 * torch.randn_like(prm))
@@ -194,7 +199,7 @@ def test_mamba2_matches_spec_reference() -> None:
 def test_bimamba_block_formula() -> None:
     """y = x + Linear([x + M_f(N_f(x)) ; flip(x' + M_b(N_b(x')))]) with N = x·(mean(x²)+1e-5)^-½·w (§1.5)."""
     torch.manual_seed(0)
-    blk = BiMambaBlock(8, _tiny_mamba)
+    blk = _tiny_bimamba(8)
     x = torch.randn(2, 7, 8)
 
     def norm(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -231,3 +236,18 @@ def test_recompute_gives_same_gradients() -> None:
 
     for a, b in zip(grads(False), grads(True), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_build_model_resolves_the_backend_once() -> None:
+    cfg = ModelConfig.tiny()
+    model = build_model(cfg, device="cpu")
+    assert model.backend == "torch" and next(model.parameters()).device.type == "cpu"
+    mixers = [m for m in model.modules() if isinstance(m, Mamba2)]
+    assert len(mixers) == 4 * cfg.depth and all(m.scan is mixers[0].scan for m in mixers)
+    assert build_model(cfg, backend="naive").backend == "naive"
+    with pytest.raises(UserError, match="unknown SSD backend 'fast'"):
+        build_model(cfg, backend="fast")
+    with pytest.raises(UserError, match="SSD backend 'triton'"):  # needs CUDA (or is not installed)
+        build_model(cfg, backend="triton", device="cpu")
+    # the backend is checked for every mixer, used only by those with an SSD
+    assert build_model(ModelConfig.tiny(mixer="roformer"), backend="torch").backend == "torch"

@@ -135,9 +135,11 @@ def test_tiny_training_loss_over_five_steps(tmp_path: Path) -> None:
 def test_converted_official_reference(tmp_path: Path) -> None:
     from bsmamba2.checkpoints import load_model
     from bsmamba2.checkpoints.official_layout import official_state_shapes
-    from bsmamba2.config import ModelConfig
+    from bsmamba2.config import Mamba2Config, ModelConfig
 
-    cfg = ModelConfig(dim=16, depth=2, d_state=8, expand=2, headdim=8)  # the paper STFT and bands, tiny dims
+    cfg = ModelConfig(
+        dim=16, depth=2, mamba2=Mamba2Config(d_state=8, expand=2, headdim=8)
+    )  # paper STFT, tiny dims
     g = torch.Generator().manual_seed(11)
     official = collections.OrderedDict(
         (k, 0.2 * torch.randn(s, generator=g)) for k, s in official_state_shapes(cfg).items()

@@ -1,9 +1,19 @@
-"""The two plain-PyTorch SSD forms agree (values, final states, gradients) in float64."""
+"""The two plain-PyTorch SSD forms agree (values, final states, gradients) in float64; the backend registry."""
 
 import pytest
 import torch
 
-from bsmamba2.model.mixers.ssd import resolve_backend, segsum, ssd, ssd_chunked, ssd_naive
+from bsmamba2.device import BACKEND_HELP, BACKENDS
+from bsmamba2.errors import UserError
+from bsmamba2.model.mixers.ssd import (
+    USER_BACKENDS,
+    backend_function,
+    resolve_backend,
+    segsum,
+    ssd,
+    ssd_chunked,
+    ssd_naive,
+)
 
 
 def _inputs(b: int, l: int, h: int, p: int, g: int, n: int, seed: int) -> list[torch.Tensor]:
@@ -69,11 +79,29 @@ def test_segsum() -> None:
 
 
 def test_backend_selection_is_explicit() -> None:
-    assert resolve_backend("auto", torch.device("cpu")) == "chunked"
-    assert resolve_backend("naive", torch.device("cpu")) == "naive"
-    with pytest.raises(ValueError, match="unknown SSD backend"):
-        resolve_backend("nope", torch.device("cpu"))
+    cpu = torch.device("cpu")
+    assert resolve_backend("auto", cpu) == "torch"
+    assert resolve_backend("auto") == "torch"  # device not known yet: the reference
+    assert resolve_backend("naive", cpu) == "naive"
+    assert resolve_backend("chunked", cpu) == "torch"  # the reference's earlier name
+    with pytest.raises(UserError, match="unknown SSD backend 'nope'; choose from auto, torch, triton"):
+        resolve_backend("nope", cpu)
+    with pytest.raises(ValueError, match="unknown SSD backend"):  # also a ValueError, for older callers
+        resolve_backend("nope", cpu)
+    assert backend_function("torch") is ssd_chunked and backend_function("naive") is ssd_naive
     x, dt, A, B, C, D, _ = (t.detach() for t in _inputs(1, 9, 2, 2, 1, 3, seed=0))
     torch.testing.assert_close(
-        ssd(x, dt, A, B, C, D, backend="naive"), ssd(x, dt, A, B, C, D, backend="chunked", chunk_size=4)
+        ssd(x, dt, A, B, C, D, backend="naive"), ssd(x, dt, A, B, C, D, backend="torch", chunk_size=4)
     )
+
+
+def test_triton_backend_is_cuda_only_or_missing() -> None:
+    """On a CPU tensor the fused kernels are refused by name, whether Triton is installed or not."""
+    with pytest.raises(UserError, match="SSD backend 'triton'"):
+        resolve_backend("triton", torch.device("cpu"))
+
+
+def test_user_facing_names_come_from_the_registry() -> None:
+    assert USER_BACKENDS == BACKENDS == ("auto", "torch", "triton")
+    for name in USER_BACKENDS:
+        assert f"{name} (" in BACKEND_HELP

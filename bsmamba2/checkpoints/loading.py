@@ -48,16 +48,15 @@ def load_model(
     fused: bool = False,
 ) -> BandSplitSeparator:
     """Rebuild a model in eval mode from one file (ours, or an official / MSST checkpoint). Weights become
-    float32. ``fused``: compile the glue around every Mamba2 scan (``BandSplitSeparator.set_fused``).
+    float32. ``backend`` is resolved for ``device``; ``fused``: compiled glue around every Mamba2 scan (see
+    ``bsmamba2.model.build_model``).
 
     Raises CheckpointError (one line) for missing files, non-checkpoints and weights that do not fit.
     """
     cfg, state = load_state(path, ema=ema)
-    model = build_model(cfg, backend=backend)
+    model = build_model(cfg, backend=backend, device=device, fused=fused)
     load_weights(model, state, source=str(path))
-    if fused:
-        model.set_fused(True)
-    return model.to(device).eval()
+    return model.eval()
 
 
 def load_weights(model: BandSplitSeparator, state: dict[str, Tensor], source: str = "checkpoint") -> None:

@@ -72,7 +72,7 @@ def infer_config(
         n_fft=n_fft,
         band_widths=widths,
         mask_mlp_mult=hidden // dim,
-        **mamba,
+        mamba2=mamba,
     )
     for name, value in (
         ("hop_length", hp.stft_int("hop_length")),
@@ -230,7 +230,7 @@ class _HParams:
             ("win_length", self.stft.get("win_length"), values["n_fft"]),
         ]
         for key in ("d_state", "expand", "headdim", "d_conv"):
-            checks.append((key, self.model.get(key), values[key]))
+            checks.append((key, self.model.get(key), values["mamba2"][key]))
         for key, said, actual in checks:
             if said is not None and isinstance(said, (bool, int)) and said != actual:
                 log.warning(

@@ -31,8 +31,9 @@ _MERGE_WEIGHT = re.compile(r"layers\.\d+\.[01]\.linear\.weight")
 def official_state_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     """Parameter names and shapes of the official ``BSModel`` for ``cfg`` (OFFICIAL_SPEC §2.1), in its
     state-dict order (which is also its ``parameters()`` order: the model has no buffers)."""
-    d, di, h = cfg.dim, cfg.d_inner, cfg.nheads
-    gn = cfg.ngroups * cfg.d_state
+    m = cfg.mamba2
+    d, di, h = cfg.dim, m.d_inner(cfg.dim), m.nheads(cfg.dim)
+    gn = m.ngroups * m.d_state
     conv = di + 2 * gn  # x, B, C share the depthwise convolution
     hidden = cfg.mask_mlp_mult * d
     feats = [2 * cfg.audio_channels * w for w in cfg.band_widths]  # real + imag per channel and bin
@@ -46,7 +47,7 @@ def official_state_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
                 out[p + "mixer.A_log"] = (h,)
                 out[p + "mixer.D"] = (h,)
                 out[p + "mixer.in_proj.weight"] = (2 * di + 2 * gn + h, d)  # z, x, B, C, dt
-                out[p + "mixer.conv1d.weight"] = (conv, 1, cfg.d_conv)
+                out[p + "mixer.conv1d.weight"] = (conv, 1, m.d_conv)
                 out[p + "mixer.conv1d.bias"] = (conv,)
                 out[p + "mixer.norm.weight"] = (di,)
                 out[p + "mixer.out_proj.weight"] = (d, di)

@@ -1,51 +1,69 @@
-"""Bidirectional Mamba2 block and the dual-path stack (paper §III-B, official form OFFICIAL_SPEC §1.4–1.5).
+"""Prenorm and bidirectional blocks around any sequence mixer, and the dual-path stack (paper §III-B, official
+form OFFICIAL_SPEC §1.4–1.5).
 
-Axis legend: b batch, t frames, k bands, d model dim.
+Axis legend: b batch, t frames, k bands, d model dim; a block sees n sequences of length l.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from bsmamba2.model.mixers.mamba2 import Mamba2
+from bsmamba2.model.mixers.base import SequenceMixer
 from bsmamba2.model.norms import BlockRMSNorm
 
 
-class PreNormBlock(nn.Module):
-    """mamba_ssm's ``Block`` as the official model runs it: returns x + mixer(norm(x))."""
+class PreNormBlock(SequenceMixer):
+    """mamba_ssm's ``Block`` as the official model runs it: x + mixer(norm(x)) (OFFICIAL_SPEC §1.5).
 
-    def __init__(self, dim: int, mixer: nn.Module) -> None:
+    Streams when its mixer does: ``step`` is the same block on a piece of the sequence, carrying the mixer's
+    state (the norm and the residual act per position)."""
+
+    def __init__(self, dim: int, mixer: SequenceMixer) -> None:
         super().__init__()
         self.norm = BlockRMSNorm(dim, eps=1e-5)
         self.mixer = mixer
 
     def forward(self, x: Tensor, flip: bool = False) -> Tensor:  # (n, l, d) -> (n, l, d)
         """x + mixer(norm(x)); with ``flip``, the same along the reversed sequence, flipped back."""
-        if isinstance(self.mixer, Mamba2) and self.mixer.fused:  # same function, glue compiled
-            return self.mixer.block_fused(x, self.norm, flip=flip)
         if flip:
             return self.forward(x.flip(1)).flip(1)
         return x + self.mixer(self.norm(x)).to(x.dtype)
 
+    @property
+    def streamable(self) -> bool:
+        return self.mixer.streamable
 
-class BiMambaBlock(nn.Module):
+    def init_state(
+        self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Any:
+        return self.mixer.init_state(batch, device, dtype)
+
+    def step(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:  # x (n, l, d) -> (n, l, d), new state
+        y, state = self.mixer.step(self.norm(x), state)
+        return x + y.to(x.dtype), state
+
+
+class BidirectionalBlock(nn.Module):
     """Forward and backward prenorm blocks with separate weights, merged by a linear layer, plus the input.
 
     y = x + Linear([x + M_f(N_f(x)) ; flip(x' + M_b(N_b(x')))]), x' = flip(x) along the sequence.
     The outer residual is the official code's (unstated in the paper). ``forward_blocks.0`` /
     ``backward_blocks.0`` keep the official parameter names; ``linear`` is the official 1×1 ConvTranspose1d
     (512 → 256) written as nn.Linear (its weight is the transposed, squeezed official weight).
+    ``make_block()`` returns one prenorm block, ``forward(x, flip=False)``, of whichever class was chosen when
+    the model was built (``PreNormBlock`` or a fused equivalent).
     """
 
-    def __init__(self, dim: int, make_mixer: Callable[[], nn.Module]) -> None:
+    def __init__(self, dim: int, make_block: Callable[[], nn.Module]) -> None:
         super().__init__()
-        self.forward_blocks = nn.ModuleList([PreNormBlock(dim, make_mixer())])
-        self.backward_blocks = nn.ModuleList([PreNormBlock(dim, make_mixer())])
+        self.forward_blocks = nn.ModuleList([make_block()])
+        self.backward_blocks = nn.ModuleList([make_block()])
         self.linear = nn.Linear(2 * dim, dim)
 
     def forward(self, x: Tensor) -> Tensor:  # (n, l, d) -> (n, l, d)

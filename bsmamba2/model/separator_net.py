@@ -1,7 +1,8 @@
 """BandSplitSeparator: band split → dual path → per-stem complex masks, for either mixer.
 
 mixer="mamba2" is BSMamba2 (Kim & Choi 2025, the official code's exact structure); mixer="roformer" is the
-BS-RoFormer baseline with the same band split, dual path and mask estimator. Nothing here reads files.
+BS-RoFormer baseline with the same band split, dual path and mask estimator. The dual-path blocks come from
+the mixer registry (``mixers/registry.py``), so nothing here names a mixer. Nothing here reads files.
 
 Axis legend: b batch, s stems, c audio channels, f frequency bins, t frames, k bands, d model dim,
 r real/imaginary part.
@@ -9,17 +10,16 @@ r real/imaginary part.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 
 from bsmamba2.config import ModelConfig
 from bsmamba2.model.bands import BandSplit, MaskEstimator
-from bsmamba2.model.dualpath import BiMambaBlock, dual_path, make_layers
-from bsmamba2.model.mixers.mamba2 import Mamba2
-from bsmamba2.model.mixers.roformer import RoFormerBlock
+from bsmamba2.model.dualpath import dual_path, make_layers
+from bsmamba2.model.mixers.base import BlockOptions
+from bsmamba2.model.mixers.registry import get_mixer
+from bsmamba2.model.mixers.ssd import backend_function, resolve_backend
 from bsmamba2.model.norms import RMSNorm
 from bsmamba2.spectral import istft, pad_to_min_length, stft
 
@@ -33,59 +33,43 @@ class BandSplitSeparator(nn.Module):
     except ``layers.i.j.linear`` which is an nn.Linear.
     """
 
-    def __init__(self, cfg: ModelConfig, backend: str = "auto") -> None:
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        backend: str = "auto",
+        *,
+        device: torch.device | None = None,
+        fused: bool = False,
+    ) -> None:
+        """``backend`` (the SSD of Mamba2 mixers) is resolved here, once, for ``device`` (see
+        ``ssd.resolve_backend``); ``fused`` builds the fused form of blocks that have one. The model is created
+        on the current default device; ``bsmamba2.model.build_model`` also moves it to ``device``."""
         super().__init__()
         self.cfg = cfg
         self.recompute = False  # activation checkpointing of the dual-path passes (training memory)
+        self.backend = resolve_backend(backend, device)  # the registered name it resolved to
+        self._scan = backend_function(self.backend)
         c = cfg.audio_channels
         band_features = tuple(2 * c * w for w in cfg.band_widths)  # real + imag for every channel and bin
         self.band_split = BandSplit(band_features, cfg.dim)
-        make_block: Callable[[], nn.Module]
-        if cfg.mixer == "mamba2":
-
-            def make_mixer() -> nn.Module:
-                return Mamba2(
-                    cfg.dim,
-                    d_state=cfg.d_state,
-                    d_conv=cfg.d_conv,
-                    expand=cfg.expand,
-                    headdim=cfg.headdim,
-                    ngroups=cfg.ngroups,
-                    chunk_size=cfg.chunk_size,
-                    backend=backend,
-                )
-
-            def make_block() -> nn.Module:
-                return BiMambaBlock(cfg.dim, make_mixer)
-
-        else:
-
-            def make_block() -> nn.Module:
-                return RoFormerBlock(cfg.dim, cfg.heads, cfg.dim_head, cfg.ff_mult)
-
-        self.layers = make_layers(cfg.depth, make_block)
+        self.fused = fused
+        self.layers = self._make_layers(fused)
         self.final_norm = RMSNorm(cfg.dim)  # shared by all bands (official code; the paper puts one per band)
         self.mask_estimators = nn.ModuleList(
             MaskEstimator(band_features, cfg.dim, cfg.mask_mlp_mult) for _ in cfg.stems
         )
 
+    def _make_layers(self, fused: bool) -> nn.ModuleList:
+        """The dual-path layers: blocks of the registered mixer ``cfg.mixer``, built from its config section."""
+        spec = get_mixer(self.cfg.mixer)
+        options = BlockOptions(scan=self._scan, fused=fused)
+        return make_layers(
+            self.cfg.depth, lambda: spec.build_block(self.cfg.dim, self.cfg.mixer_settings, options)
+        )
+
     @property
     def stems(self) -> tuple[str, ...]:
         return self.cfg.stems
-
-    def set_backend(self, backend: str) -> None:
-        """Choose the SSD backend of every Mamba2 mixer ("auto", "chunked", "naive", "triton", ...)."""
-        for m in self.modules():
-            if isinstance(m, Mamba2):
-                m.backend = backend
-
-    def set_fused(self, fused: bool) -> None:
-        """Compile the memory-bound work around every Mamba2 scan (projections, conv, gates, norms) with
-        torch.compile: same function, fewer kernels and less saved activation memory. Needs a working
-        torch.compile (a C/C++ compiler on CPU, Triton on CUDA); the first call of each shape compiles."""
-        for m in self.modules():
-            if isinstance(m, Mamba2):
-                m.fused = fused
 
     def forward_spec(self, X: Tensor) -> Tensor:
         """X complex (b, c, f, t) -> estimated stem spectrograms, complex64 (b, s, c, f, t)."""

@@ -21,7 +21,6 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DistributedSampler, Sampler
 
 from bsmamba2.checkpoints import load_state, load_weights
-from bsmamba2.config import ModelConfig
 from bsmamba2.data import layouts
 from bsmamba2.data.loader import BatchLoader
 from bsmamba2.data.musdb import TrackInfo
@@ -29,7 +28,6 @@ from bsmamba2.data.sampler import MixDataset, SamplerConfig
 from bsmamba2.device import DistEnv, resolve_precision
 from bsmamba2.errors import UserError
 from bsmamba2.model import build_model
-from bsmamba2.model.mixers.ssd import resolve_backend
 from bsmamba2.model.separator_net import BandSplitSeparator
 from bsmamba2.train import ckpt
 from bsmamba2.train.config import TrainConfig
@@ -145,7 +143,7 @@ def make_model(cfg: TrainConfig, device: torch.device) -> BandSplitSeparator:
     Triton (torch.compile's GPU code generator) is installed."""
     auto = device.type == "cuda" and importlib.util.find_spec("triton") is not None
     fused = cfg.fused == "on" or (cfg.fused == "auto" and auto)
-    model = _build_model(cfg.model, backend=cfg.backend, device=device, fused=fused)
+    model = build_model(cfg.model, backend=cfg.backend, device=device, fused=fused)
     if cfg.init_from:
         init_weights(model, cfg.init_from)
     model.recompute = cfg.recompute  # activation checkpointing: a training-only switch
@@ -158,20 +156,6 @@ def init_weights(model: BandSplitSeparator, path: str) -> None:
     if cfg.to_dict() != model.cfg.to_dict():
         raise UserError(f"init_from={path}: its model config differs from this run's model section")
     load_weights(model, state, source=path)
-
-
-def _build_model(mc: ModelConfig, *, backend: str, device: torch.device, fused: bool) -> BandSplitSeparator:
-    """Stand-in for ``bsmamba2.model.build_model(mc, backend=, device=, fused=)`` (the model branch's):
-    the backend checked for ``device``, fused blocks for the Mamba2 mixer only."""
-    if mc.mixer == "mamba2":
-        try:
-            resolve_backend(backend, device)
-        except ValueError as e:
-            raise UserError(f"backend: {e}") from None
-    model = build_model(mc, backend=backend).to(device)
-    if mc.mixer == "mamba2" and fused:
-        model.set_fused(True)
-    return model
 
 
 def make_ema(model: BandSplitSeparator, cfg: TrainConfig) -> EMA[BandSplitSeparator] | None:

@@ -21,8 +21,6 @@ Every training default lives here, once; the defaults are the official recipe (O
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +28,15 @@ from typing import Any
 
 import yaml
 
-from bsmamba2.config import ModelConfig
+from bsmamba2.config import ModelConfig, model_config_from_dict
+from bsmamba2.configio import check_keys as _check_keys
+from bsmamba2.configio import coerce_fields as _coerce_fields
+from bsmamba2.configio import plain as _plain
 from bsmamba2.data.layouts import DEFAULT_LAYOUT, LAYOUTS
 from bsmamba2.data.sampler import MixRecipe
 from bsmamba2.device import TRAIN_PRECISIONS
 from bsmamba2.errors import UserError
 
-MODEL_PRESETS = ("paper", "roformer_paper", "tiny")
 SCHEDULES = ("constant", "cosine")
 BEST_METRICS = ("usdr", "csdr")
 
@@ -147,9 +147,9 @@ class TrainConfig:
     max_minutes: float = 0.0  # wall-clock budget of this call; on expiry save and stop. 0 = no limit
     device: str = "auto"  # "auto" (CUDA if available), "cpu", "cuda", "cuda:1"; torchrun uses LOCAL_RANK
     precision: str = "bf16"  # "bf16" autocast on CUDA (Table I), or "fp32". CPU always runs fp32
-    backend: str = "auto"  # SSD backend for the Mamba2 mixer: auto | chunked | naive | triton
+    backend: str = "auto"  # Mamba2 scan: auto | torch | triton (bsmamba2.model.mixers.ssd.USER_BACKENDS)
     compile: bool = False  # torch.compile the whole model
-    # compile the memory-bound work around every Mamba2 scan (Mamba2.block_fused): auto = on CUDA, on, off
+    # compile the memory-bound work around every Mamba2 scan (FusedMamba2Block): auto = on CUDA, on, off
     fused: str = "auto"
     recompute: bool = (
         False  # activation checkpointing of the dual-path passes: less memory, ~1/3 more compute
@@ -231,28 +231,6 @@ _SECTIONS: dict[str, type] = {
 }
 
 
-def model_config_from_dict(d: Any) -> ModelConfig:
-    """``{preset: tiny, dim: 32, ...}`` -> ModelConfig. Without a preset the paper's model is the base."""
-    if not isinstance(d, Mapping):
-        raise UserError(f"config section 'model' must be a mapping, got {d!r}")
-    d = dict(d)
-    preset = d.pop("preset", "paper")
-    if preset not in MODEL_PRESETS:
-        raise UserError(f"model.preset must be one of {', '.join(MODEL_PRESETS)}, got {preset!r}")
-    known = {f.name for f in dataclasses.fields(ModelConfig)} - {"extra"}
-    unknown = sorted(set(d) - known)
-    if unknown:
-        raise UserError(
-            f"unknown config key 'model.{unknown[0]}' (model accepts: preset, {', '.join(sorted(known))})"
-        )
-    hints = typing.get_type_hints(ModelConfig)
-    kwargs = {k: _coerce(v, hints[k], f"model.{k}") for k, v in d.items()}
-    try:
-        return getattr(ModelConfig, preset)(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise UserError(f"invalid model config: {e}") from None
-
-
 # ---- YAML + overrides ---------------------------------------------------------------------------------------
 def parse_value(text: str) -> Any:
     """Parse an override value as YAML, reading number-like strings such as ``1e-4`` as floats."""
@@ -306,98 +284,5 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------
-def _check_keys(cls: type, d: Mapping[str, Any], section: str) -> None:
-    known = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(d) - set(known))
-    if unknown:
-        where = f"{section}." if section else ""
-        accepts = f"{section or 'the top level'} accepts: {', '.join(known)}"
-        raise UserError(f"unknown config key '{where}{unknown[0]}' ({accepts})")
-
-
-def _coerce_fields(obj: Any, section: str) -> None:
-    """Coerce a frozen dataclass's fields to their annotated types in place (YAML gives lists, '5e-4', ...)."""
-    hints = typing.get_type_hints(type(obj))
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if isinstance(value, ModelConfig) or dataclasses.is_dataclass(value):
-            continue
-        path = f"{section}.{f.name}" if section else f.name
-        object.__setattr__(obj, f.name, _coerce(value, hints[f.name], path))
-
-
-def _coerce(value: Any, tp: Any, path: str) -> Any:
-    """Check/convert one value against a type annotation; a mismatch is a one-line ``UserError``."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, path)
-            except UserError as e:
-                errors.append(str(e))
-        raise UserError(errors[0] if errors else f"{path}: invalid value {value!r}")
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"{path} must be a list, got {value!r}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], f"{path}[{i}]") for i, v in enumerate(value))
-        if len(value) != len(args):
-            raise UserError(f"{path} must have {len(args)} items, got {len(value)}")
-        return tuple(_coerce(v, a, f"{path}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
-    if origin is dict or tp is dict:
-        if not isinstance(value, Mapping):
-            raise UserError(f"{path} must be a mapping, got {value!r}")
-        return dict(value)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise UserError(f"{path} must be true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise UserError(f"{path} must be an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise UserError(f"{path} must be an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise UserError(f"{path} must be a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)  # PyYAML reads "5e-4" (no dot) as a string
-            except ValueError:
-                pass
-        raise UserError(f"{path} must be a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise UserError(f"{path} must be a string, got {value!r}")
-    return value
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
 def _deep_copy(d: Mapping[str, Any]) -> dict[str, Any]:
     return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in d.items()}

@@ -1,22 +1,35 @@
 """Mamba2 sequence mixer with mamba_ssm v2.2.2's parameter names and semantics (OFFICIAL_SPEC §1.6).
 
 (batch, length, dim) -> (batch, length, dim). The SSD scan itself lives in ``ssd.py`` (reference forms) and in
-optional fused kernels; this module is the projections, the causal depthwise convolution, Δ and A, the gated
-norm and the output projection around it.
+optional fused kernels, chosen when the model is built; this module is the projections, the causal depthwise
+convolution, Δ and A, the gated norm and the output projection around it, in three forms:
+
+* ``Mamba2.forward``: the readable eager module, the reference;
+* ``Mamba2.step``: the same function on a piece of a sequence, carrying the state (``Mamba2State``) across
+  pieces, for streaming;
+* ``FusedMamba2Block``: a whole prenorm block with the memory-bound work around the scan compiled by
+  torch.compile (the module-free functions below), same parameters and function.
+
+``build_block`` makes the official bidirectional block of either form; the registry calls it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from bsmamba2.model.mixers.ssd import resolve_backend, ssd
+from bsmamba2.config import Mamba2Config
+from bsmamba2.model.dualpath import BidirectionalBlock, PreNormBlock
+from bsmamba2.model.mixers.base import BlockOptions, SequenceMixer
+from bsmamba2.model.mixers.ssd import ssd_chunked
+from bsmamba2.model.mixers.ssd_types import SSDFn
 from bsmamba2.model.norms import GatedRMSNorm, block_rms_norm, gated_rms_norm
 
 
@@ -82,7 +95,7 @@ _compiled: dict[str, Callable[..., Any]] = {}
 
 
 def _fused(name: str) -> Callable[..., Any]:
-    """``mixer_in`` / ``mixer_out`` under torch.compile, built once per process (module-free functions, so
+    """``block_in`` / ``block_out`` under torch.compile, built once per process (module-free functions, so
     every mixer of a model shares one compiled graph per input shape)."""
     if name not in _compiled:
         fns: dict[str, Callable[..., Any]] = {"in": block_in, "out": block_out}
@@ -90,11 +103,19 @@ def _fused(name: str) -> Callable[..., Any]:
     return _compiled[name]
 
 
-class Mamba2(nn.Module):
+class Mamba2State(NamedTuple):
+    """What a Mamba2 mixer carries from one piece of a sequence to the next."""
+
+    conv: Tensor  # (b, d_conv - 1, conv_dim): the last d_conv - 1 inputs x‖B‖C of the causal convolution
+    ssm: Tensor  # (b, heads, headdim, d_state): the SSM state S after the last step, float32 or wider
+
+
+class Mamba2(SequenceMixer):
     """Mamba2 mixer. Parameters: in_proj (z, x, B, C, dt), conv1d, dt_bias, A_log, D, norm, out_proj.
 
     Official sizes for d_model=256: expand 4 → d_inner 1024, headdim 64 → 16 heads, d_state 128, 1 group,
-    d_conv 4; in_proj has 2·1024 + 2·128 + 16 = 2320 outputs.
+    d_conv 4; in_proj has 2·1024 + 2·128 + 16 = 2320 outputs. ``scan`` is the SSD function (a backend of
+    ``ssd.py``'s registry, resolved when the model is built); the default is the plain-PyTorch reference.
     """
 
     def __init__(
@@ -106,7 +127,7 @@ class Mamba2(nn.Module):
         headdim: int = 64,
         ngroups: int = 1,
         chunk_size: int = 256,
-        backend: str = "auto",
+        scan: SSDFn = ssd_chunked,
         A_init_range: tuple[float, float] = (1.0, 16.0),
         dt_min: float = 1e-3,
         dt_max: float = 0.1,
@@ -120,8 +141,7 @@ class Mamba2(nn.Module):
         self.ngroups = ngroups
         self.d_state = d_state
         self.chunk_size = chunk_size
-        self.backend = backend
-        self.fused = False  # prenorm blocks use ``block_fused`` (torch.compile around the scan)
+        self.scan = scan
         conv_dim = self.d_inner + 2 * ngroups * d_state  # the x, B, C channels share one convolution
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner + 2 * ngroups * d_state + self.nheads, bias=False)
         self.conv1d = nn.Conv1d(conv_dim, conv_dim, d_conv, groups=conv_dim, padding=d_conv - 1, bias=True)
@@ -136,55 +156,131 @@ class Mamba2(nn.Module):
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 
     def forward(self, u: Tensor) -> Tensor:  # u (b, l, d_model) -> (b, l, d_model)
-        b, l, _ = u.shape
+        l = u.shape[1]
+        z, xBC, dt = self._project(u)
+        # Causal depthwise conv: pad d_conv-1 on both sides, keep the first l outputs (zeros before t = 0).
+        xBC = F.silu(self.conv1d(xBC.transpose(1, 2))[..., :l].transpose(1, 2))  # (b, l, d_inner + 2·g·n)
+        y = self._scan(xBC, dt)
+        return self.out_proj(self.norm(y, z))
+
+    # ---- streaming ---------------------------------------------------------------------------------------
+    @property
+    def streamable(self) -> bool:
+        return True
+
+    def init_state(
+        self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Mamba2State:
+        """Zeros: no input seen yet. ``dtype`` is the activations' (default: the weights'); the SSM state is
+        kept in at least float32, as the scan accumulates it."""
+        w = self.in_proj.weight
+        device = w.device if device is None else device
+        dtype = w.dtype if dtype is None else dtype
+        conv_dim, _, K = self.conv1d.weight.shape
+        return Mamba2State(
+            conv=torch.zeros(batch, K - 1, conv_dim, device=device, dtype=dtype),
+            ssm=torch.zeros(
+                batch, self.nheads, self.headdim, self.d_state, device=device,
+                dtype=torch.promote_types(dtype, torch.float32),
+            ),
+        )  # fmt: skip
+
+    def step(self, u: Tensor, state: Mamba2State) -> tuple[Tensor, Mamba2State]:
+        """The next piece u (b, l, d_model), l ≥ 1, of sequences whose earlier part left ``state``.
+
+        Returns (y (b, l, d_model), the state after this piece); pieces run one after another from
+        ``init_state`` give what ``forward`` gives on the whole sequence."""
+        z, xBC, dt = self._project(u)
+        K = self.conv1d.weight.shape[-1]
+        # The convolution sees the previous K - 1 inputs, then this piece: no padding, exactly l outputs.
+        xp = torch.cat([state.conv.to(xBC.dtype), xBC], dim=1)  # (b, K - 1 + l, conv_dim)
+        conv = F.conv1d(xp.transpose(1, 2), self.conv1d.weight, self.conv1d.bias, groups=self.conv1d.groups)
+        out = self.scan(
+            *self._scan_inputs(F.silu(conv.transpose(1, 2)), dt),
+            chunk_size=self.chunk_size,
+            initial_state=state.ssm,
+            return_final_state=True,
+        )
+        assert isinstance(out, tuple)
+        y, ssm = out
+        y = self.out_proj(self.norm(rearrange(y, "b l h p -> b l (h p)"), z))
+        tail = xp[:, xp.shape[1] - (K - 1) :].clone()  # a copy, so the state does not hold on to the piece
+        return y, Mamba2State(conv=tail, ssm=ssm)
+
+    # ---- pieces shared by the forms ------------------------------------------------------------------------
+    def _project(self, u: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """u (b, l, d_model) -> z (b, l, d_inner), pre-conv xBC (b, l, d_inner + 2·g·n), Δ (b, l, h)."""
         gn = self.ngroups * self.d_state
         zxbcdt = self.in_proj(u)  # (b, l, 2·d_inner + 2·g·n + h)
         z, xBC, dt = zxbcdt.split([self.d_inner, self.d_inner + 2 * gn, self.nheads], dim=-1)
-        # Causal depthwise conv: pad d_conv-1 on both sides, keep the first l outputs (zeros before t = 0).
-        xBC = F.silu(self.conv1d(xBC.transpose(1, 2))[..., :l].transpose(1, 2))  # (b, l, d_inner + 2·g·n)
         acc = torch.promote_types(u.dtype, torch.float32)  # Δ and A in (at least) float32, as mamba_ssm
         dt = F.softplus(dt.to(acc) + self.dt_bias.to(acc))  # (b, l, h) Δ > 0; never clamped (dt_limit (0, ∞))
-        y = self._scan(xBC, dt, u)
-        return self.out_proj(self.norm(y, z))
+        return z, xBC, dt
 
-    def _scan(self, xBC: Tensor, dt: Tensor, u: Tensor) -> Tensor:
+    def _scan_inputs(self, xBC: Tensor, dt: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+        """The SSD's (x, dt, A, B, C, D) from the activated conv output xBC (b, l, ·) and Δ (b, l, h)."""
         gn = self.ngroups * self.d_state
         x, B, C = xBC.split([self.d_inner, gn, gn], dim=-1)
         A = -torch.exp(self.A_log.to(dt.dtype))  # (h,)
-        y = ssd(
+        return (
             rearrange(x, "b l (h p) -> b l h p", p=self.headdim),
             dt,
             A,
             rearrange(B, "b l (g n) -> b l g n", g=self.ngroups),
             rearrange(C, "b l (g n) -> b l g n", g=self.ngroups),
             self.D.to(dt.dtype),
-            backend=resolve_backend(self.backend, u.device),
-            chunk_size=self.chunk_size,
         )
+
+    def _scan(self, xBC: Tensor, dt: Tensor) -> Tensor:
+        """The SSD of a whole sequence from zero state: (b, l, ·), (b, l, h) -> y (b, l, d_inner)."""
+        y = self.scan(*self._scan_inputs(xBC, dt), chunk_size=self.chunk_size)
         assert isinstance(y, Tensor)
         return rearrange(y, "b l h p -> b l (h p)")  # (b, l, d_inner)
 
-    def block_fused(self, x: Tensor, norm: nn.Module, flip: bool = False) -> Tensor:
-        """``x + mixer(norm(x))`` of a prenorm block (with ``flip``: the same along the reversed sequence,
-        flipped back), with the memory-bound work around the scan compiled into few kernels (``block_in`` /
-        ``block_out``); the scan runs in its backend between them. x (b, l, d_model) -> (b, l, d_model)."""
-        w_in, w_out = self.in_proj.weight, self.out_proj.weight
+
+class FusedMamba2Block(PreNormBlock):
+    """A prenorm Mamba2 block, ``x + mixer(norm(x))``, with the memory-bound work around the scan compiled into
+    few kernels (``block_in`` / ``block_out`` under torch.compile); the scan runs in its backend between them.
+
+    Same parameters and function as ``PreNormBlock(dim, mixer)``, fewer kernels and less saved activation
+    memory. Needs a working torch.compile (a C/C++ compiler on CPU, Triton on CUDA); the first call of each
+    shape compiles. ``step`` (streaming) is the eager one it inherits.
+    """
+
+    def __init__(self, dim: int, mixer: Mamba2) -> None:
+        super().__init__(dim, mixer)
+
+    def forward(self, x: Tensor, flip: bool = False) -> Tensor:  # (n, l, d) -> (n, l, d)
+        m = cast(Mamba2, self.mixer)  # the constructor takes only a Mamba2
+        w_in, w_out = m.in_proj.weight, m.out_proj.weight
         if torch.is_autocast_enabled(x.device.type):  # the compiled graphs see autocast's casts explicitly
             dtype = torch.get_autocast_dtype(x.device.type)
             w_in, w_out = w_in.to(dtype), w_out.to(dtype)
-        sizes = (self.d_inner, self.ngroups * self.d_state, self.nheads)
+        sizes = (m.d_inner, m.ngroups * m.d_state, m.nheads)
         with torch.autocast(x.device.type, enabled=False):
             z, xBC, dt = _fused("in")(
                 x,
-                norm.weight,
-                norm.eps,
+                self.norm.weight,
+                self.norm.eps,
                 w_in,
-                self.conv1d.weight,
-                self.conv1d.bias,
-                self.dt_bias,
+                m.conv1d.weight,
+                m.conv1d.bias,
+                m.dt_bias,
                 sizes,
                 flip,
             )
-        y = self._scan(xBC, dt, x)
+        y = m._scan(xBC, dt)
         with torch.autocast(x.device.type, enabled=False):
-            return _fused("out")(y.to(z.dtype), z, self.norm.weight, self.norm.eps, w_out, x, flip)
+            return _fused("out")(y.to(z.dtype), z, m.norm.weight, m.norm.eps, w_out, x, flip)
+
+
+def build_block(dim: int, settings: Mamba2Config, options: BlockOptions) -> BidirectionalBlock:
+    """The official bidirectional Mamba2 block (OFFICIAL_SPEC §1.5), (n, l, dim) -> (n, l, dim): eager
+    prenorm blocks, or ``FusedMamba2Block``s when ``options.fused``, around mixers scanning with
+    ``options.scan``."""
+    block_cls = FusedMamba2Block if options.fused else PreNormBlock
+
+    def make() -> PreNormBlock:  # the settings' fields are Mamba2's keyword arguments
+        return block_cls(dim, Mamba2(dim, **dataclasses.asdict(settings), scan=options.scan))
+
+    return BidirectionalBlock(dim, make)

@@ -1,16 +1,21 @@
 """RoFormer sequence mixer for the BS-RoFormer baseline: rotary self-attention + feed-forward, prenorm.
 
 (batch, length, dim) -> (batch, length, dim). Attention runs through PyTorch's scaled_dot_product_attention,
-so it uses flash / memory-efficient kernels where the device has them.
+so it uses flash / memory-efficient kernels where the device has them. Attention looks at the whole
+sequence, so the block cannot stream (``streamable`` is False and ``step`` raises NotStreamableError).
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from bsmamba2.config import RoFormerConfig
+from bsmamba2.model.mixers.base import BlockOptions, SequenceMixer
 from bsmamba2.model.norms import RMSNorm
 
 
@@ -58,8 +63,9 @@ class FeedForward(nn.Module):
         return self.net(x)
 
 
-class RoFormerBlock(nn.Module):
-    """One transformer layer along an axis: x + Attn(x), then + FF(x); both prenorm."""
+class RoFormerBlock(SequenceMixer):
+    """One transformer layer along an axis: x + Attn(x), then + FF(x); both prenorm. Bidirectional by itself,
+    so it is the whole dual-path block (no forward/backward pair)."""
 
     def __init__(self, dim: int, heads: int = 8, dim_head: int = 64, ff_mult: int = 4) -> None:
         super().__init__()
@@ -69,3 +75,10 @@ class RoFormerBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (b, l, dim) -> (b, l, dim)
         x = x + self.attn(x)
         return x + self.ff(x)
+
+
+def build_block(dim: int, settings: RoFormerConfig, options: BlockOptions) -> RoFormerBlock:
+    """The BS-RoFormer baseline's dual-path block; ``options`` (the SSD scan, fusion) do not apply to it."""
+    return RoFormerBlock(
+        dim, **dataclasses.asdict(settings)
+    )  # the settings' fields are its keyword arguments

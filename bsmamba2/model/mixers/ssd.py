@@ -16,50 +16,28 @@ the zero-order hold of the paper's eq. 3):
 
 ``ssd_naive`` is the definition, one step at a time. ``ssd_chunked`` is the block decomposition of the Mamba2
 paper (intra-chunk quadratic form, per-chunk states, inter-chunk recurrence, state-to-output), any length.
-Fast fused kernels register themselves with ``register_backend`` and are chosen explicitly by name.
+Both take an ``initial_state`` and can return the final state, so a sequence can be scanned in pieces.
+
+The backend registry below names every implementation, the fused Triton kernels (``ssd_triton.py``) included;
+a model resolves its backend once, when it is built, to a function (``backend_function``).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
+from bsmamba2.errors import UserError
+from bsmamba2.model.mixers.ssd_types import SSDFn, check_shapes
+
 log = logging.getLogger(__name__)
-
-
-class SSDFn(Protocol):
-    def __call__(
-        self,
-        x: Tensor,
-        dt: Tensor,
-        A: Tensor,
-        B: Tensor,
-        C: Tensor,
-        D: Tensor | None = None,
-        *,
-        chunk_size: int = 256,
-        initial_state: Tensor | None = None,
-        return_final_state: bool = False,
-    ) -> Tensor | tuple[Tensor, Tensor]: ...
-
-
-def _check(x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[int, int, int, int, int, int]:
-    b, l, h, p = x.shape
-    g, n = B.shape[-2:]
-    if dt.shape != (b, l, h) or A.shape != (h,) or B.shape != (b, l, g, n) or C.shape != (b, l, g, n):
-        raise ValueError(
-            f"ssd shape mismatch: x{tuple(x.shape)} dt{tuple(dt.shape)} A{tuple(A.shape)} "
-            f"B{tuple(B.shape)} C{tuple(C.shape)}"
-        )
-    if h % g:
-        raise ValueError(f"heads ({h}) must be divisible by groups ({g})")
-    return b, l, h, p, g, n
 
 
 def ssd_naive(
@@ -75,7 +53,7 @@ def ssd_naive(
     return_final_state: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """Step-by-step recurrence: the definition. O(l) sequential steps; for tests and tiny inputs."""
-    b, l, h, p, g, n = _check(x, dt, A, B, C)
+    b, l, h, p, g, n = check_shapes(x, dt, A, B, C)
     Bh = B.repeat_interleave(h // g, dim=2)  # (b, l, h, n)
     Ch = C.repeat_interleave(h // g, dim=2)  # (b, l, h, n)
     S = x.new_zeros(b, h, p, n) if initial_state is None else initial_state.to(x.dtype)
@@ -121,7 +99,7 @@ def ssd_chunked(
     The sequence is zero-padded to a multiple of ``chunk_size``; padded steps have dt = 0, so they neither
     decay nor feed the state, and the final state is the state after the last real step.
     """
-    b, l, h, p, g, n = _check(x, dt, A, B, C)
+    b, l, h, p, g, n = check_shapes(x, dt, A, B, C)
     # Mixed inputs (bf16 x/B/C with fp32 dt, outside autocast) run in the widest dtype: einsum needs one.
     dtype = torch.promote_types(torch.promote_types(x.dtype, B.dtype), torch.promote_types(C.dtype, dt.dtype))
     x, B, C, dt = x.to(dtype), B.to(dtype), C.to(dtype), dt.to(dtype)
@@ -175,64 +153,94 @@ def ssd_chunked(
 
 
 # ---- backend registry -------------------------------------------------------------------------------------
-_BACKENDS: dict[str, Callable[..., Tensor | tuple[Tensor, Tensor]]] = {
-    "naive": ssd_naive,
-    "chunked": ssd_chunked,
+@dataclass(frozen=True)
+class Backend:
+    """One SSD implementation a Mamba2 mixer can run."""
+
+    summary: str  # what it is, for --help
+    load: Callable[[], SSDFn]  # the function; raises ImportError when an optional dependency is missing
+    cuda_only: bool = False
+    public: bool = False  # offered to users (--backend, TrainConfig.backend); the others are for tests
+
+
+def _load_triton() -> SSDFn:
+    # Triton is optional (pip install triton) and pulls in a compiler stack, so it is imported on first use.
+    # ssd_triton imports only ssd_types, never this module.
+    from bsmamba2.model.mixers.ssd_triton import ssd_triton
+
+    return ssd_triton
+
+
+# Under Triton's interpreter (TRITON_INTERPRET=1, used by the tests) the kernels run on CPU tensors.
+_TRITON_ON_CPU = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+BACKENDS: dict[str, Backend] = {
+    "torch": Backend("the plain-PyTorch reference, any device", lambda: ssd_chunked, public=True),
+    "triton": Backend("fused kernels, CUDA", _load_triton, cuda_only=not _TRITON_ON_CPU, public=True),
+    "naive": Backend("the step-by-step recurrence, for tests", lambda: ssd_naive),
 }
-# Backends that only run on CUDA tensors (a fused kernel registers itself here).
-_CUDA_ONLY: set[str] = set()
+ALIASES = {"chunked": "torch"}  # the reference's earlier name, still accepted
+AUTO = "auto"  # "triton" on CUDA when Triton imports, else "torch"
+# What a user picks from, and the --help line that explains it.
+USER_BACKENDS: tuple[str, ...] = (AUTO, *(name for name, b in BACKENDS.items() if b.public))
+BACKEND_HELP = "Mamba2 scan: " + ", ".join(
+    [f"{AUTO} (fused Triton on CUDA, else the PyTorch reference)"]
+    + [f"{name} ({b.summary})" for name, b in BACKENDS.items() if b.public]
+)
+_loaded: dict[str, SSDFn] = {}
 _logged: set[tuple[str, str]] = set()
-_optional_loaded = False
 
 
-def register_backend(
-    name: str, fn: Callable[..., Tensor | tuple[Tensor, Tensor]], cuda_only: bool = False
-) -> None:
-    """Make ``fn`` (same signature as ``ssd_chunked``) selectable by name."""
-    _BACKENDS[name] = fn
-    if cuda_only:
-        _CUDA_ONLY.add(name)
+class BackendError(UserError, ValueError):
+    """An SSD backend name that is unknown, not installed or not usable on the device (one line)."""
 
 
-def available_backends() -> list[str]:
-    _load_optional_backends()
-    return sorted(_BACKENDS)
+def _function(name: str) -> SSDFn:
+    """The function of registered backend ``name``, loaded once; BackendError if its dependency is missing."""
+    if name not in _loaded:
+        try:
+            _loaded[name] = BACKENDS[name].load()
+        except ImportError as e:
+            raise BackendError(f"SSD backend {name!r} is not installed ({e})") from None
+    return _loaded[name]
 
 
-def _load_optional_backends() -> None:
-    """Import optional fused kernels once; a missing dependency simply leaves them unregistered."""
-    global _optional_loaded
-    if _optional_loaded:
-        return
-    _optional_loaded = True
+def _available(name: str) -> bool:
     try:
-        import bsmamba2.model.mixers.ssd_triton  # noqa: F401  (registers "triton" on import)
-    except ImportError:
-        pass
+        _function(name)
+    except BackendError:
+        return False
+    return True
 
 
-def resolve_backend(name: str, device: torch.device) -> str:
-    """Turn "auto" into a concrete backend for ``device`` and validate explicit choices.
+def resolve_backend(name: str, device: torch.device | None = None) -> str:
+    """The registered backend that ``name`` means on ``device``, checked; ``BackendError`` otherwise.
 
     auto = the fused "triton" kernels on CUDA when Triton imports (checked against the float64 reference on an
-    H100 by tests/test_ssd_triton.py -m gpu and benchmarks/bench_ssd.py), else "chunked" (plain PyTorch, the
-    readable reference). ``chunked`` (alias ``torch``) forces the reference anywhere. The choice is logged once per
-    (name, device type); nothing falls back silently inside forward.
+    H100 by tests/test_ssd_triton.py -m gpu and benchmarks/bench_ssd.py), else "torch" (plain PyTorch, the
+    readable reference). ``device=None`` (not known yet) reads auto as "torch" and checks an explicit name
+    only for being installed. The choice is logged once per (backend, device type).
     """
-    _load_optional_backends()
-    if name == "torch":  # the plain-PyTorch reference, by what it is written in
-        name = "chunked"
-    if name == "auto":
-        name = "triton" if device.type == "cuda" and "triton" in _BACKENDS else "chunked"
-    if name not in _BACKENDS:
-        raise ValueError(f"unknown SSD backend {name!r}; available: {', '.join(sorted(_BACKENDS))}")
-    if name in _CUDA_ONLY and device.type != "cuda":
-        raise ValueError(f"SSD backend {name!r} needs a CUDA device, got {device.type}")
-    key = (name, device.type)
+    where = device.type if device is not None else "cpu"
+    if name == AUTO:
+        name = "triton" if where == "cuda" and _available("triton") else "torch"
+    name = ALIASES.get(name, name)
+    if name not in BACKENDS:
+        raise BackendError(f"unknown SSD backend {name!r}; choose from {', '.join(USER_BACKENDS)}")
+    if BACKENDS[name].cuda_only and device is not None and device.type != "cuda":
+        raise BackendError(f"SSD backend {name!r} needs a CUDA device, got {device.type}")
+    _function(name)
+    key = (name, device.type if device is not None else "any device")
     if key not in _logged:
         _logged.add(key)
-        log.info("SSD backend: %s on %s", name, device.type)
+        log.info("SSD backend: %s on %s", *key)
     return name
+
+
+def backend_function(name: str) -> SSDFn:
+    """The scan function of a backend name (as ``resolve_backend`` returns, or an alias): what a model stores
+    when it is built, so that nothing is looked up per forward."""
+    return _function(ALIASES.get(name, name))
 
 
 def ssd(
@@ -243,13 +251,13 @@ def ssd(
     C: Tensor,
     D: Tensor | None = None,
     *,
-    backend: str = "chunked",
+    backend: str = "torch",
     chunk_size: int = 256,
     initial_state: Tensor | None = None,
     return_final_state: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
-    """Run the SSD scan with a named backend (see module docstring for shapes)."""
-    fn = _BACKENDS[backend]
+    """Run the SSD scan with a named backend (see the module docstring for shapes), for scripts and tests."""
+    fn = backend_function(backend)
     return fn(
         x,
         dt,

@@ -1,4 +1,4 @@
-"""Fused SSD scan for Mamba2 in Triton (forward and backward); registers itself as the "triton" backend.
+"""Fused SSD scan for Mamba2 in Triton (forward and backward): the "triton" backend of ``ssd.py``'s registry.
 
 Same function and signature as ``ssd.ssd_chunked`` (see ``ssd.py`` for shapes): the recurrence
     S_t = exp(dt_t·A)·S_{t-1} + dt_t · x_t ⊗ B_t,   y_t = S_t · C_t + D·x_t
@@ -46,7 +46,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from bsmamba2.model.mixers.ssd import _check, register_backend
+from bsmamba2.model.mixers.ssd_types import check_shapes
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 CHUNK = 64  # the longest sequence the single-chunk kernels take
@@ -671,7 +671,7 @@ def ssd_triton(
     -> y (b, l, h, p) [, final state (b, h, p, n) float32]
     """
     del chunk_size  # the kernels tile by their own chunks (CHUNK_T); the function does not depend on it
-    b, l, h, p, g, n = _check(x, dt, A, B, C)
+    b, l, h, p, g, n = check_shapes(x, dt, A, B, C)
     if D is not None and D.shape != (h,):
         raise ValueError(f"D must have shape ({h},), got {tuple(D.shape)}")
     if l == 0 or b == 0:
@@ -684,6 +684,3 @@ def ssd_triton(
         return y
     y, final = _SSDTriton.apply(x, dt, A, B, C, D, initial_state, return_final_state)
     return (y, final) if return_final_state else y
-
-
-register_backend("triton", ssd_triton, cuda_only=not _INTERPRET)
