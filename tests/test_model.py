@@ -241,12 +241,12 @@ def test_recompute_gives_same_gradients() -> None:
 def test_build_model_resolves_the_backend_once() -> None:
     cfg = ModelConfig.tiny()
     model = build_model(cfg, device="cpu")
-    assert model.backend == "torch" and next(model.parameters()).device.type == "cpu"
+    assert model.backend == "fast" and next(model.parameters()).device.type == "cpu"
     mixers = [m for m in model.modules() if isinstance(m, Mamba2)]
     assert len(mixers) == 4 * cfg.depth and all(m.scan is mixers[0].scan for m in mixers)
     assert build_model(cfg, backend="naive").backend == "naive"
-    with pytest.raises(UserError, match="unknown SSD backend 'fast'"):
-        build_model(cfg, backend="fast")
+    with pytest.raises(UserError, match="unknown SSD backend 'nope'"):
+        build_model(cfg, backend="nope")
     with pytest.raises(UserError, match="SSD backend 'triton'"):  # needs CUDA (or is not installed)
         build_model(cfg, backend="triton", device="cpu")
     # the backend is checked for every mixer, used only by those with an SSD

@@ -211,15 +211,16 @@ def test_argument_errors(tiny_model_path: Path, write_audio, capsys: pytest.Capt
 
 
 def test_backend_choice(tiny_model_path: Path, write_audio, capsys: pytest.CaptureFixture[str]) -> None:
-    """--backend torch forces the plain-PyTorch scan (same output as auto on CPU); the fused kernel needs
-    CUDA, and asking for it elsewhere is a one-line error."""
+    """--backend torch forces the plain-PyTorch reference scan (auto on CPU is the fast plain-PyTorch scan: the
+    same function, other rounding); the fused kernel needs CUDA, and asking for it elsewhere is a one-line
+    error."""
     src = write_audio("b.wav", seconds=0.3)
     out = {}
     for backend in ("auto", "torch"):
         folder = src.parent / backend
-        assert separate(tiny_model_path, src, "--backend", backend, "-o", folder) == 0
+        assert separate(tiny_model_path, src, "--backend", backend, "--precision", "fp32", "-o", folder) == 0
         out[backend] = sf.read(next(folder.rglob("vocals.wav")))[0]
-    np.testing.assert_array_equal(out["auto"], out["torch"])
+    np.testing.assert_allclose(out["auto"], out["torch"], rtol=0, atol=4 / 2**23)  # 24-bit output, ±4 LSB
     if not torch.cuda.is_available():
         assert separate(tiny_model_path, src, "--backend", "triton", "-o", src.parent / "t") == 1
         one_line_error(capsys.readouterr().err)

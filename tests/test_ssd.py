@@ -80,11 +80,11 @@ def test_segsum() -> None:
 
 def test_backend_selection_is_explicit() -> None:
     cpu = torch.device("cpu")
-    assert resolve_backend("auto", cpu) == "torch"
-    assert resolve_backend("auto") == "torch"  # device not known yet: the reference
+    assert resolve_backend("auto", cpu) == "fast"
+    assert resolve_backend("auto") == "fast"  # device not known yet: the portable fast path
     assert resolve_backend("naive", cpu) == "naive"
     assert resolve_backend("chunked", cpu) == "torch"  # the reference's earlier name
-    with pytest.raises(UserError, match="unknown SSD backend 'nope'; choose from auto, torch, triton"):
+    with pytest.raises(UserError, match="unknown SSD backend 'nope'; choose from auto, torch, fast, triton"):
         resolve_backend("nope", cpu)
     with pytest.raises(ValueError, match="unknown SSD backend"):  # also a ValueError, for older callers
         resolve_backend("nope", cpu)
@@ -102,6 +102,6 @@ def test_triton_backend_is_cuda_only_or_missing() -> None:
 
 
 def test_user_facing_names_come_from_the_registry() -> None:
-    assert USER_BACKENDS == BACKENDS == ("auto", "torch", "triton")
+    assert USER_BACKENDS == BACKENDS == ("auto", "torch", "fast", "triton")
     for name in USER_BACKENDS:
         assert f"{name} (" in BACKEND_HELP

@@ -174,17 +174,25 @@ def _load_triton() -> SSDFn:
 # Under Triton's interpreter (TRITON_INTERPRET=1, used by the tests) the kernels run on CPU tensors.
 _TRITON_ON_CPU = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
+
+def _load_fast() -> SSDFn:
+    from bsmamba2.model.mixers.ssd_fast import ssd_fast  # imports only ssd_types, never this module
+
+    return ssd_fast
+
+
 BACKENDS: dict[str, Backend] = {
     "torch": Backend("the plain-PyTorch reference, any device", lambda: ssd_chunked, public=True),
+    "fast": Backend("plain PyTorch laid out for speed, any device", _load_fast, public=True),
     "triton": Backend("fused kernels, CUDA", _load_triton, cuda_only=not _TRITON_ON_CPU, public=True),
     "naive": Backend("the step-by-step recurrence, for tests", lambda: ssd_naive),
 }
 ALIASES = {"chunked": "torch"}  # the reference's earlier name, still accepted
-AUTO = "auto"  # "triton" on CUDA when Triton imports, else "torch"
+AUTO = "auto"  # "triton" on CUDA when Triton imports, else "fast"
 # What a user picks from, and the --help line that explains it.
 USER_BACKENDS: tuple[str, ...] = (AUTO, *(name for name, b in BACKENDS.items() if b.public))
 BACKEND_HELP = "Mamba2 scan: " + ", ".join(
-    [f"{AUTO} (fused Triton on CUDA, else the PyTorch reference)"]
+    [f"{AUTO} (fused Triton on CUDA, else fast)"]
     + [f"{name} ({b.summary})" for name, b in BACKENDS.items() if b.public]
 )
 _loaded: dict[str, SSDFn] = {}
@@ -217,13 +225,13 @@ def resolve_backend(name: str, device: torch.device | None = None) -> str:
     """The registered backend that ``name`` means on ``device``, checked; ``BackendError`` otherwise.
 
     auto = the fused "triton" kernels on CUDA when Triton imports (checked against the float64 reference on an
-    H100 by tests/test_ssd_triton.py -m gpu and benchmarks/bench_ssd.py), else "torch" (plain PyTorch, the
-    readable reference). ``device=None`` (not known yet) reads auto as "torch" and checks an explicit name
+    H100 by tests/test_ssd_triton.py -m gpu and benchmarks/bench_ssd.py), else "fast" (plain PyTorch laid out for speed; "torch" is the
+    readable reference it is tested against). ``device=None`` (not known yet) reads auto as "fast" and checks an explicit name
     only for being installed. The choice is logged once per (backend, device type).
     """
     where = device.type if device is not None else "cpu"
     if name == AUTO:
-        name = "triton" if where == "cuda" and _available("triton") else "torch"
+        name = "triton" if where == "cuda" and _available("triton") else "fast"
     name = ALIASES.get(name, name)
     if name not in BACKENDS:
         raise BackendError(f"unknown SSD backend {name!r}; choose from {', '.join(USER_BACKENDS)}")
