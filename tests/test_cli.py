@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 import bsmamba2
-from bsmamba2 import cli
+from bsmamba2 import cli, device
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -147,8 +147,6 @@ def test_developer_lines_are_debug(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """The device / precision line is for developers: shown with -v, not by default."""
-    from bsmamba2 import device
-
     src = write_audio("song.wav", seconds=0.3)
     device._logged.clear()  # log_once: once per process
     assert _separate(tiny_model_path, src, tmp_path / "a") == 0
@@ -174,3 +172,11 @@ def test_a_warning_during_a_bar_starts_its_own_line(
     assert "chunk" in err  # the bar was drawn
     (line,) = [seg for seg in re.split(r"[\r\n]", err) if "a warning mid-bar" in seg]
     assert line.startswith("WARNING"), repr(line)
+
+
+def test_quiet_train_turns_the_step_bar_off(capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(REPO / "configs" / "tiny.yaml")
+    assert cli.main(["train", config, "--print-config"]) == 0
+    assert "progress: true" in capsys.readouterr().out
+    assert cli.main(["-q", "train", config, "--print-config"]) == 0
+    assert "progress: false" in capsys.readouterr().out

@@ -84,3 +84,15 @@ def test_evaluate_goes_through_separator(
     for stem in ("vocals", "instrumental"):
         saved, _ = audio.read(out / "segment_2s" / "estimates" / "A" / f"{stem}.wav")
         np.testing.assert_array_equal(saved, ref[stem].numpy())
+
+
+def test_quiet_evaluate_prints_the_table_only(
+    tiny_model_path: Path, tiny_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["evaluate", "--model", str(tiny_model_path), "--data", str(tiny_corpus), "--segment", "1"]
+    assert cli.main([*args, "--out", str(tmp_path / "a")]) == 0
+    loud = capsys.readouterr()
+    assert "track" in loud.err and "chunk" in loud.err and "results in" in loud.err  # the bars, the folder
+    assert cli.main(["-q", *args, "--out", str(tmp_path / "b")]) == 0
+    quiet = capsys.readouterr()
+    assert quiet.err == "" and quiet.out == loud.out.replace(str(tmp_path / "a"), str(tmp_path / "b"))

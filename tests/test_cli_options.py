@@ -10,22 +10,9 @@ from pathlib import Path
 import pytest
 
 from bsmamba2 import cli
-from bsmamba2.api import BIT_DEPTHS, FORMATS, Separator
+from bsmamba2.api import BIT_DEPTHS, FORMATS
 from bsmamba2.cli import options
 from bsmamba2.device import BACKENDS, PRECISIONS
-
-
-@pytest.fixture
-def no_loading(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """Make loading a model record the call and fail the test's command loudly."""
-    calls: list[object] = []
-
-    def load(*args: object, **kwargs: object) -> Separator:
-        calls.append(args)
-        raise AssertionError("a model was loaded")
-
-    monkeypatch.setattr(Separator, "from_pretrained", staticmethod(load))
-    return calls
 
 
 def _one_line(err: str) -> str:

@@ -13,7 +13,6 @@ import torch
 from safetensors.torch import save_file
 
 from bsmamba2 import cli
-from bsmamba2.api import Separator
 from bsmamba2.config import ModelConfig
 from bsmamba2.device import resolve_device, resolve_precision
 from bsmamba2.errors import UserError
@@ -245,19 +244,6 @@ def test_device_and_precision_choice() -> None:
 
 
 # ---- output names: clashes found up front, MUSDB-layout tracks named by folder -----------------------
-
-
-@pytest.fixture
-def no_loading(monkeypatch: pytest.MonkeyPatch) -> list[object]:
-    """Loading a model records the call and fails the command loudly."""
-    calls: list[object] = []
-
-    def load(*args: object, **kwargs: object) -> object:
-        calls.append(args)
-        raise AssertionError("a model was loaded")
-
-    monkeypatch.setattr(Separator, "from_pretrained", staticmethod(load))
-    return calls
 
 
 def test_two_mixtures_in_different_folders_clash_before_any_work(

@@ -78,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     write_json(out_root / "summary.json", summary)
     write_text(out_root / "summary.md", table)
     print(table)
-    print(f"results in {out_root}", file=sys.stderr)
+    if not args.quiet:
+        print(f"results in {out_root}", file=sys.stderr)
     if results.failed:
         failed = ", ".join(results.failed)
         print(f"bsmamba2 evaluate: error: {len(results.failed)} track(s) failed: {failed}", file=sys.stderr)
@@ -89,11 +90,4 @@ def run(args: argparse.Namespace) -> int:
 def _candidate(args: argparse.Namespace) -> Candidate:
     if args.model is None:
         return baseline_candidate(args.baseline, args.stems)
-    return model_candidate(
-        args.model,
-        overlap=args.overlap,
-        device=args.device,
-        precision=args.precision,
-        batch_size=args.batch_size,
-        backend=args.backend,
-    )
+    return model_candidate(args.model, overlap=args.overlap, **options.model_settings(args))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import Any
 
 from bsmamba2.api import BIT_DEPTHS, FORMATS, check_format
 from bsmamba2.device import BACKEND_HELP, BACKENDS, DEVICES, PRECISIONS, resolve_device, resolve_precision
@@ -92,3 +93,14 @@ def check(args: argparse.Namespace, *, device: bool = True) -> None:
         dev = resolve_device(args.device)
         if hasattr(args, "precision"):
             resolve_precision(dev, args.precision)
+
+
+def model_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``Separator.from_pretrained`` keywords that the shared device and chunking options give, less the
+    chunk length and overlap (commands set those their own way): device, precision, backend, batch size."""
+    return {
+        "device": args.device,
+        "precision": args.precision,
+        "backend": args.backend,
+        "batch_size": args.batch_size,
+    }

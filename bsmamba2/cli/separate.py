@@ -65,13 +65,10 @@ def run(args: argparse.Namespace) -> int:
     chunk_bar = None if quiet else ChunkBar()
     sep = Separator.from_pretrained(
         args.model,
-        device=args.device,
-        precision=args.precision,
         segment=args.segment,
         overlap=args.overlap,
-        batch_size=args.batch_size,
-        backend=args.backend,
         callback=chunk_bar,
+        **options.model_settings(args),
     )
     names = sep.check_stems(args.stems)
     done = skipped = 0
