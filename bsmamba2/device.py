@@ -165,10 +165,10 @@ def describe(device: torch.device, dtype: torch.dtype | None) -> str:
 
 
 def log_once(message: str) -> None:
-    """Log an INFO line once per process (device / precision choice)."""
+    """Log a DEBUG line once per process (device / precision choice: for developers, shown with -v)."""
     if message not in _logged:
         _logged.add(message)
-        log.info(message)
+        log.debug(message)
 
 
 def tune_cpu_allocator() -> bool:

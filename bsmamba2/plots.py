@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from bsmamba2.atomic import atomic_write
+from bsmamba2.audio import MODEL_SAMPLE_RATE
 from bsmamba2.errors import UserError
 
 
@@ -38,7 +39,7 @@ def mel_filterbank(
 
 def spectrogram_db(
     x: np.ndarray,
-    sample_rate: int = 44100,
+    sample_rate: int = MODEL_SAMPLE_RATE,
     *,
     n_fft: int = 2048,
     hop: int = 512,
@@ -63,7 +64,7 @@ def spectrogram_db(
 def save_spectrograms(
     path: str | os.PathLike[str],
     signals: Mapping[str, np.ndarray],
-    sample_rate: int = 44100,
+    sample_rate: int = MODEL_SAMPLE_RATE,
     *,
     title: str | None = None,
     regions: Sequence[tuple[float, float]] = (),

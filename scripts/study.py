@@ -183,10 +183,10 @@ def pick_excerpt(
     """(track, start s, phrases overlapping the window, clipped to it, in window time) of the test excerpt that
     best shows intermittent vocals: the window with the most phrases that start and end inside it, ties broken
     by the least vocal time (sparser)."""
-    from bsmamba2.data import musdb
+    from bsmamba2.data import layouts, musdb
 
     best: tuple[tuple[int, float], Any, float, list[tuple[float, float]]] | None = None
-    for info in musdb.find_tracks(data, subset, stems=("vocals",)):
+    for info in layouts.find_tracks(data, subset, stems=("vocals",)):
         if track is not None and info.name != track:
             continue
         meta = musdb.load_meta(info) or {}

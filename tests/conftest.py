@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 from torch import nn
 
+from bsmamba2.api import Separator
 from bsmamba2.config import ModelConfig
 
 SR = 44100
@@ -132,3 +133,17 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
             }
             (d / "meta.json").write_text(json.dumps(meta))
     return root
+
+
+@pytest.fixture
+def no_loading(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """``Separator.from_pretrained`` records the call and fails loudly: for checks that must come before
+    any model is loaded."""
+    calls: list[object] = []
+
+    def load(*args: object, **kwargs: object) -> object:
+        calls.append(args)
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(Separator, "from_pretrained", staticmethod(load))
+    return calls

@@ -22,6 +22,8 @@ from bsmamba2.errors import AudioError, UserError
 
 log = logging.getLogger(__name__)
 
+# The one sample-rate constant: the paper models, the bundled one, MUSDB18HQ and the official evaluation all run
+# at 44.1 kHz (ModelConfig.sample_rate defaults to the same value). Evaluation, plots and the demo use it.
 MODEL_SAMPLE_RATE = 44100
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT", "32": "FLOAT"}

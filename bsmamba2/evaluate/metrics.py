@@ -33,10 +33,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bsmamba2.audio import MODEL_SAMPLE_RATE
+
 ArrayLike = np.ndarray | Tensor
 
 USDR_EPS = 1e-7
-CSDR_WINDOW = 44100  # 1 s at 44.1 kHz
+CSDR_WINDOW = MODEL_SAMPLE_RATE  # 1 s at the model's rate (44.1 kHz), as the official evaluation
 
 
 def _np64(x: ArrayLike) -> np.ndarray:

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from bsmamba2 import audio
 from bsmamba2.api import Separator
+from bsmamba2.audio import MODEL_SAMPLE_RATE
 from bsmamba2.data import musdb
 from bsmamba2.errors import UserError
 from bsmamba2.evaluate import studies
@@ -57,11 +58,17 @@ class Candidate:
         return stems
 
     def estimates(
-        self, mix: np.ndarray, true_stems: Mapping[str, np.ndarray], stems: Sequence[str], segment: float
+        self,
+        mix: np.ndarray,
+        true_stems: Mapping[str, np.ndarray],
+        stems: Sequence[str],
+        segment: float,
+        progress: bool = True,
     ) -> dict[str, np.ndarray]:
-        """{output: (C, N)} estimates of ``mix`` (C, N) at ``self.sample_rate``; ``segment``: chunk seconds."""
+        """{output: (C, N)} estimates of ``mix`` (C, N) at ``self.sample_rate``; ``segment``: chunk seconds;
+        ``progress``: a chunk bar while a model runs."""
         if self.separator is not None:
-            out = self.separator.with_segment(segment).separate(mix, self.sample_rate, progress=True)
+            out = self.separator.with_segment(segment).separate(mix, self.sample_rate, progress=progress)
             return {k: v.numpy() for k, v in out.items()}
         if self.baseline == "mixture":
             est = studies.mixture_baseline(mix, stems)
@@ -82,7 +89,7 @@ def baseline_candidate(baseline: str, requested: Sequence[str] | None) -> Candid
     if baseline not in BASELINES:
         raise UserError(f"unknown baseline {baseline!r} (choose from {', '.join(BASELINES)})")
     stems = tuple(s for s in (requested or ("vocals",)) if s != "instrumental") or ("vocals",)
-    return Candidate(baseline, stems, musdb.SAMPLE_RATE, baseline=baseline)
+    return Candidate(baseline, stems, MODEL_SAMPLE_RATE, baseline=baseline)
 
 
 @dataclass
@@ -105,15 +112,17 @@ def evaluate(
     out_root: Path,
     *,
     save_estimates: bool = False,
+    progress: bool = True,
 ) -> Results:
     """Score every track once per chunk length in ``segments`` (seconds; one run for a baseline).
 
     Writes ``OUT/<run>/tracks/<track>.json`` per track and run (and ``estimates/<track>/<stem>.wav`` with
     ``save_estimates``). A track that cannot be read is logged and listed in ``Results.failed``.
+    ``progress``: track and chunk bars on stderr.
     """
     runs = [float(s) for s in segments] if candidate.separator is not None else [0.0]
     results = Results({s: [] for s in runs})
-    for info in tqdm(tracks, unit="track", disable=len(tracks) < 2):
+    for info in tqdm(tracks, unit="track", disable=not progress or len(tracks) < 2):
         try:
             mix, refs, true_stems, regions = _load(candidate, info)
         except UserError as e:
@@ -121,7 +130,7 @@ def evaluate(
             results.failed.append(info.name)
             continue
         for seg in runs:
-            estimates = candidate.estimates(mix, true_stems, stems, seg)
+            estimates = candidate.estimates(mix, true_stems, stems, seg, progress)
             estimates = {k: v for k, v in estimates.items() if k in stems}
             row = {
                 "track": info.name,

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from bsmamba2.audio import MODEL_SAMPLE_RATE
 from bsmamba2.evaluate import metrics, studies
 
 
@@ -31,14 +32,18 @@ class StemScore:
         return out
 
 
-def score_stem(reference: np.ndarray, estimate: np.ndarray, sample_rate: int = 44100) -> StemScore:
+def score_stem(
+    reference: np.ndarray, estimate: np.ndarray, sample_rate: int = MODEL_SAMPLE_RATE
+) -> StemScore:
     """Score one stem: reference, estimate (C, N) at ``sample_rate`` (cSDR frames are 1 s long)."""
     frames = metrics.sdr_frames(reference, estimate, sample_rate, sample_rate)
     return StemScore(metrics.usdr(reference, estimate), metrics.nanmedian(frames), frames)
 
 
 def score_stems(
-    estimates: Mapping[str, np.ndarray], references: Mapping[str, np.ndarray], sample_rate: int = 44100
+    estimates: Mapping[str, np.ndarray],
+    references: Mapping[str, np.ndarray],
+    sample_rate: int = MODEL_SAMPLE_RATE,
 ) -> dict[str, StemScore]:
     """``score_stem`` for every stem of ``references`` (in their order); each needs an estimate."""
     missing = [s for s in references if s not in estimates]
@@ -48,7 +53,9 @@ def score_stems(
 
 
 def score_track(
-    estimates: Mapping[str, np.ndarray], references: Mapping[str, np.ndarray], sample_rate: int = 44100
+    estimates: Mapping[str, np.ndarray],
+    references: Mapping[str, np.ndarray],
+    sample_rate: int = MODEL_SAMPLE_RATE,
 ) -> dict[str, dict[str, float]]:
     """{stem: {"usdr": dB, "csdr": dB}} for every stem of ``references``.
 
@@ -65,7 +72,7 @@ def score_track(
 def track_report(
     references: Mapping[str, np.ndarray],
     estimates: Mapping[str, np.ndarray],
-    sample_rate: int = 44100,
+    sample_rate: int = MODEL_SAMPLE_RATE,
     regions: Sequence[tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """What the evaluation records of one track: {"stems": {stem: {usdr, csdr, csdr_frames}}} for every

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bsmamba2.audio import MODEL_SAMPLE_RATE
 from bsmamba2.evaluate.metrics import nanmean, usdr
 
 # Table III's buckets, in seconds: [lo, hi)
@@ -42,7 +43,7 @@ def bucket_of(duration: float, buckets: Sequence[tuple[float, float]] = DURATION
 
 def vocal_regions(
     vocals: np.ndarray,
-    sample_rate: int = 44100,
+    sample_rate: int = MODEL_SAMPLE_RATE,
     *,
     frame: int = 2048,
     hop: int = 441,
@@ -81,7 +82,7 @@ def vocal_regions(
     return [(s, e) for s, e in regions if e - s >= min_length * sample_rate]
 
 
-def regions_from_meta(meta: Mapping[str, Any], sample_rate: int = 44100) -> list[tuple[int, int]]:
+def regions_from_meta(meta: Mapping[str, Any], sample_rate: int = MODEL_SAMPLE_RATE) -> list[tuple[int, int]]:
     """Regions [start, end) in samples at ``sample_rate`` from a synthetic track's ``meta.json`` phrases
     (``start_sample``/``end_sample`` when present at that rate's scale, else ``start``/``end`` seconds)."""
     meta_rate = int(meta.get("sample_rate", sample_rate))
@@ -121,7 +122,7 @@ def region_scores(
     reference: np.ndarray,
     estimate: np.ndarray,
     regions: Sequence[tuple[int, int]],
-    sample_rate: int = 44100,
+    sample_rate: int = MODEL_SAMPLE_RATE,
     buckets: Sequence[tuple[float, float]] = DURATION_BUCKETS,
 ) -> list[RegionScore]:
     """uSDR inside each region; reference, estimate (C, N). Regions are clipped to the signal."""

@@ -241,7 +241,7 @@ def resolve_backend(name: str, device: torch.device | None = None) -> str:
     key = (name, device.type if device is not None else "any device")
     if key not in _logged:
         _logged.add(key)
-        log.info("SSD backend: %s on %s", *key)
+        log.debug("SSD backend: %s on %s", *key)
     return name
 
 

@@ -242,3 +242,93 @@ def test_device_and_precision_choice() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="CUDA"):
             resolve_device("cuda")
+
+
+# ---- output names: clashes found up front, MUSDB-layout tracks named by folder -----------------------
+
+
+def test_two_mixtures_in_different_folders_clash_before_any_work(
+    tmp_path: Path, write_audio, no_loading: list[object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    a = write_audio("x/mixture.wav", seconds=0.1)
+    b = write_audio("y/mixture.wav", seconds=0.1, seed=1)
+    out = tmp_path / "out"
+    assert cli.main(["separate", str(a), str(b), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    one_line_error(err)
+    assert str(a) in err and str(b) in err and str(out / "mixture") in err
+    assert no_loading == [] and not out.exists()
+
+
+@pytest.mark.parametrize("use_out", [True, False], ids=["-o", "next-to-input"])
+def test_same_name_other_format_clashes_before_any_work(
+    tmp_path: Path, write_audio, no_loading: list[object], capsys: pytest.CaptureFixture[str], use_out: bool
+) -> None:
+    write_audio("in/song.wav", seconds=0.1)
+    write_audio("in/song.flac", seconds=0.1, subtype="PCM_16")
+    out = ["-o", str(tmp_path / "out")] if use_out else []
+    assert cli.main(["separate", str(tmp_path / "in"), *out]) == 1
+    err = capsys.readouterr().err
+    one_line_error(err)
+    assert "song.wav" in err and "song.flac" in err
+    assert (
+        no_loading == [] and not (tmp_path / "out").exists() and not (tmp_path / "in" / "separated").exists()
+    )
+
+
+def test_the_same_file_twice_is_separated_once(tiny_model_path: Path, tmp_path: Path, write_audio) -> None:
+    src = write_audio("in/a.wav", seconds=0.1)
+    assert separate(tiny_model_path, src, tmp_path / "in", "-o", tmp_path / "out") == 0
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.wav")) == [
+        "a/instrumental.wav",
+        "a/vocals.wav",
+    ]
+
+
+def _musdb(root: Path, write_audio, tracks: tuple[str, ...] = ("Track A", "Track B")) -> None:
+    for i, name in enumerate(tracks):
+        for stem in ("mixture", "vocals", "drums", "bass", "other"):
+            write_audio(f"{root.name}/test/{name}/{stem}.wav", seconds=0.1, seed=i)
+
+
+def _wavs(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.wav"))
+
+
+def test_musdb_layout_names_outputs_by_track_folder(
+    tiny_model_path: Path, tmp_path: Path, write_audio
+) -> None:
+    """A track folder (one holding mixture.*) gives one job, its mixture, named by the folder; its stems are
+    references, not songs."""
+    _musdb(tmp_path / "musdb", write_audio)
+    out = tmp_path / "out"
+    assert separate(tiny_model_path, tmp_path / "musdb" / "test", "-o", out) == 0
+    assert _wavs(out) == [
+        "Track A/instrumental.wav",
+        "Track A/vocals.wav",
+        "Track B/instrumental.wav",
+        "Track B/vocals.wav",
+    ]
+    # the dataset root: the subset folder is kept
+    assert separate(tiny_model_path, tmp_path / "musdb", "-o", tmp_path / "out2") == 0
+    assert _wavs(tmp_path / "out2") == [f"test/{t}" for t in _wavs(out)]
+    # one track folder given directly
+    assert separate(tiny_model_path, tmp_path / "musdb" / "test" / "Track B", "-o", tmp_path / "out3") == 0
+    assert _wavs(tmp_path / "out3") == ["Track B/instrumental.wav", "Track B/vocals.wav"]
+
+
+def test_musdb_layout_without_out_goes_next_to_the_track_folders(
+    tiny_model_path: Path, tmp_path: Path, write_audio
+) -> None:
+    _musdb(tmp_path / "musdb", write_audio)
+    test = tmp_path / "musdb" / "test"
+    assert separate(tiny_model_path, test) == 0
+    assert [p for p in _wavs(test) if p.startswith("separated/")] == [
+        "separated/Track A/instrumental.wav",
+        "separated/Track A/vocals.wav",
+        "separated/Track B/instrumental.wav",
+        "separated/Track B/vocals.wav",
+    ]
+    # a second run skips them all (and does not take its own outputs for songs)
+    assert separate(tiny_model_path, test) == 0
+    assert len([p for p in _wavs(test) if p.startswith("separated/")]) == 4

@@ -1,5 +1,7 @@
 """``bsmamba2 train CONFIG.yaml [key=value ...] [--resume DIR_OR_CKPT]``: a thin layer over ``train.loop``.
 
+The global ``-q`` becomes the config override ``progress=false`` (no step bar).
+
 bsmamba2 train configs/tiny.yaml data.root=/data/musdb18hq max_steps=100
 bsmamba2 train --resume runs/tiny max_steps=200          # CONFIG defaults to RUN_DIR/config.yaml
 torchrun --nproc_per_node=2 -m bsmamba2 train configs/bsmamba2_paper.yaml data.root=/data/musdb18hq
@@ -50,7 +52,8 @@ def resolve_config(items: list[str], resume: str | None) -> TrainConfig:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = resolve_config(list(args.items), args.resume)
+    items = [*args.items, "progress=false"] if getattr(args, "quiet", False) else list(args.items)
+    cfg = resolve_config(items, args.resume)
     if args.print_config:
         sys.stdout.write(cfg.to_yaml())
         return 0

@@ -1,4 +1,4 @@
-"""``bsmamba2 convert`` (bsmamba2.checkpoints.convert_cli) and loading the official file directly."""
+"""``bsmamba2 convert`` (bsmamba2.cli.convert) and loading the official file directly."""
 
 from __future__ import annotations
 

@@ -17,8 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from bsmamba2.data import musdb
-from bsmamba2.device import BACKEND_HELP, BACKENDS, PRECISIONS
+from bsmamba2.cli import options
+from bsmamba2.data import layouts
 from bsmamba2.errors import UserError
 from bsmamba2.evaluate.report import summarize, summary_markdown, write_json, write_text
 from bsmamba2.evaluate.runner import BASELINES, Candidate, baseline_candidate, evaluate, model_candidate
@@ -26,27 +26,26 @@ from bsmamba2.evaluate.runner import BASELINES, Candidate, baseline_candidate, e
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("-m", "--model", help="model file to evaluate")
+    options.add_model(src, help="model file to evaluate")
     src.add_argument("--baseline", choices=BASELINES, help="score a reference point instead of a model")
     parser.add_argument(
         "--data", required=True, type=Path, help="MUSDB18HQ-layout root (ROOT/test/<track>/...)"
     )
     parser.add_argument("--subset", default="test", help="subset folder (default test)")
     parser.add_argument(
-        "--segment", type=float, nargs="+", default=[8.0],
-        help="inference chunk length(s) in seconds (default 8; e.g. 1 2 4 8 12 16 for Table IV)",
+        "--layout", default=layouts.DEFAULT_LAYOUT, choices=tuple(layouts.LAYOUTS),
+        help=f"how --data is organised (default {layouts.DEFAULT_LAYOUT}; see docs/data.md)",
     )  # fmt: skip
-    parser.add_argument("--overlap", type=float, default=0.0, help="chunk overlap (default 0: the paper's)")
-    parser.add_argument("--batch-size", type=int, default=4, help="chunks per forward pass (default 4)")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps")
-    parser.add_argument(
-        "--precision", default="auto", choices=PRECISIONS,
-        help="autocast precision (default auto; the official evaluation used fp16 on CUDA)",
+    options.add_chunking(
+        parser, overlap=0.0, overlap_help="chunk overlap (default 0: the paper's)", segments=True,
+        segment_help="inference chunk length(s) in seconds (default 8; e.g. 1 2 4 8 12 16 for Table IV)",
     )  # fmt: skip
+    options.add_device(
+        parser, precision_help="autocast precision (default auto; the official evaluation used fp16 on CUDA)"
+    )
     parser.add_argument(
         "--stems", nargs="+", default=None, help="stems to score (default: the model's; baselines: vocals)"
     )
-    parser.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     parser.add_argument("--limit", type=int, default=None, help="only the first N tracks (quick checks)")
     parser.add_argument(
         "--out", type=Path, default=None, help="output folder (default evaluation/<model>-<subset>)"
@@ -55,17 +54,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if any(s <= 0 for s in args.segment):
-        raise UserError("--segment values must be positive")
-    if not 0.0 <= args.overlap < 1.0:
-        raise UserError(f"--overlap must be in [0, 1), got {args.overlap}")
+    options.check(args, device=args.model is not None)
+    if args.limit is not None and args.limit < 1:
+        raise UserError(f"--limit must be at least 1, got {args.limit}")
     candidate = _candidate(args)
     stems = candidate.check_stems(args.stems)
-    tracks = musdb.find_tracks(args.data, args.subset, stems=candidate.stems)
+    tracks = layouts.find_tracks(args.data, args.subset, stems=candidate.stems, layout=args.layout)
     if args.limit is not None:
         tracks = tracks[: args.limit]
     out_root: Path = args.out or Path("evaluation") / f"{candidate.name}-{args.subset}"
-    results = evaluate(candidate, tracks, stems, args.segment, out_root, save_estimates=args.save_estimates)
+    results = evaluate(
+        candidate,
+        tracks,
+        stems,
+        args.segment,
+        out_root,
+        save_estimates=args.save_estimates,
+        progress=not args.quiet,
+    )
 
     overlap = args.overlap if candidate.separator is not None else None
     summary = summarize(results.per_run, stems, overlap=overlap)
@@ -76,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
     write_json(out_root / "summary.json", summary)
     write_text(out_root / "summary.md", table)
     print(table)
-    print(f"results in {out_root}", file=sys.stderr)
+    if not args.quiet:
+        print(f"results in {out_root}", file=sys.stderr)
     if results.failed:
         failed = ", ".join(results.failed)
         print(f"bsmamba2 evaluate: error: {len(results.failed)} track(s) failed: {failed}", file=sys.stderr)
@@ -87,11 +94,4 @@ def run(args: argparse.Namespace) -> int:
 def _candidate(args: argparse.Namespace) -> Candidate:
     if args.model is None:
         return baseline_candidate(args.baseline, args.stems)
-    return model_candidate(
-        args.model,
-        overlap=args.overlap,
-        device=args.device,
-        precision=args.precision,
-        batch_size=args.batch_size,
-        backend=args.backend,
-    )
+    return model_candidate(args.model, overlap=args.overlap, **options.model_settings(args))

@@ -1,0 +1,110 @@
+"""The ``bsmamba2`` command: ``bsmamba2 [-v | -q] COMMAND [ARGS...]``, thin subcommands over the Python API.
+
+Each subcommand is a module of this package exposing ``add_arguments(parser)`` and ``run(args) -> int``;
+the options several commands share are defined once, in :mod:`~bsmamba2.cli.options`. A module is imported
+only when its subcommand runs, so ``bsmamba2 --help`` stays fast. Global flags, before or after COMMAND:
+``-v/--verbose`` (debug logging), ``-q/--quiet`` (warnings and errors only, no progress bars); and
+``--version``. ``run`` sees them as ``args.verbose`` / ``args.quiet``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+
+from bsmamba2 import __version__
+from bsmamba2.cli.console import console_logging
+from bsmamba2.errors import UserError
+
+# subcommand -> (module, one-line help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "separate": ("bsmamba2.cli.separate", "separate songs into vocals / instrumental (or all stems)"),
+    "train": ("bsmamba2.cli.train", "train a model from a YAML config"),
+    "evaluate": ("bsmamba2.cli.evaluate", "compute uSDR / cSDR on a MUSDB18HQ-layout folder"),
+    "synth": ("bsmamba2.cli.synth", "write a synthetic multitrack corpus in MUSDB18HQ layout"),
+    "convert": ("bsmamba2.cli.convert", "convert an official BSMamba2 / MSST checkpoint to safetensors"),
+    "demo": ("bsmamba2.cli.demo", "separate the bundled example song with the bundled model"),
+}
+# global flag -> the Namespace attribute it sets
+GLOBAL_FLAGS = {"-v": "verbose", "--verbose": "verbose", "-q": "quiet", "--quiet": "quiet"}
+
+
+def _add_global_flags(parser: argparse.ArgumentParser) -> None:
+    """-v / -q, unless the subcommand's own arguments already took the name (synth's -q: same meaning)."""
+    taken = {s for action in parser._actions for s in action.option_strings}
+    if not {"-v", "--verbose"} & taken:
+        parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    if not {"-q", "--quiet"} & taken:
+        parser.add_argument(
+            "-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars"
+        )
+
+
+def get_parser() -> argparse.ArgumentParser:
+    """The top-level parser (for ``--help``); each subcommand's own arguments come from its module."""
+    parser = argparse.ArgumentParser(prog="bsmamba2", description="BSMamba2 music source separation.")
+    parser.add_argument("--version", action="version", version=f"bsmamba2 {__version__}")
+    _add_global_flags(parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (_, help_text) in SUBCOMMANDS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
+    return parser
+
+
+def command_parser(command: str, module: ModuleType) -> argparse.ArgumentParser:
+    """The parser of one subcommand: its module's arguments plus the global -v / -q."""
+    parser = argparse.ArgumentParser(prog=f"bsmamba2 {command}", description=SUBCOMMANDS[command][1])
+    module.add_arguments(parser)
+    _add_global_flags(parser)
+    return parser
+
+
+def _usage_error(message: str) -> int:
+    get_parser().print_usage(sys.stderr)
+    print(f"bsmamba2: error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``bsmamba2 [-v | -q] COMMAND [ARGS...]``; returns the exit code (0 ok, 1 user error, 2 usage)."""
+    args_in = list(sys.argv[1:] if argv is None else argv)
+    flags: set[str] = set()
+    while args_in and args_in[0] in GLOBAL_FLAGS:
+        flags.add(GLOBAL_FLAGS[args_in.pop(0)])
+    if flags == {"verbose", "quiet"}:
+        return _usage_error("-q/--quiet and -v/--verbose exclude each other")
+    if args_in and args_in[0] == "--version":
+        print(f"bsmamba2 {__version__}")
+        return 0
+    if not args_in or args_in[0] in ("-h", "--help"):
+        get_parser().print_help()
+        return 0 if args_in else 2
+    command = args_in[0]
+    if command not in SUBCOMMANDS:
+        return _usage_error(f"unknown command {command!r} (choose from {', '.join(SUBCOMMANDS)})")
+    from bsmamba2.device import tune_cpu_allocator
+
+    tune_cpu_allocator()  # large CPU tensors: reuse freed memory instead of page-faulting it back each pass
+    module = importlib.import_module(SUBCOMMANDS[command][0])
+    try:
+        args = command_parser(command, module).parse_args(args_in[1:])
+    except SystemExit as e:  # argparse already printed its help, or its one-line usage error
+        return int(e.code or 0)
+    args.verbose = "verbose" in flags or bool(args.verbose)
+    args.quiet = "quiet" in flags or bool(args.quiet)
+    if args.verbose and args.quiet:
+        return _usage_error("-q/--quiet and -v/--verbose exclude each other")
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    with console_logging(level):
+        try:
+            return int(module.run(args) or 0)
+        except UserError as e:
+            print(f"bsmamba2 {command}: error: {e}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print(f"bsmamba2 {command}: interrupted", file=sys.stderr)
+            return 130
