@@ -22,7 +22,8 @@ import numpy as np
 from tqdm import tqdm
 
 from bsmamba2 import audio
-from bsmamba2.data.synth.composer import PRESET_NAMES, compose
+from bsmamba2.data.synth.composer import compose
+from bsmamba2.data.synth.phrasing import PRESET_NAMES
 from bsmamba2.data.synth.render import STEM_ORDER, render_song, song_meta
 from bsmamba2.errors import UserError
 

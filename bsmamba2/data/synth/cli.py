@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bsmamba2.data.synth.composer import PRESET_NAMES
+from bsmamba2.data.synth.phrasing import PRESET_NAMES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
