@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from bsmamba2 import cli
 from bsmamba2.data import musdb
 from bsmamba2.data.musdb import STEMS, find_tracks, load_meta, load_track
 from bsmamba2.data.synth import synthesize_corpus, synthesize_track
-from bsmamba2.data.synth.composer import BUCKETS, plan_phrases
+from bsmamba2.data.synth.phrasing import BUCKETS, plan_phrases
 from bsmamba2.errors import UserError
 
 SR = 44100
@@ -154,3 +155,21 @@ def test_workers_do_not_change_the_corpus(tmp_path: Path) -> None:
         assert (a / "meta.json").read_bytes() == (b / "meta.json").read_bytes()
         for f in ("vocals.wav", "mixture.wav"):  # compare samples: float WAV headers carry a timestamp
             np.testing.assert_array_equal(sf.read(a / f)[0], sf.read(b / f)[0])
+
+
+# sha256 of the stems and meta.json of two tracks, recorded before composer.py was split into theory / score /
+# grooves / parts / phrasing: the split must not change a single sample of the oscillator engine's corpus.
+PINNED = {
+    (7, "dense", 1.5): "b53c0d123e5ba6bac85f16eccc67b1020cca5eec885ec48ef794fcf8189623c8",
+    (2, "sparse", 9.0): "a0a69f0f0e32ba9b1a50d9459520c5cfe87055136999cdaf52bcf551f5766928",
+}
+
+
+@pytest.mark.parametrize("seed,preset,seconds", list(PINNED))
+def test_osc_engine_output_is_pinned(seed: int, preset: str, seconds: float) -> None:
+    stems, meta = synthesize_track(seconds, preset, seed)
+    h = hashlib.sha256()
+    for k in stems:
+        h.update(stems[k].tobytes())
+    h.update(json.dumps(meta, sort_keys=True).encode())
+    assert h.hexdigest() == PINNED[(seed, preset, seconds)]

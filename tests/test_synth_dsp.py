@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bsmamba2.data.synth import instruments, render, voice
-from bsmamba2.data.synth.composer import Syllable
+from bsmamba2.data.synth.score import Syllable
 
 SR = 44100
 

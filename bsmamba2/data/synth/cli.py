@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bsmamba2.data.synth.composer import PRESET_NAMES
+from bsmamba2.data.synth.phrasing import PRESET_NAMES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -17,6 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--preset", choices=PRESET_NAMES, default="mixed",
                         help="vocal sparsity: phrase lengths and gaps (default mixed)")  # fmt: skip
+    parser.add_argument("--engine", choices=("osc", "samples"), default="osc",
+                        help="osc: oscillator/formant synthesis (default); samples: SoundFont instruments, "
+                        "Hydrogen drum kits and sung Kokoro phrases (needs --assets)")  # fmt: skip
+    parser.add_argument("--assets", default=None,
+                        help="samples engine: folder with the SoundFont, drumkits/ and vocals/ "
+                        "(written by scripts/build_corpus_v2.py)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="corpus seed; same seed, same corpus (default 0)")
     parser.add_argument("--workers", type=int, default=1, help="parallel processes (default 1)")
     parser.add_argument("--sample-rate", type=int, default=44100, help=argparse.SUPPRESS)
@@ -27,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from bsmamba2.data.synth import synthesize_corpus
 
     out = synthesize_corpus(args.out, args.train, args.valid, args.test, seconds=args.seconds, preset=args.preset,
-                            seed=args.seed, workers=args.workers, progress=not args.quiet, sample_rate=args.sample_rate)  # fmt: skip
+                            seed=args.seed, workers=args.workers, progress=not args.quiet, sample_rate=args.sample_rate,
+                            engine=args.engine, assets=args.assets)  # fmt: skip
     print(out)
     return 0

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from bsmamba2.data.synth import instruments
-from bsmamba2.data.synth.composer import Part, Song
+from bsmamba2.data.synth.score import Part, Song
 from bsmamba2.data.synth.voice import render_phrase
 
 QUANT = 2.0**-22  # stem sample grid: sums of 4 stems with |x| < 1 stay exact in float32

@@ -11,6 +11,7 @@ an optional audible inhale precedes the first note.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -153,6 +154,19 @@ def rosenberg(ph: np.ndarray, oq: float, sq: float) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------- phrase
 
 
+@dataclass
+class _Frames:
+    """The score of one phrase on the analysis frame grid (HOP samples per frame)."""
+
+    midi: np.ndarray  # (nf,) target pitch, NaN in rests
+    voiced: np.ndarray  # (nf,) glottal amplitude
+    noise_lvl: np.ndarray  # (nf,) aspiration through the vocal tract (h, breath)
+    form: np.ndarray  # (nf, 4) formant frequencies
+    scoop: np.ndarray  # (nf,) pitch scoop into each note (semitones)
+    vib_env: np.ndarray  # (nf,) vibrato depth envelope
+    bursts: list[tuple[float, float, tuple[float, float], float]]  # (t0, t1, band, level) of noise bursts
+
+
 def render_phrase(syllables: list[Any], length: float, singer: dict[str, Any], sr: int, rng: np.random.Generator,
                   inhale: float = 0.0) -> np.ndarray:  # fmt: skip
     """Sing one phrase: ``syllables`` (objects with t, dur, midi, onset, vowel, coda, vel; t from the phrase
@@ -161,14 +175,31 @@ def render_phrase(syllables: list[Any], length: float, singer: dict[str, Any], s
     nf = n // HOP + 2
     tf = np.arange(nf) * HOP / sr  # frame times (s)
     fs = float(singer["formant_scale"])
+    fr = _score_frames(syllables, inhale, tf, fs, sr, rng)
+    f0 = _pitch_contour(fr, tf, singer, sr, rng)
+    src = _glottal_source(f0, fr.voiced, tf, n, singer, sr, rng)
+    y = _vocal_tract(src, fr, fs, n, singer, sr, rng)
+    # short fades so the phrase window starts and ends at exactly zero without a click
+    m = min(n // 4, int(0.005 * sr))
+    if m > 0:
+        ramp = np.linspace(0, 1, m, dtype=np.float32)
+        y[:m] *= ramp
+        y[-m:] *= ramp[::-1]
+    rms = float(np.sqrt(np.mean(y.astype(np.float64) ** 2))) + 1e-9
+    return (y * (0.1 / rms)).astype(np.float32)
 
+
+def _score_frames(syllables: list[Any], inhale: float, tf: np.ndarray, fs: float, sr: int,
+                  rng: np.random.Generator) -> _Frames:  # fmt: skip
+    """Syllables -> per-frame pitch targets, voicing, formants, noises and consonant bursts."""
+    nf = len(tf)
     midi = np.full(nf, np.nan)
     voiced = np.zeros(nf)
-    noise_lvl = np.zeros(nf)  # aspiration through the vocal tract (h, breath)
+    noise_lvl = np.zeros(nf)
     form = np.tile(np.array(VOWEL_FORMANTS["uh"]) * fs, (nf, 1))
     scoop = np.zeros(nf)
     vib_env = np.zeros(nf)
-    bursts: list[tuple[float, float, tuple[float, float], float]] = []  # (t0, t1, band, level)
+    bursts: list[tuple[float, float, tuple[float, float], float]] = []
 
     def span(a: float, b: float) -> slice:
         return slice(max(0, int(np.floor(a * sr / HOP))), min(nf, int(np.ceil(b * sr / HOP))))
@@ -211,25 +242,36 @@ def render_phrase(syllables: list[Any], length: float, singer: dict[str, Any], s
         noise_lvl[span(0.0, inhale)] = (
             np.sin(np.linspace(0, np.pi, len(range(*span(0.0, inhale).indices(nf))))) * 0.08
         )
+    return _Frames(midi, voiced, noise_lvl, form, scoop, vib_env, bursts)
 
-    # ---- pitch contour (frames): hold pitch through rests, portamento, scoops, vibrato, drift, jitter
+
+def _pitch_contour(sc: _Frames, tf: np.ndarray, singer: dict[str, Any], sr: int,
+                   rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+    """Frame f0 (Hz): pitch held through rests, portamento, scoops, vibrato, drift, jitter."""
+    nf = len(tf)
+    midi = sc.midi
     idx = np.where(np.isnan(midi), 0, np.arange(nf))
     np.maximum.accumulate(idx, out=idx)
     first = np.nanmin(midi) if np.any(~np.isnan(midi)) else 60.0
     midi = np.where(np.isnan(midi), first, midi)[idx] if np.any(~np.isnan(midi)) else np.full(nf, 60.0)
     glide = int(rng.integers(3, 9))  # 17-50 ms portamento
-    pitch = _smooth(midi, glide) + scoop
+    pitch = _smooth(midi, glide) + sc.scoop
     fr = HOP / sr
     rate = singer["vibrato_rate"] * (1 + 0.05 * np.sin(2 * np.pi * 0.3 * tf + rng.random() * 6))
     vib_phase = 2 * np.pi * np.cumsum(rate) * fr
-    pitch = pitch + singer["vibrato_cents"] / 100 * vib_env * np.sin(vib_phase)
+    pitch = pitch + singer["vibrato_cents"] / 100 * sc.vib_env * np.sin(vib_phase)
     drift = _smooth(np.cumsum(rng.normal(0, 0.02, nf)), 25)
     pitch = (
         pitch + drift - drift.mean() + rng.normal(0, singer["jitter"] * 17.3, nf)
     )  # jitter: frac f0 -> semitones
     f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+    return f0
 
-    # ---- glottal source (samples)
+
+def _glottal_source(f0: np.ndarray, voiced: np.ndarray, tf: np.ndarray, n: int, singer: dict[str, Any], sr: int,
+                    rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+    """Rosenberg glottal flow derivative at the frame f0, shaped by the voicing and breath noise: (n,)."""
+    nf = len(tf)
     ts = np.arange(n) / sr
     f0_s = np.interp(ts, tf, f0)
     ph = np.cumsum(f0_s / sr)
@@ -240,10 +282,20 @@ def render_phrase(syllables: list[Any], length: float, singer: dict[str, Any], s
     )
     breath = singer["breath"] * rng.standard_normal(n) * (0.3 + g)
     src = (amp * (dg + breath)).astype(np.float32)
+    return src
 
-    # ---- vocal tract filter per frame (STFT domain)
+
+def _vocal_tract(src: np.ndarray, fr: _Frames, fs: float, n: int, singer: dict[str, Any], sr: int,
+                 rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+    """Filter the source through the moving formants (STFT domain) and add aspiration and bursts: (n,)."""
+    nf = len(fr.voiced)
+    voiced, noise_lvl = fr.voiced, fr.noise_lvl
+
+    def span(a: float, b: float) -> slice:
+        return slice(max(0, int(np.floor(a * sr / HOP))), min(nf, int(np.ceil(b * sr / HOP))))
+
     freqs = np.fft.rfftfreq(N_FFT, 1 / sr)
-    form = _smooth(form, 7)  # 40 ms formant transitions between syllables
+    form = _smooth(fr.form, 7)  # 40 ms formant transitions between syllables
     bw = BANDWIDTHS * (1 + singer["breath"])
     high = np.broadcast_to(np.array(HIGH_FORMANTS) * fs, (form.shape[0], len(HIGH_FORMANTS)))
     h = _resonators(freqs, np.concatenate([form, high], axis=1), bw)
@@ -264,7 +316,7 @@ def render_phrase(syllables: list[Any], length: float, singer: dict[str, Any], s
     noise = stft(rng.standard_normal(n).astype(np.float32))[: h.shape[0]]
     h_pow = np.sum(h**2, axis=1, keepdims=True)
     gain = h * np.sqrt(p_ref / (white * h_pow)) * _smooth(noise_lvl, 2)[: h.shape[0], None]
-    for c0, c1, (lo, hi), lvl in bursts:
+    for c0, c1, (lo, hi), lvl in fr.bursts:
         sl = span(c0, c1)
         m = sl.stop - sl.start
         if m <= 0:
@@ -273,12 +325,4 @@ def render_phrase(syllables: list[Any], length: float, singer: dict[str, Any], s
         shape *= np.sqrt(p_ref / (white * np.sum(shape**2)))
         env = np.sin(np.linspace(0.3, np.pi - 0.3, m)) * lvl
         gain[sl] += env[:, None] * shape[None, :]
-    y = istft(voiced_spec + noise * gain, n)
-    # short fades so the phrase window starts and ends at exactly zero without a click
-    m = min(n // 4, int(0.005 * sr))
-    if m > 0:
-        ramp = np.linspace(0, 1, m, dtype=np.float32)
-        y[:m] *= ramp
-        y[-m:] *= ramp[::-1]
-    rms = float(np.sqrt(np.mean(y.astype(np.float64) ** 2))) + 1e-9
-    return (y * (0.1 / rms)).astype(np.float32)
+    return istft(voiced_spec + noise * gain, n)
