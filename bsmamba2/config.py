@@ -143,6 +143,13 @@ class ModelConfig:
     hop_length: int = 441
     band_widths: tuple[int, ...] = PAPER_BAND_WIDTHS
     mask_mlp_mult: int = 4  # hidden size of the mask MLP = mult * dim
+    # Causal (streamable) model: the time-axis blocks run forward only and the STFT frames end at their
+    # last sample (``bsmamba2.model.framing``); the band axis is unchanged. Needs a streamable mixer (mamba2).
+    causal: bool = False
+    # Frames of lookahead of a causal model: the masks of frame t are read from the network's output at frame
+    # t + lookahead (a delayed decision: every time block still runs forward only). Adds lookahead · hop
+    # samples of latency.
+    lookahead: int = 0
     mamba2: Mamba2Config = field(default_factory=Mamba2Config)
     roformer: RoFormerConfig = field(default_factory=RoFormerConfig)
     extra: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
@@ -165,6 +172,12 @@ class ModelConfig:
             raise ValueError(f"stems must be a non-empty list of distinct names, got {self.stems}")
         if self.audio_channels not in (1, 2):
             raise ValueError(f"audio_channels must be 1 or 2, got {self.audio_channels}")
+        if self.lookahead < 0 or (self.lookahead and not self.causal):
+            raise ValueError(f"lookahead must be >= 0 and needs causal=True, got {self.lookahead}")
+        if self.causal and 2 * self.hop_length > self.n_fft:  # the causal inverse divides by the window sum
+            raise ValueError(
+                f"a causal model needs hop_length <= n_fft / 2, got {self.hop_length}/{self.n_fft}"
+            )
         if any(w <= 0 for w in self.band_widths):
             raise ValueError("every band must have at least one bin")
         if sum(self.band_widths) != self.n_bins:
@@ -190,6 +203,13 @@ class ModelConfig:
     @property
     def num_stems(self) -> int:
         return len(self.stems)
+
+    @property
+    def latency(self) -> int:
+        """Algorithmic latency of the causal model in samples: n_fft − 1 (a sample waits for the last frame
+        that covers it to end) + lookahead · hop. A stream's output is the offline output delayed by exactly
+        this many samples. 0 for non-causal models (they need the whole input)."""
+        return self.n_fft - 1 + self.lookahead * self.hop_length if self.causal else 0
 
     # ---- presets -------------------------------------------------------------------------------------
     @classmethod
@@ -228,6 +248,10 @@ class ModelConfig:
         d["band_widths"] = list(self.band_widths)
         if not d["extra"]:
             d.pop("extra")
+        # Written only when set, so the files of non-causal models stay what they were (older readers too).
+        for key in ("causal", "lookahead"):
+            if not d[key]:
+                d.pop(key)
         return d
 
     def to_json(self) -> str:

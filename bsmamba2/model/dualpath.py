@@ -7,14 +7,14 @@ Axis legend: b batch, t frames, k bands, d model dim; a block sees n sequences o
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from bsmamba2.model.mixers.base import SequenceMixer
+from bsmamba2.model.mixers.base import NotStreamableError, SequenceMixer
 from bsmamba2.model.norms import BlockRMSNorm
 
 
@@ -72,6 +72,40 @@ class BidirectionalBlock(nn.Module):
         return x + self.linear(torch.cat([f, b], dim=-1))
 
 
+class ForwardBlock(SequenceMixer):
+    """The causal time block: the official bidirectional block without its backward branch.
+
+    y = x + Linear(x + M_f(N_f(x))). ``forward_blocks.0`` keeps the bidirectional block's name and shapes (a
+    bidirectional checkpoint's forward weights fit it); ``linear`` is (dim -> dim) where the bidirectional
+    block's merges both directions (2·dim -> dim). Streams: ``step`` carries the forward block's state.
+    """
+
+    def __init__(self, dim: int, make_block: Callable[[], SequenceMixer]) -> None:
+        super().__init__()
+        self.forward_blocks = nn.ModuleList([make_block()])
+        self.linear = nn.Linear(dim, dim)
+
+    def forward(self, x: Tensor) -> Tensor:  # (n, l, d) -> (n, l, d)
+        return x + self.linear(self.forward_blocks[0](x))
+
+    @property
+    def _block(self) -> SequenceMixer:
+        return cast(SequenceMixer, self.forward_blocks[0])  # the constructor's make_block makes one
+
+    @property
+    def streamable(self) -> bool:
+        return self._block.streamable
+
+    def init_state(
+        self, batch: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> Any:
+        return self._block.init_state(batch, device, dtype)
+
+    def step(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:  # x (n, l, d) -> (n, l, d), new state
+        f, state = self._block.step(x, state)
+        return x + self.linear(f), state
+
+
 def time_pass(z: Tensor, block: nn.Module) -> Tensor:
     """Run ``block`` along time: every band is a sequence over frames. z (b, t, k, d) -> (b, t, k, d)."""
     b = z.shape[0]
@@ -86,10 +120,13 @@ def band_pass(z: Tensor, block: nn.Module) -> Tensor:
     return rearrange(out, "(b t) k d -> b t k d", b=b)
 
 
-def make_layers(depth: int, make_block: Callable[[], nn.Module]) -> nn.ModuleList:
-    """``depth`` dual-path layers; ``layers[i][0]`` is the time block and ``layers[i][1]`` the band block.
-    Any (n, l, d) -> (n, l, d) module works as a block."""
-    return nn.ModuleList(nn.ModuleList([make_block(), make_block()]) for _ in range(depth))
+def make_layers(
+    depth: int, make_block: Callable[[], nn.Module], make_time_block: Callable[[], nn.Module] | None = None
+) -> nn.ModuleList:
+    """``depth`` dual-path layers; ``layers[i][0]`` is the time block (``make_time_block``'s, default
+    ``make_block``'s) and ``layers[i][1]`` the band block. Any (n, l, d) -> (n, l, d) module works as a block."""
+    make_time = make_block if make_time_block is None else make_time_block
+    return nn.ModuleList(nn.ModuleList([make_time(), make_block()]) for _ in range(depth))
 
 
 def dual_path(z: Tensor, layers: nn.ModuleList, recompute: bool = False) -> Tensor:
@@ -107,3 +144,33 @@ def dual_path(z: Tensor, layers: nn.ModuleList, recompute: bool = False) -> Tens
         else:
             z = band_pass(time_pass(z, layer[0]), layer[1])
     return z
+
+
+def dual_path_state(
+    layers: nn.ModuleList, batch: int, bands: int, device: torch.device, dtype: torch.dtype
+) -> list[Any]:
+    """The time blocks' states before the first frame, one per layer, for ``batch`` · ``bands`` sequences."""
+    states = []
+    for layer in layers:
+        assert isinstance(layer, nn.ModuleList)
+        time_block = layer[0]
+        if not isinstance(time_block, SequenceMixer) or not time_block.streamable:
+            raise NotStreamableError(
+                f"{type(time_block).__name__} time blocks cannot stream; build causal=True"
+            )
+        states.append(time_block.init_state(batch * bands, device, dtype))
+    return states
+
+
+def dual_path_step(z: Tensor, layers: nn.ModuleList, states: list[Any]) -> tuple[Tensor, list[Any]]:
+    """``dual_path`` on the next l frames z (b, l, k, d) of a stream; ``states`` from ``dual_path_state`` or
+    the previous step. The band pass mixes within each frame, so only the time blocks carry state."""
+    b = z.shape[0]
+    new_states = []
+    for layer, state in zip(layers, states, strict=True):
+        assert isinstance(layer, nn.ModuleList)
+        time_block = cast(SequenceMixer, layer[0])  # dual_path_state checked that it streams
+        y, state = time_block.step(rearrange(z, "b l k d -> (b k) l d"), state)
+        z = band_pass(rearrange(y, "(b k) l d -> b l k d", b=b), layer[1])
+        new_states.append(state)
+    return z, new_states

@@ -58,3 +58,4 @@ class BlockOptions:
     fused: bool = (
         False  # build the fused form of blocks that have one (Mamba2: compiled glue around the scan)
     )
+    causal: bool = False  # a time block of a causal model: forward along the sequence only, streamable

@@ -26,7 +26,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from bsmamba2.config import Mamba2Config
-from bsmamba2.model.dualpath import BidirectionalBlock, PreNormBlock
+from bsmamba2.model.dualpath import BidirectionalBlock, ForwardBlock, PreNormBlock
 from bsmamba2.model.mixers.base import BlockOptions, SequenceMixer
 from bsmamba2.model.mixers.ssd import ssd_chunked
 from bsmamba2.model.mixers.ssd_types import SSDFn
@@ -274,13 +274,13 @@ class FusedMamba2Block(PreNormBlock):
             return _fused("out")(y.to(z.dtype), z, m.norm.weight, m.norm.eps, w_out, x, flip)
 
 
-def build_block(dim: int, settings: Mamba2Config, options: BlockOptions) -> BidirectionalBlock:
+def build_block(dim: int, settings: Mamba2Config, options: BlockOptions) -> BidirectionalBlock | ForwardBlock:
     """The official bidirectional Mamba2 block (OFFICIAL_SPEC §1.5), (n, l, dim) -> (n, l, dim): eager
     prenorm blocks, or ``FusedMamba2Block``s when ``options.fused``, around mixers scanning with
-    ``options.scan``."""
+    ``options.scan``. With ``options.causal``, its forward branch alone (``ForwardBlock``, streamable)."""
     block_cls = FusedMamba2Block if options.fused else PreNormBlock
 
     def make() -> PreNormBlock:  # the settings' fields are Mamba2's keyword arguments
         return block_cls(dim, Mamba2(dim, **dataclasses.asdict(settings), scan=options.scan))
 
-    return BidirectionalBlock(dim, make)
+    return ForwardBlock(dim, make) if options.causal else BidirectionalBlock(dim, make)

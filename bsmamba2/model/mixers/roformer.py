@@ -15,7 +15,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from bsmamba2.config import RoFormerConfig
-from bsmamba2.model.mixers.base import BlockOptions, SequenceMixer
+from bsmamba2.model.mixers.base import BlockOptions, NotStreamableError, SequenceMixer
 from bsmamba2.model.norms import RMSNorm
 
 
@@ -78,7 +78,10 @@ class RoFormerBlock(SequenceMixer):
 
 
 def build_block(dim: int, settings: RoFormerConfig, options: BlockOptions) -> RoFormerBlock:
-    """The BS-RoFormer baseline's dual-path block; ``options`` (the SSD scan, fusion) do not apply to it."""
+    """The BS-RoFormer baseline's dual-path block; ``options`` (the SSD scan, fusion) do not apply to it.
+    Attention sees the whole sequence, so there is no causal form (NotStreamableError)."""
+    if options.causal:
+        raise NotStreamableError("the roformer mixer has no causal form; causal models need mixer mamba2")
     return RoFormerBlock(
         dim, **dataclasses.asdict(settings)
     )  # the settings' fields are its keyword arguments
