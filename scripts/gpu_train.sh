@@ -11,6 +11,8 @@
 #
 # Options
 #   --configs a,b     config names under configs/ (or paths to .yaml), trained in parallel   [default_small]
+#                     NAME@DIR trains NAME on the corpus at DIR instead of --data
+#   --prepared        the corpora exist already (made by the caller): generate nothing
 #   --budget MIN      wall-clock minutes for the WHOLE call; training gets what is left after the corpus,
 #                     minus --reserve                                                         [9]
 #   --reserve MIN     minutes kept for the final checkpoint, export and packing               [1.0]
@@ -52,6 +54,7 @@ OUTDIR=${OUT:-out}
 EXTRA=""
 SYNTH_ONLY=0
 CHECK=0
+PREPARED=0
 N_TRAIN=64
 N_VALID=8
 N_TEST=16
@@ -70,6 +73,7 @@ while [ $# -gt 0 ]; do
     --out) OUTDIR=$2; shift 2 ;;
     --extra) EXTRA=$2; shift 2 ;;
     --synth-only) SYNTH_ONLY=1; shift ;;
+    --prepared) PREPARED=1; shift ;;
     --check) CHECK=1; shift ;;
     --synth-train) N_TRAIN=$2; shift 2 ;;
     --synth-valid) N_VALID=$2; shift 2 ;;
@@ -125,7 +129,10 @@ say "repo $REPO, $NPROC cores, run root $RUN_ROOT, data $DATA, out $OUTDIR"
 
 # ---- 1. corpus (idempotent) ---------------------------------------------------------------------------------
 SPEC="train=$N_TRAIN valid=$N_VALID test=$N_TEST seconds=$SECONDS_PER_TRACK preset=$SYNTH_PRESET seed=$SYNTH_SEED"
-if [ -f "$DATA/.complete" ] && [ "$(cat "$DATA/.complete")" = "$SPEC" ]; then
+if [ "$PREPARED" = 1 ]; then
+  SPEC="prepared by the caller"
+  say "corpora prepared by the caller"
+elif [ -f "$DATA/.complete" ] && [ "$(cat "$DATA/.complete")" = "$SPEC" ]; then
   say "corpus $DATA present ($SPEC)"
 else
   rm -rf "$DATA"
@@ -151,6 +158,8 @@ NGPU=$(nvidia-smi -L 2>/dev/null | wc -l); [ "$NGPU" -ge 1 ] || NGPU=1
 IDX=0  # with several GPUs, run i gets GPU i mod NGPU
 # shellcheck disable=SC2086  # EXTRA is a list of key=value words
 for spec in "${NAMES[@]}"; do
+  data=$DATA
+  if [[ "$spec" == *@* ]]; then data=${spec#*@}; spec=${spec%%@*}; fi
   cfg=$spec; [ -f "$cfg" ] || cfg=configs/$spec.yaml
   name=$(basename "$cfg" .yaml)
   [ -f "$cfg" ] || { echo "gpu_train.sh: no config $cfg" >&2; exit 2; }
@@ -166,7 +175,7 @@ for spec in "${NAMES[@]}"; do
   mkdir -p "$run"
   # shellcheck disable=SC2086
   CUDA_VISIBLE_DEVICES=$((IDX % NGPU)) \
-    $PY -m bsmamba2 train "$cfg" "data.root=$DATA" "run_dir=$run" "max_minutes=$TRAIN_MIN" $EXTRA "${resume[@]}" \
+    $PY -m bsmamba2 train "$cfg" "data.root=$data" "run_dir=$run" "max_minutes=$TRAIN_MIN" $EXTRA "${resume[@]}" \
     > "$run/stdout.txt" 2>&1 &
   IDX=$((IDX + 1))
   PIDS[$name]=$!
