@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "convert an official BSMamba2 / MSST checkpoint to safetensors",
     ),
     "demo": ("bsmamba2.demo", "separate the bundled example song with the bundled model"),
+    "serve": ("bsmamba2.web.cli", "a web page to separate songs in the browser (the web extra)"),
 }
 
 
