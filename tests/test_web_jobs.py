@@ -71,7 +71,7 @@ def song(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(tmp_path: Path) -> JobStore:
-    return JobStore(tmp_path / "root", ttl=60.0, max_active=3, clock=Clock())
+    return JobStore(tmp_path / "root", ttl=60.0, max_active=3)
 
 
 @pytest.fixture
@@ -120,9 +120,9 @@ def test_queue_positions_follow_submission_order(store: JobStore, song: Path) ->
     assert [store.position(j) for j in (b, c)] == [0, 1]
 
 
-def test_finished_jobs_expire_with_their_folders(store: JobStore, song: Path) -> None:
-    clock = store.clock
-    assert isinstance(clock, Clock)
+def test_finished_jobs_expire_with_their_folders(tmp_path: Path, song: Path) -> None:
+    clock = Clock()
+    store = JobStore(tmp_path / "root", ttl=60.0, max_active=3, clock=clock)
     old, fresh, waiting = (make_job(store, song) for _ in range(3))
     for j in (old, fresh, waiting):
         store.add(j)
@@ -155,7 +155,7 @@ def test_worker_runs_jobs_in_order_on_one_model(store: JobStore, song: Path, wor
     wait_for(lambda: all(j.state == DONE for j in jobs), "both jobs")
     assert len(loads) == 1  # one model instance served both
     assert jobs[0].started is not None and jobs[1].started is not None
-    assert jobs[0].finished is not None and jobs[0].finished <= jobs[1].started
+    assert jobs[0].finished is not None and jobs[0].finished <= jobs[1].started  # one after the other
     first = jobs[0]
     assert set(first.files) == {"vocals.wav", "instrumental.wav", "mixture.png", "vocals.png"}
     vocals, _ = sf.read(first.files["vocals.wav"], always_2d=True)
