@@ -14,6 +14,7 @@ $(BIN)/python:
 install: $(BIN)/python
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q "$(TORCH_PIN)"
 	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q --no-deps tinysoundfont==0.3.7  # corpus v2's SoundFont player; its pyaudio dependency is playback only
 
 lint: install
 	$(BIN)/ruff check bsmamba2 tests benchmarks scripts

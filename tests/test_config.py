@@ -86,10 +86,29 @@ def test_legacy_flat_dict_loads() -> None:
         ModelConfig.from_dict({**flat, "d_stat": 4})
 
 
-def test_bundled_model_config_is_flat_and_loads() -> None:
-    """The shipped model stores the old flat JSON; it reads as the sections."""
+# The config JSON of the first bundled model (v1, in the metadata of every model file written before the
+# mixer sections), verbatim: such files must keep loading.
+LEGACY_JSON = (
+    '{"audio_channels": 2, "band_widths": ['
+    + ", ".join(["2"] * 24 + ["4"] * 12 + ["12"] * 8 + ["24"] * 8)
+    + ", "
+    + ", ".join(["48"] * 8)
+    + ', 128, 129], "chunk_size": 64, "d_conv": 4, "d_state": 64, "depth": 4, '
+    '"dim": 128, "dim_head": 64, "expand": 2, "ff_mult": 4, "headdim": 32, "heads": 8, "hop_length": 441, '
+    '"mask_mlp_mult": 2, "mixer": "mamba2", "n_fft": 2048, "ngroups": 1, "sample_rate": 44100, "stems": ["vocals"]}'
+)
+
+
+def test_bundled_model_config_is_nested_and_loads() -> None:
     with safe_open(str(BUNDLED), framework="pt") as f:
         raw = json.loads(f.metadata()["config"])
+    assert "mamba2" in raw and "d_state" not in raw
+    assert ModelConfig.from_dict(raw).mamba2 == Mamba2Config(d_state=64, expand=2, headdim=32, chunk_size=64)
+
+
+def test_legacy_flat_model_config_loads() -> None:
+    """Model files written before the sections store the flat JSON; it reads as the sections."""
+    raw = json.loads(LEGACY_JSON)
     assert raw["d_state"] == 64 and "mamba2" not in raw
     cfg = ModelConfig.from_dict(raw)
     assert cfg.mamba2 == Mamba2Config(d_state=64, expand=2, headdim=32, chunk_size=64)
