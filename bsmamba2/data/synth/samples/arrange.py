@@ -119,6 +119,27 @@ def solo_part(chords: list[tuple[float, float, tuple[int, ...]]], beat: float, k
                 reverb=float(rng.uniform(0.1, 0.35)))  # fmt: skip
 
 
+def unison_part(
+    phrases: list[VocalPhrase], bank: VocalBank, transpose: int, rng: np.random.Generator
+) -> Part:
+    """An instrument doubling the sung melody (same notes and timing, in unison or an octave up), as pop
+    arrangements often do: the model must tell the voice from an instrument on the very same pitches."""
+    ratio = 2 ** (transpose / 12)
+    octave = 12.0 if rng.random() < 0.4 else 0.0
+    notes = []
+    for ph in phrases:
+        for item_id, at, length in ph.lines:
+            for t, d, m in bank.items[item_id].notes:
+                if t / ratio < length:
+                    dur = min(d / ratio, length - t / ratio) * 0.95
+                    notes.append(
+                        Note(at + t / ratio, dur, m + transpose + octave, float(rng.uniform(0.55, 0.85)))
+                    )
+    program = int(rng.choice(SOLO_PROGRAMS + ROLE_PROGRAMS["keys"]))
+    return Part("unison", "sf", {"program": program}, notes, pan=float(rng.uniform(-0.4, 0.4)),
+                gain_db=float(rng.uniform(-6, -1)), reverb=float(rng.uniform(0.1, 0.3)))  # fmt: skip
+
+
 def _bucket(seconds: float) -> str:
     return next((b for b, (lo, hi) in BUCKETS.items() if lo <= seconds < hi), "4-8")
 
@@ -222,6 +243,8 @@ def arrange_song(
         part.notes = humanise(part.notes, rng, 0.008, 0.1)
     if rng.random() < 0.6:
         others.append(solo_part(chords, beat, key, mode, phrases, rng))
+    if phrases and rng.random() < 0.2:
+        others.append(unison_part(phrases, bank, transpose, rng))
     _decorate(phrases, bank, session.id, chords, transpose, rng)
     return SampleSong(seconds, tempo, beats, key, mode, style, sections, chords, int(rng.integers(n_kits)), drums,
                       bass, others, session.id, transpose, phrases, preset)  # fmt: skip

@@ -152,13 +152,13 @@ def render_vocals(song: SampleSong, bank: VocalBank, n: int, sr: int, rng: np.ra
 
 def produce(stems: dict[str, np.ndarray], mask: np.ndarray, sr: int, rng: np.random.Generator, vocal_room: fx.Reverb
             ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:  # fmt: skip
-    """Per-stem production: EQ, compression, band limits; vocals also reverb and (sometimes) air. Levels: drums,
-    bass, other by RMS over the track, vocals by RMS inside the phrases. Returns stems and the settings."""
+    """Per-stem production: EQ, compression, band limits; vocals also reverb; vocals and other sometimes an
+    exciter. Returns the stems (levels untouched) and the band-limit settings per stem."""
     info: dict[str, Any] = {}
     v = stems["vocals"]
     if np.any(v):
         v = fx.random_eq(v, sr, rng, bands=4, max_db=5.0)
-        if rng.random() < 0.5:
+        if rng.random() < 0.65:  # Kokoro stops at 12 kHz: often give the voice an "air" band
             v = fx.exciter(v, sr, float(rng.uniform(0.05, 0.4)))
         active = mask > 0
         v = fx.compress(v, sr, _rms_db(v[:, active]) + float(rng.uniform(-6, 0)), float(rng.uniform(2, 6)))
@@ -168,11 +168,14 @@ def produce(stems: dict[str, np.ndarray], mask: np.ndarray, sr: int, rng: np.ran
     if rng.random() < 0.7:
         d = fx.compress(d, sr, _rms_db(d) + float(rng.uniform(-3, 6)), float(rng.uniform(2, 6)), attack=0.003)
     stems["drums"] = d
+    if np.any(stems["other"]) and rng.random() < 0.35:  # SoundFont samples are often dull: some air there too
+        stems["other"] = fx.exciter(stems["other"], sr, float(rng.uniform(0.05, 0.3)))
     ranges = {"vocals": ((40, 250), (7000, 20000)), "drums": ((20, 80), (7000, 20000)),
               "bass": ((20, 50), (2500, 16000)), "other": ((25, 300), (5000, 20000))}  # fmt: skip
     for s in STEM_ORDER:
         if np.any(stems[s]):
-            stems[s], info[s] = fx.band_limit(stems[s], sr, rng, *ranges[s], p_lp=0.7)
+            stems[s], info[s] = fx.band_limit(stems[s], sr, rng, *ranges[s], p_lp=0.7,
+                                              p_ceiling=0.0 if s == "vocals" else 0.35)  # fmt: skip
     stems["vocals"] = stems["vocals"] * (mask > 0)  # the filters ring a little past the window ends
     return stems, info
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import signal
 
+from bsmamba2 import audio
 from bsmamba2.data.synth.render import impulse_response
 
 
@@ -52,16 +53,31 @@ def random_eq(
 
 
 def band_limit(x: np.ndarray, sr: int, rng: np.random.Generator, hp: tuple[float, float] = (20, 180),
-               lp: tuple[float, float] = (5000, 22000), p_lp: float = 0.75) -> tuple[np.ndarray, dict[str, float]]:  # fmt: skip
+               lp: tuple[float, float] = (5000, 22000), p_lp: float = 0.75, p_ceiling: float = 0.0
+               ) -> tuple[np.ndarray, dict[str, float]]:  # fmt: skip
     """A random high-pass (log-uniform in ``hp`` Hz) and, with probability ``p_lp``, a random low-pass (log-uniform
-    in ``lp``); slopes of 12 or 24 dB/octave. Returns the signal and the cutoffs used (0 = none)."""
+    in ``lp``; 12-48 dB/octave); then, with probability ``p_ceiling``, a brick-wall "ceiling" at 9-12 kHz like
+    the one of a voice rendered at 24 kHz (so that an empty top octave is no sign of the vocals). Returns the signal and
+    the cutoffs used (0 = none)."""
     order = int(rng.choice([1, 2]))
     f_hp = float(np.exp(rng.uniform(*np.log(hp))))
     y = butter(x, "highpass", f_hp, sr, order)
     f_lp = float(np.exp(rng.uniform(*np.log(lp)))) if rng.random() < p_lp else 0.0
     if f_lp:
-        y = butter(y, "lowpass", f_lp, sr, int(rng.choice([2, 4])))
-    return y, {"highpass_hz": round(f_hp, 1), "lowpass_hz": round(f_lp, 1)}
+        y = butter(y, "lowpass", f_lp, sr, int(rng.choice([2, 4, 8])))
+    ceiling = float(rng.choice([9000, 10000, 11025, 12000])) if rng.random() < p_ceiling else 0.0
+    if ceiling:
+        y = brickwall(y, sr, int(2 * ceiling))
+    return y, {"highpass_hz": round(f_hp, 1), "lowpass_hz": round(f_lp, 1), "ceiling_hz": round(ceiling, 1)}
+
+
+def brickwall(x: np.ndarray, sr: int, rate: int) -> np.ndarray:
+    """Nothing left above rate / 2: a round trip through ``rate`` with soxr's steep anti-alias filter, (C, N)."""
+    y = audio.resample(audio.resample(np.ascontiguousarray(x, np.float32), sr, rate), rate, sr)
+    out = np.zeros_like(x, dtype=np.float32)
+    m = min(x.shape[-1], y.shape[-1])
+    out[..., :m] = y[..., :m]
+    return out
 
 
 def compressor_gain(x: np.ndarray, sr: int, threshold_db: float, ratio: float, attack: float = 0.01,
