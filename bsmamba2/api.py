@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from bsmamba2 import pipeline
-from bsmamba2.apply import OverlapAdd, ProgressCallback, Transition
+from bsmamba2.apply import DEFAULT_OVERLAP, OverlapAdd, ProgressCallback, Transition
 from bsmamba2.device import describe, log_once, resolve_device, resolve_precision
 from bsmamba2.errors import AudioError, CheckpointError, UserError
 from bsmamba2.progress import ChunkBar
@@ -56,7 +56,7 @@ class Separator:
         device: torch.device | str = "cpu",
         dtype: torch.dtype | None = None,
         segment: float = 8.0,
-        overlap: float = 0.5,
+        overlap: float = DEFAULT_OVERLAP,
         batch_size: int = 4,
         transition: Transition = "linear",
         callback: ProgressCallback | None = None,
@@ -90,10 +90,11 @@ class Separator:
         device: str | torch.device = "auto",
         precision: str = "auto",
         segment: float = 8.0,
-        overlap: float = 0.5,
+        overlap: float = DEFAULT_OVERLAP,
         batch_size: int = 4,
         backend: str = "auto",
         callback: ProgressCallback | None = None,
+        fused: bool | None = None,
     ) -> Separator:
         """Load a model file (ours, or an official checkpoint); ``None`` = the bundled default model.
 
@@ -101,7 +102,9 @@ class Separator:
         where native, else fp32), "fp32", "bf16", "fp16". segment: chunk length in seconds; overlap: fraction
         of a chunk shared with the next (0 = plain concatenation, as in the paper). backend: the Mamba2 scan,
         "auto" (the fused Triton kernel on CUDA, the plain-PyTorch reference elsewhere), "torch" (the
-        reference everywhere) or "triton". callback: progress after every batch of chunks.
+        reference everywhere) or "triton". callback: progress after every batch of chunks. fused: compile the
+        memory-bound glue around every Mamba2 scan (torch.compile; the first run of a shape compiles, later
+        processes reuse torch's on-disk cache); None = on CUDA with the Triton scan, off elsewhere.
         """
         from bsmamba2.checkpoints import load_model  # the model stack is only needed here
 
@@ -119,7 +122,9 @@ class Separator:
             backend = resolve_backend(backend, dev)
         except ValueError as e:
             raise UserError(f"backend: {e}") from None
-        model = load_model(path, device=dev, backend=backend)
+        if fused is None:
+            fused = dev.type == "cuda" and backend == "triton"
+        model = load_model(path, device=dev, backend=backend, fused=fused)
         log_once(f"model {Path(path).name} on {describe(dev, dtype)}")
         return cls(
             model,

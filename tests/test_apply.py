@@ -143,3 +143,16 @@ def test_progress_of_a_stream_of_unknown_length() -> None:
     assert done == sorted(done) and all(i["processed"] <= i["total"] for i in infos)
     assert infos[-1]["processed"] == infos[-1]["total"] == num_chunks(1234, 100, 50)
     assert infos[-1]["length"] == infos[-1]["position"] == 1234
+
+
+def test_fixed_shape_models_get_full_batches_and_the_same_output() -> None:
+    """A model compiled for fixed shapes (``fused``) sees every batch padded to batch_size with silent chunks;
+    the padding never reaches the output."""
+
+    mix = torch.randn(2, 1000)
+    plain = ScaleModel((0.5,))
+    fixed = ScaleModel((0.5,))
+    fixed.fused = True  # type: ignore[attr-defined]
+    outs = [apply_model(m, mix, segment=128, overlap=0.25, batch_size=3) for m in (plain, fixed)]
+    assert {c[0] for c in fixed.calls} == {3} and min(c[0] for c in plain.calls) < 3
+    torch.testing.assert_close(outs[1], outs[0], rtol=0, atol=0)

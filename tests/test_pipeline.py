@@ -13,13 +13,15 @@ from conftest import ScaleModel
 from torch import nn
 
 from bsmamba2 import audio
-from bsmamba2.apply import OverlapAdd, apply_model
+from bsmamba2.apply import DEFAULT_OVERLAP, OverlapAdd, apply_model
 from bsmamba2.audio import downmix
 from bsmamba2.errors import AudioError, UserError
 from bsmamba2.pipeline import EngineFactory, ModelIO, separate_array, separate_file
 
 
-def engines(model: nn.Module, segment: int, overlap: float = 0.5, batch_size: int = 4) -> EngineFactory:
+def engines(
+    model: nn.Module, segment: int, overlap: float = DEFAULT_OVERLAP, batch_size: int = 4
+) -> EngineFactory:
     def make(length: int) -> OverlapAdd:
         return OverlapAdd(model, segment=segment, overlap=overlap, batch_size=batch_size, length=length)
 
@@ -32,7 +34,7 @@ def apply_file(
     outputs: dict[str, Path],
     *,
     segment: int,
-    overlap: float = 0.5,
+    overlap: float = DEFAULT_OVERLAP,
     batch_size: int = 4,
     subtype: str | None = None,
     allow_downmix: bool = False,

@@ -28,7 +28,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("bsmamba2.cli.synth", "write a synthetic multitrack corpus in MUSDB18HQ layout"),
     "convert": ("bsmamba2.cli.convert", "convert an official BSMamba2 / MSST checkpoint to safetensors"),
     "demo": ("bsmamba2.cli.demo", "separate the bundled example song with the bundled model"),
-    "serve": ("bsmamba2.cli.serve", "a web page to separate songs in the browser (pip install bsmamba2[web])"),
+    "serve": (
+        "bsmamba2.cli.serve",
+        "a web page to separate songs in the browser (pip install bsmamba2[web])",
+    ),
 }
 # global flag -> the Namespace attribute it sets
 GLOBAL_FLAGS = {"-v": "verbose", "--verbose": "verbose", "-q": "quiet", "--quiet": "quiet"}

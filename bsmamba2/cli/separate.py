@@ -18,6 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bsmamba2.api import Separator
+from bsmamba2.apply import DEFAULT_OVERLAP
 from bsmamba2.cli import options
 from bsmamba2.cli.inputs import DEFAULT_OUT, Job, find_inputs
 from bsmamba2.device import dist_env
@@ -37,7 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     options.add_model(parser)
     options.add_chunking(
-        parser, overlap=0.5, overlap_help="fraction of a chunk shared with the next (default 0.5)"
+        parser,
+        overlap=DEFAULT_OVERLAP,
+        overlap_help=f"fraction of a chunk shared with the next (default {DEFAULT_OVERLAP})",
     )
     options.add_device(parser)
     options.add_output(parser)

@@ -12,6 +12,7 @@ import ipaddress
 import logging
 from pathlib import Path
 
+from bsmamba2.apply import DEFAULT_OVERLAP
 from bsmamba2.device import BACKEND_HELP, BACKENDS, DEVICES, PRECISIONS
 from bsmamba2.errors import UserError
 from bsmamba2.web import settings as defaults
@@ -35,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--precision", default="auto", choices=PRECISIONS, help="autocast precision (default auto)")
     add("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
     add("--segment", type=float, default=8.0, help="chunk length in seconds (default 8)")
-    add("--overlap", type=float, default=0.5, help="fraction of a chunk shared with the next (default 0.5)")
+    add("--overlap", type=float, default=DEFAULT_OVERLAP, help=f"chunk overlap (default {DEFAULT_OVERLAP})")
     add("--batch-size", type=int, default=4, help="chunks per forward pass (default 4)")
     add(
         "--max-upload-mb",

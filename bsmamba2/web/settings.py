@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from bsmamba2.apply import DEFAULT_OVERLAP
 from bsmamba2.errors import UserError
 
 DEFAULT_HOST = "127.0.0.1"  # localhost only unless --host says otherwise
@@ -34,7 +35,7 @@ class WebSettings:
     device: str = "auto"
     precision: str = "auto"
     segment: float = 8.0
-    overlap: float = 0.5
+    overlap: float = DEFAULT_OVERLAP
     batch_size: int = 4
     backend: str = "auto"
     max_upload_bytes: int = int(DEFAULT_MAX_UPLOAD_MB * 1e6)
