@@ -158,7 +158,16 @@ def model_only_rows(args: argparse.Namespace, work: Path) -> list[dict[str, Any]
         ("BS-RoFormer baseline (74.5M)", lambda: build_model(ModelConfig.roformer_paper()).to(dev).eval()),
     ]
     if args.bundled_only:
-        cands = [cands[0], ("htdemucs (demucs 4.1, 26.9M)", lambda: htdemucs().to(dev).eval())]
+        eager = (
+            "BSMamba2 bundled, eager glue",
+            lambda: Separator.from_pretrained(None, device=dev, fused=False).model,
+        )
+        cands = [
+            cands[0],
+            eager,
+            cands[2],
+            ("htdemucs (demucs 4.1, 26.9M)", lambda: htdemucs().to(dev).eval()),
+        ]
     cands += (
         [
             ("htdemucs (demucs 4.1, 26.9M)", lambda: htdemucs().to(dev).eval()),
