@@ -94,7 +94,7 @@ class Separator:
         batch_size: int = 4,
         backend: str = "auto",
         callback: ProgressCallback | None = None,
-        fused: bool | None = None,
+        fused: bool = False,
     ) -> Separator:
         """Load a model file (ours, or an official checkpoint); ``None`` = the bundled default model.
 
@@ -104,7 +104,9 @@ class Separator:
         "auto" (the fused Triton kernel on CUDA, the plain-PyTorch reference elsewhere), "torch" (the
         reference everywhere) or "triton". callback: progress after every batch of chunks. fused: compile the
         memory-bound glue around every Mamba2 scan (torch.compile; the first run of a shape compiles, later
-        processes reuse torch's on-disk cache); None = on CUDA with the Triton scan, off elsewhere.
+        processes reuse torch's on-disk cache). Off by default: on an H200 it made the bundled model alone 2.4x
+        faster (738x vs 309x real time) but cost ~12 s of tracing and compilation in every new process
+        (BENCHMARKS.md), more than it saves on a folder of ten songs.
         """
         from bsmamba2.checkpoints import load_model  # the model stack is only needed here
 
@@ -122,8 +124,6 @@ class Separator:
             backend = resolve_backend(backend, dev)
         except ValueError as e:
             raise UserError(f"backend: {e}") from None
-        if fused is None:
-            fused = dev.type == "cuda" and backend == "triton"
         model = load_model(path, device=dev, backend=backend, fused=fused)
         log_once(f"model {Path(path).name} on {describe(dev, dtype)}")
         return cls(
