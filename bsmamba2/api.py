@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default.safetensors"
 FORMATS = ("wav", "flac")
 BIT_DEPTHS = ("16", "24", "float")
+ENGINES = ("auto", "torch", "onnx")  # onnx: an exported file run by ONNX Runtime (bsmamba2.onnx.runtime)
 
 
 class Separator:
@@ -94,15 +95,33 @@ class Separator:
         batch_size: int = 4,
         backend: str = "auto",
         callback: ProgressCallback | None = None,
+        engine: str = "auto",
     ) -> Separator:
-        """Load a model file (ours, or an official checkpoint); ``None`` = the bundled default model.
+        """Load a model file (ours, an official checkpoint, or an ONNX export); ``None`` = the bundled model.
 
         device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:1", "mps". precision: "auto" (bf16
         where native, else fp32), "fp32", "bf16", "fp16". segment: chunk length in seconds; overlap: fraction
         of a chunk shared with the next (0 = plain concatenation, as in the paper). backend: the Mamba2 scan,
         "auto" (the fused Triton kernel on CUDA, the plain-PyTorch reference elsewhere), "torch" (the
-        reference everywhere) or "triton". callback: progress after every batch of chunks.
+        reference everywhere) or "triton". callback: progress after every batch of chunks. engine: "torch",
+        "onnx" (an exported file run by ONNX Runtime, ``bsmamba2.onnx``), or "auto" (onnx for a .onnx path).
         """
+        if engine not in ENGINES:
+            raise UserError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
+        if engine == "onnx" or (engine == "auto" and str(path).lower().endswith(".onnx")):
+            from bsmamba2.onnx.runtime import load_engine  # onnxruntime is optional: only imported here
+
+            dev = resolve_device(device)
+            onnx_model = load_engine(path, dev, precision)
+            log_once(f"model {Path(str(path)).name} on {dev} through onnxruntime ({onnx_model.providers[0]})")
+            return cls(
+                onnx_model,
+                device=dev,
+                segment=segment,
+                overlap=overlap,
+                batch_size=batch_size,
+                callback=callback,
+            )
         from bsmamba2.checkpoints import load_model  # the model stack is only needed here
 
         if path is None:

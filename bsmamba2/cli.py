@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "convert an official BSMamba2 / MSST checkpoint to safetensors",
     ),
     "demo": ("bsmamba2.demo", "separate the bundled example song with the bundled model"),
+    "export": ("bsmamba2.onnx.cli", "export a model's network to ONNX (STFT and iSTFT stay outside)"),
 }
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bsmamba2 import audio
-from bsmamba2.api import BIT_DEPTHS, FORMATS, Separator, check_format
+from bsmamba2.api import BIT_DEPTHS, ENGINES, FORMATS, Separator, check_format
 from bsmamba2.device import BACKEND_HELP, BACKENDS, DEVICES, PRECISIONS, dist_env
 from bsmamba2.errors import UserError
 from bsmamba2.progress import ChunkBar
@@ -25,6 +25,9 @@ from bsmamba2.progress import ChunkBar
 log = logging.getLogger(__name__)
 
 DEFAULT_OUT = "separated"
+ENGINE_HELP = (
+    "torch, or onnx: an exported .onnx model run by ONNX Runtime (default auto: onnx for a .onnx --model)"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -51,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision", default="auto", choices=PRECISIONS, help="autocast precision (default auto)"
     )
     parser.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
+    parser.add_argument("--engine", default="auto", choices=ENGINES, help=ENGINE_HELP)
     parser.add_argument("--format", default="wav", choices=FORMATS, help="output format (default wav)")
     parser.add_argument(
         "--bit-depth", default="24", choices=BIT_DEPTHS, help="output sample format (default 24)"
@@ -132,6 +136,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         backend=args.backend,
         callback=chunk_bar,
+        engine=args.engine,
     )
     names = sep.check_stems(args.stems)
     done = skipped = 0
