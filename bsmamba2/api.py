@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default.safetensors"
 FORMATS = ("wav", "flac")
 BIT_DEPTHS = ("16", "24", "float")
+ENGINES = ("auto", "torch", "onnx")  # onnx: an exported file run by ONNX Runtime (bsmamba2.onnx.runtime)
 
 
 class Separator:
@@ -95,19 +96,38 @@ class Separator:
         backend: str = "auto",
         callback: ProgressCallback | None = None,
         fused: bool = False,
+        engine: str = "auto",
     ) -> Separator:
-        """Load a model file (ours, or an official checkpoint); ``None`` = the bundled default model.
+        """Load a model file (ours, an official checkpoint, or an ONNX export); ``None`` = the bundled model.
 
         device: "auto" (CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:1", "mps". precision: "auto" (bf16
         where native, else fp32), "fp32", "bf16", "fp16". segment: chunk length in seconds; overlap: fraction
         of a chunk shared with the next (0 = plain concatenation, as in the paper). backend: the Mamba2 scan,
-        "auto" (the fused Triton kernel on CUDA, the plain-PyTorch reference elsewhere), "torch" (the
+        "auto" (the fused Triton kernel on CUDA, the fast plain-PyTorch scan elsewhere), "torch" (the
         reference everywhere) or "triton". callback: progress after every batch of chunks. fused: compile the
         memory-bound glue around every Mamba2 scan (torch.compile; the first run of a shape compiles, later
         processes reuse torch's on-disk cache). Off by default: on an H200 it made the bundled model alone 2.4x
         faster (738x vs 309x real time) but cost ~12 s of tracing and compilation in every new process
         (BENCHMARKS.md), more than it saves on a folder of ten songs.
+        engine: "torch",
+        "onnx" (an exported file run by ONNX Runtime, ``bsmamba2.onnx``), or "auto" (onnx for a .onnx path).
         """
+        if engine not in ENGINES:
+            raise UserError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
+        if engine == "onnx" or (engine == "auto" and str(path).lower().endswith(".onnx")):
+            from bsmamba2.onnx.runtime import load_engine  # onnxruntime is optional: only imported here
+
+            dev = resolve_device(device)
+            onnx_model = load_engine(path, dev, precision)
+            log_once(f"model {Path(str(path)).name} on {dev} through onnxruntime ({onnx_model.providers[0]})")
+            return cls(
+                onnx_model,
+                device=dev,
+                segment=segment,
+                overlap=overlap,
+                batch_size=batch_size,
+                callback=callback,
+            )
         from bsmamba2.checkpoints import load_model  # the model stack is only needed here
 
         if path is None:

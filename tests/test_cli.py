@@ -20,14 +20,25 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_every_subcommand_has_a_module_with_the_pair() -> None:
-    assert set(cli.SUBCOMMANDS) == {"separate", "train", "evaluate", "synth", "convert", "demo", "serve"}
+    assert set(cli.SUBCOMMANDS) == {
+        "separate",
+        "train",
+        "evaluate",
+        "synth",
+        "convert",
+        "demo",
+        "serve",
+        "export",
+    }
     for name, (module_name, help_text) in cli.SUBCOMMANDS.items():
         assert module_name == f"bsmamba2.cli.{name}" and help_text
         module = importlib.import_module(module_name)
         assert callable(module.add_arguments) and callable(module.run)
 
 
-@pytest.mark.parametrize("name", ["separate", "train", "evaluate", "synth", "convert", "demo", "serve"])
+@pytest.mark.parametrize(
+    "name", ["separate", "train", "evaluate", "synth", "convert", "demo", "serve", "export"]
+)
 def test_subcommand_help(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([name, "--help"]) == 0
     out = capsys.readouterr().out

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bsmamba2.api import Separator
+from bsmamba2.api import ENGINES, Separator
 from bsmamba2.apply import DEFAULT_OVERLAP
 from bsmamba2.cli import options
 from bsmamba2.cli.inputs import DEFAULT_OUT, Job, find_inputs
@@ -43,6 +43,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         overlap_help=f"fraction of a chunk shared with the next (default {DEFAULT_OVERLAP})",
     )
     options.add_device(parser)
+    parser.add_argument(
+        "--engine", default="auto", choices=ENGINES,
+        help="torch, or onnx: an exported .onnx model run by ONNX Runtime (default auto: onnx for a .onnx --model)",
+    )  # fmt: skip
     parser.add_argument(
         "--fused", action="store_true",
         help="compile the glue around each Mamba2 scan (torch.compile): faster for long runs, ~12 s start-up",
@@ -76,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         callback=chunk_bar,
         fused=args.fused,
+        engine=args.engine,
         **options.model_settings(args),
     )
     names = sep.check_stems(args.stems)

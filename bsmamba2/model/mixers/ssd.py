@@ -181,11 +181,18 @@ def _load_fast() -> SSDFn:
     return ssd_fast
 
 
+def _load_export() -> SSDFn:
+    from bsmamba2.model.mixers.ssd_export import ssd_export  # imports no other module of the package
+
+    return ssd_export
+
+
 BACKENDS: dict[str, Backend] = {
     "torch": Backend("the plain-PyTorch reference, any device", lambda: ssd_chunked, public=True),
     "fast": Backend("plain PyTorch laid out for speed, any device", _load_fast, public=True),
     "triton": Backend("fused kernels, CUDA", _load_triton, cuda_only=not _TRITON_ON_CPU, public=True),
     "naive": Backend("the step-by-step recurrence, for tests", lambda: ssd_naive),
+    "export": Backend("traceable into ONNX (bsmamba2 export)", _load_export),
 }
 ALIASES = {"chunked": "torch"}  # the reference's earlier name, still accepted
 AUTO = "auto"  # "triton" on CUDA when Triton imports, else "fast"
