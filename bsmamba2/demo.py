@@ -1,9 +1,12 @@
 """The demo: separate an example song with the bundled model, offline, and score the result.
 
-The command is ``bsmamba2 demo`` (:mod:`bsmamba2.cli.demo`); this is its library part. The example is
-generated, not downloaded: a ``seconds``-long song from the project's synthesizer (``bsmamba2.data.synth``,
-"sparse" vocals: short phrases with long instrumental gaps, the case the paper is about), identical on every
-machine for a given seed. :func:`run_demo` writes::
+The command is ``bsmamba2 demo`` (:mod:`bsmamba2.cli.demo`); this is its library part. The default example
+(preset ``v2``) is a 20 s corpus-v2 song shipped in the package (``assets/example_v2.flac``: SoundFont
+instruments, Hydrogen drums, a sung Kokoro voice in two short phrases; 16-bit FLAC, mixture and true vocals),
+because that engine needs a SoundFont and a voice bank a fresh install does not have. The other presets
+generate a ``seconds``-long song with the built-in synthesizer (``bsmamba2.data.synth``; "sparse": short
+phrases with long instrumental gaps, the case the paper is about), identical on every machine for a given
+seed. :func:`run_demo` writes::
 
     OUT/example_mixture.wav               the input (float WAV)
     OUT/example_true_vocals.wav           the synthesizer's vocal stem: the answer
@@ -35,19 +38,32 @@ log = logging.getLogger(__name__)
 
 DEFAULT_SECONDS = 20.0
 DEFAULT_SEED = 2025
-DEFAULT_PRESET = "sparse"
+DEFAULT_PRESET = "v2"
+EXAMPLE_V2 = Path(__file__).parent / "assets" / "example_v2.flac"  # (N, 4): mixture L R, vocals L R
 
 
 def make_example(
     seconds: float, preset: str, seed: int
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[float, float]]]:
-    """(mixture (2, N), true vocals (2, N), vocal phrases [(start s, end s)]), deterministic in the arguments."""
+    """(mixture (2, N), true vocals (2, N), vocal phrases [(start s, end s)]), deterministic in the arguments.
+
+    ``preset`` "v2": the shipped corpus-v2 song, cut to ``seconds`` (at most its 20 s; ``seed`` unused)."""
+    if preset == "v2":
+        return _shipped_example(seconds)
     from bsmamba2.data.synth import synthesize_track  # the synthesizer is only needed here
 
     stems, meta = synthesize_track(seconds, preset, seed, MODEL_SAMPLE_RATE)
     mix = np.asarray(np.sum(np.stack(list(stems.values())), axis=0, dtype=np.float32))  # (2, N)
     phrases = [(float(p["start"]), float(p["end"])) for p in meta.get("phrases", [])]
     return mix, stems["vocals"], phrases
+
+
+def _shipped_example(seconds: float) -> tuple[np.ndarray, np.ndarray, list[tuple[float, float]]]:
+    x, rate = audio.read(EXAMPLE_V2)  # (4, N)
+    meta = json.loads(EXAMPLE_V2.with_suffix(".json").read_text())
+    n = min(x.shape[-1], max(1, round(seconds * rate)))
+    phrases = [(float(a), min(float(b), n / rate)) for a, b in meta["phrases"] if a < n / rate]
+    return np.ascontiguousarray(x[:2, :n]), np.ascontiguousarray(x[2:, :n]), phrases
 
 
 def score(reference: np.ndarray, estimate: np.ndarray, mixture: np.ndarray) -> dict[str, float | None]:

@@ -32,8 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--seed", type=int, default=DEFAULT_SEED, help=f"example seed (default {DEFAULT_SEED})"
     )
     parser.add_argument(
-        "--preset", default=DEFAULT_PRESET, choices=PRESET_NAMES,
-        help=f"vocal sparsity of the example (default {DEFAULT_PRESET})",
+        "--preset", default=DEFAULT_PRESET, choices=("v2", *PRESET_NAMES),
+        help=f"the example: v2 = the shipped 20 s corpus-v2 song; or a vocal sparsity for the built-in "
+        f"synthesizer (default {DEFAULT_PRESET})",
     )  # fmt: skip
     options.add_device(parser, backend=False)
     parser.add_argument("--no-plot", action="store_true", help="skip the spectrogram PNG")
