@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "convert an official BSMamba2 / MSST checkpoint to safetensors",
     ),
     "demo": ("bsmamba2.demo", "separate the bundled example song with the bundled model"),
+    "stream": ("bsmamba2.streaming.cli", "separate a file or stdin PCM block by block, in real time"),
 }
 
 

@@ -47,6 +47,9 @@ class CausalStream:
         self.n_fft, self.hop = cfg.n_fft, cfg.hop_length
         self.latency = cfg.latency  # samples
         self._env = envelope(self.n_fft, self.hop, self.device)  # (hop,)
+        # Band split and mask heads batched by band width: a frame's work is small, so kernel count rules.
+        # A snapshot of the weights: a stream made before further training keeps the old ones.
+        self._grouped = model.grouped_bands()
         self.reset()
 
     # ---- the stream -----------------------------------------------------------------------------------
@@ -76,7 +79,9 @@ class CausalStream:
             X = analyse(self._input[:, :used], self.n_fft, self.hop)  # (c, f, frames)
             self._input = self._input[:, frames * self.hop :]  # the next frame starts here
             with torch.inference_mode(), self._autocast():
-                S, self._state = self.model.step_spec(X[None], self._state)  # (1, s, c, f, t ≤ frames)
+                S, self._state = self.model.step_spec(
+                    X[None], self._state, self._grouped
+                )  # (1, s, c, f, t ≤ frames)
             self._emit(S[0])
         out, self._ready = self._ready[..., : x.shape[-1]], self._ready[..., x.shape[-1] :]
         return out

@@ -1,4 +1,8 @@
-"""``StreamingSeparator``: real-time separation with a causal model, at any input rate, mono or stereo.
+"""``StreamingSeparator``: real-time separation at any input rate, mono or stereo.
+
+A causal model (``model.causal: true``) streams frame by frame (``CausalStream``: latency n_fft − 1 +
+lookahead · hop samples). Any other model runs in block mode (``BlockStream``: chunks of ``block`` seconds
+plus ``lookahead``, cross-faded; latency block + lookahead) when ``block`` is given.
 
 >>> from bsmamba2 import StreamingSeparator
 >>> sep = StreamingSeparator.from_pretrained("causal.safetensors", sample_rate=48000, channels=2)
@@ -27,19 +31,23 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from bsmamba2.api import DEFAULT_MODEL
 from bsmamba2.audio import Resampler, check_finite, convert_channels
 from bsmamba2.device import describe, log_once, resolve_device, resolve_precision
-from bsmamba2.errors import AudioError, CheckpointError
+from bsmamba2.errors import AudioError, CheckpointError, UserError
 from bsmamba2.model.separator_net import BandSplitSeparator
 from bsmamba2.stems import output_names, residual_name
+from bsmamba2.streaming.blocks import BlockStream
 from bsmamba2.streaming.engine import CausalStream
 
 DEFAULT_CAUSAL_MODEL = Path(__file__).resolve().parent.parent / "assets" / "causal.safetensors"
 
 
 class StreamingSeparator:
-    """A causal model run as a stream. ``sample_rate``: the input's (default: the model's); ``channels``: the
-    input's, 1 or 2 (default: taken from the first block). ``dtype``: autocast dtype (None: fp32)."""
+    """A model run as a stream. ``sample_rate``: the input's (default: the model's); ``channels``: the
+    input's, 1 or 2 (default: taken from the first block). ``dtype``: autocast dtype (None: fp32).
+    ``block``, ``lookahead`` (seconds): block mode, for models that are not causal (a causal model refuses
+    them: it streams frame by frame)."""
 
     def __init__(
         self,
@@ -48,9 +56,22 @@ class StreamingSeparator:
         sample_rate: int | None = None,
         channels: int | None = None,
         dtype: torch.dtype | None = None,
+        block: float | None = None,
+        lookahead: float = 0.25,
     ) -> None:
-        self.engine = CausalStream(model, dtype=dtype)
         cfg = model.cfg
+        self.engine: CausalStream | BlockStream
+        if block is None:
+            self.engine = CausalStream(model, dtype=dtype)
+        elif cfg.causal:
+            raise UserError("a causal model streams frame by frame; block and lookahead are for other models")
+        elif block <= 0 or lookahead < 0:
+            raise UserError(f"block must be > 0 and lookahead >= 0 seconds, got {block} and {lookahead}")
+        else:
+            rate = cfg.sample_rate
+            self.engine = BlockStream(
+                model, block=round(block * rate), lookahead=round(lookahead * rate), dtype=dtype
+            )
         self.model_rate, self.model_channels = cfg.sample_rate, cfg.audio_channels
         self.model_stems = tuple(cfg.stems)
         self.sample_rate = self.model_rate if sample_rate is None else int(sample_rate)
@@ -71,22 +92,29 @@ class StreamingSeparator:
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         backend: str = "auto",
+        block: float | None = None,
+        lookahead: float = 0.25,
     ) -> StreamingSeparator:
-        """Load a causal model file (None: the bundled causal model, where this build has one).
+        """Load a model file. None: the bundled causal model where this build has one, or with ``block``,
+        the bundled (bidirectional) default model in block mode.
 
         device "cpu" by default: a stream of small blocks is latency-bound, where a GPU's launch cost
         dominates; precision "fp32" by default for the same reason (autocast adds casts per small kernel)."""
         from bsmamba2.checkpoints import load_model  # the checkpoint stack only when loading a file
 
         if path is None:
-            path = DEFAULT_CAUSAL_MODEL
+            path = DEFAULT_MODEL if block is not None else DEFAULT_CAUSAL_MODEL
             if not path.exists():
-                raise CheckpointError(f"no bundled causal model at {path}; pass a causal model file")
+                raise CheckpointError(
+                    f"no bundled model at {path}; pass a causal model file, or block= for block mode"
+                )
         dev = resolve_device(device)
         dtype = resolve_precision(dev, precision)
         model = load_model(path, device=dev, backend=backend)
         log_once(f"streaming model {Path(path).name} on {describe(dev, dtype)}")
-        return cls(model, sample_rate=sample_rate, channels=channels, dtype=dtype)
+        return cls(
+            model, sample_rate=sample_rate, channels=channels, dtype=dtype, block=block, lookahead=lookahead
+        )
 
     # ---- facts ------------------------------------------------------------------------------------------
     @property
@@ -96,7 +124,8 @@ class StreamingSeparator:
 
     @property
     def latency(self) -> int:
-        """Algorithmic latency in samples at the model's rate: n_fft − 1 + lookahead · hop."""
+        """Algorithmic latency in samples at the model's rate: n_fft − 1 + lookahead · hop for a causal
+        model, block + lookahead − 1 in block mode."""
         return self.engine.latency
 
     @property
@@ -133,11 +162,13 @@ class StreamingSeparator:
 
     def flush(self) -> dict[str, Tensor]:
         """The rest of the stream (the last ``latency`` samples, and what the resamplers held); then reset."""
-        if self._channels is None:  # nothing was pushed
-            return {name: torch.zeros(self._fixed_channels or 1, 0) for name in self.stems}
-        assert self._resample_in is not None
+        if self._resample_in is None:  # nothing was pushed
+            return self._empty()
         held = self._resample_in(np.zeros((self.model_channels, 0), np.float32), last=True)
         out = self._run(torch.from_numpy(np.ascontiguousarray(held)), last=False)
+        if self.engine.pushed == 0:  # only empty blocks
+            self.reset()
+            return self._empty()
         y = self.engine.flush()  # (s, c, latency)
         tail = self._finish(y, self._mix_delay, last=True)
         merged = {k: torch.cat([out[k], tail[k]], dim=-1) for k in self.stems}
@@ -145,6 +176,9 @@ class StreamingSeparator:
         return merged
 
     # ---- internals --------------------------------------------------------------------------------------
+    def _empty(self) -> dict[str, Tensor]:
+        return {name: torch.zeros(self._channels or self._fixed_channels or 1, 0) for name in self.stems}
+
     def _checked(self, block: Tensor | np.ndarray) -> np.ndarray:
         x = block.detach().cpu().numpy() if isinstance(block, Tensor) else np.asarray(block)
         if not np.issubdtype(x.dtype, np.floating):
