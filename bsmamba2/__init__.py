@@ -17,9 +17,18 @@ if TYPE_CHECKING:
     from bsmamba2.checkpoints import load_model, save_model
     from bsmamba2.config import ModelConfig
     from bsmamba2.model import build_model
+    from bsmamba2.streaming import StreamingSeparator
 
 __version__ = "0.1.0"
-__all__ = ["ModelConfig", "Separator", "__version__", "build_model", "load_model", "save_model"]
+__all__ = [
+    "ModelConfig",
+    "Separator",
+    "StreamingSeparator",
+    "__version__",
+    "build_model",
+    "load_model",
+    "save_model",
+]
 
 # public name -> the module that defines it
 _LAZY = {
@@ -28,6 +37,7 @@ _LAZY = {
     "build_model": "bsmamba2.model",
     "load_model": "bsmamba2.checkpoints",
     "save_model": "bsmamba2.checkpoints",
+    "StreamingSeparator": "bsmamba2.streaming",
 }
 
 

@@ -29,6 +29,7 @@ def test_every_subcommand_has_a_module_with_the_pair() -> None:
         "demo",
         "serve",
         "export",
+        "stream",
     }
     for name, (module_name, help_text) in cli.SUBCOMMANDS.items():
         assert module_name == f"bsmamba2.cli.{name}" and help_text
@@ -37,7 +38,7 @@ def test_every_subcommand_has_a_module_with_the_pair() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["separate", "train", "evaluate", "synth", "convert", "demo", "serve", "export"]
+    "name", ["separate", "train", "evaluate", "synth", "convert", "demo", "serve", "export", "stream"]
 )
 def test_subcommand_help(name: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main([name, "--help"]) == 0

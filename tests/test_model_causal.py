@@ -88,3 +88,16 @@ def test_config_rules_and_serialisation(tmp_path) -> None:
     x = torch.randn(1, 2, 1234)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
+
+
+@pytest.mark.parametrize("stems", [("vocals",), ("vocals", "drums", "bass")])
+def test_grouped_bands_equal_the_per_band_modules(stems: tuple[str, ...]) -> None:
+    """The width-batched band split and mask heads that streams use compute the per-band modules' function."""
+    model = _model(seed=4, stems=stems)
+    grouped = model.grouped_bands()
+    assert len(grouped.groups) < model.cfg.num_bands
+    X = causal_stft(torch.randn(2, 2, 2000), model.cfg.n_fft, model.cfg.hop_length)
+    with torch.no_grad():
+        z = model._features(X)
+        torch.testing.assert_close(model._features(X, grouped), z, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(model._masks(z, grouped), model._masks(z), rtol=1e-5, atol=1e-6)

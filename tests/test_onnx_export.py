@@ -129,7 +129,7 @@ def test_paper_config_exports_and_runs(tmp_path: Path) -> None:
     """The authors' configuration (48M parameters, random weights) exports and runs in ONNX Runtime."""
     torch.manual_seed(0)
     model = build_model(ModelConfig.paper(), backend="chunked").eval()
-    path = export_onnx(model, tmp_path / "paper.onnx")  # its self-check runs 67 frames
+    path = export_onnx(model, tmp_path / "paper.onnx", check=False)  # checked below, on 5 frames
     X = torch.randn(
         1, 2, model.cfg.n_bins, 5, dtype=torch.complex64, generator=torch.Generator().manual_seed(0)
     )

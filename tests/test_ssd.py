@@ -13,6 +13,7 @@ from bsmamba2.model.mixers.ssd import (
     ssd,
     ssd_chunked,
     ssd_naive,
+    ssd_recurrent,
 )
 
 
@@ -105,3 +106,15 @@ def test_user_facing_names_come_from_the_registry() -> None:
     assert USER_BACKENDS == BACKENDS == ("auto", "torch", "fast", "triton")
     for name in USER_BACKENDS:
         assert f"{name} (" in BACKEND_HELP
+
+
+@pytest.mark.parametrize("length", [0, 1, 3, 9])
+def test_recurrent_matches_naive(length: int) -> None:
+    """The streaming recurrence (few passes over the state, groups broadcast) is the definition."""
+    x, dt, A, B, C, D, s0 = (t.detach() for t in _inputs(2, length, 4, 3, 2, 5, seed=length))
+    y1, f1 = ssd_naive(x, dt, A, B, C, D, initial_state=s0, return_final_state=True)
+    y2, f2 = ssd_recurrent(x, dt, A, B, C, D, initial_state=s0, return_final_state=True)
+    torch.testing.assert_close(y2, y1, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(f2, f1, rtol=1e-12, atol=1e-12)
+    assert torch.equal(f2, s0) == (length == 0)  # the initial state is neither ignored nor changed in place
+    assert torch.equal(s0, _inputs(2, length, 4, 3, 2, 5, seed=length)[6].detach())

@@ -28,6 +28,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("bsmamba2.cli.synth", "write a synthetic multitrack corpus in MUSDB18HQ layout"),
     "convert": ("bsmamba2.cli.convert", "convert an official BSMamba2 / MSST checkpoint to safetensors"),
     "demo": ("bsmamba2.cli.demo", "separate the bundled example song with the bundled model"),
+    "stream": (
+        "bsmamba2.cli.stream",
+        "separate block by block with bounded latency (a causal model; file or stdin)",
+    ),
     "export": ("bsmamba2.cli.export", "export a model to ONNX (pip install bsmamba2[onnx])"),
     "serve": (
         "bsmamba2.cli.serve",

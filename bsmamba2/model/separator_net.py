@@ -19,7 +19,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from bsmamba2.config import ModelConfig
-from bsmamba2.model.bands import BandSplit, MaskEstimator
+from bsmamba2.model.bands import BandSplit, GroupedBands, MaskEstimator
 from bsmamba2.model.dualpath import dual_path, dual_path_state, dual_path_step, make_layers
 from bsmamba2.model.framing import causal_istft, causal_stft
 from bsmamba2.model.mixers.base import BlockOptions, NotStreamableError
@@ -103,15 +103,18 @@ class BandSplitSeparator(nn.Module):
         masks = self._masks(z)[..., k:]  # (b, s, c, f, t): the mask of frame i is the output at frame i + k
         return X.to(torch.complex64)[:, None] * masks  # (b, s, c, f, t)
 
-    def _features(self, X: Tensor) -> Tensor:
+    def _features(self, X: Tensor, grouped: GroupedBands | None = None) -> Tensor:
         """complex (b, c, f, t) -> band features (b, t, k, d)."""
         x = rearrange(torch.view_as_real(X), "b c f t r -> b t (f c r)")  # feature 4f + 2c + r (§1.2)
-        return self.band_split(x)  # (b, t, k, d)
+        return self.band_split(x) if grouped is None else grouped.split(x)  # (b, t, k, d)
 
-    def _masks(self, z: Tensor) -> Tensor:
+    def _masks(self, z: Tensor, grouped: GroupedBands | None = None) -> Tensor:
         """Dual-path output z (b, t, k, d) -> complex64 masks (b, s, c, f, t)."""
         z = self.final_norm(z)
-        masks = torch.stack([est(z) for est in self.mask_estimators], dim=1)  # (b, s, t, f·c·2)
+        if grouped is None:
+            masks = torch.stack([est(z) for est in self.mask_estimators], dim=1)  # (b, s, t, f·c·2)
+        else:
+            masks = grouped.masks(z)
         # The mask is complex and unbounded; it is cast to float32 before use, as the official code does.
         c = self.cfg.audio_channels
         masks = rearrange(masks.float(), "b s t (f c r) -> b s c f t r", c=c, r=2).contiguous()
@@ -128,15 +131,22 @@ class BandSplitSeparator(nn.Module):
         empty = torch.zeros(batch, self.cfg.audio_channels, self.cfg.n_bins, 0, device=device)
         return SpecStreamState(layers=layers, pending=empty.to(torch.complex64), seen=0)
 
-    def step_spec(self, X: Tensor, state: SpecStreamState) -> tuple[Tensor, SpecStreamState]:
+    def grouped_bands(self) -> GroupedBands:
+        """The band split and mask heads batched by band width, from the current weights (for ``step_spec``)."""
+        return GroupedBands(self.band_split, list(self.mask_estimators))  # type: ignore[arg-type]
+
+    def step_spec(
+        self, X: Tensor, state: SpecStreamState, grouped: GroupedBands | None = None
+    ) -> tuple[Tensor, SpecStreamState]:
         """The next l frames X complex (b, c, f, l) of causal streams -> (the stems of the frames decided now,
         complex64 (b, s, c, f, l'), the new state). l' = l once ``lookahead`` frames have been seen (fewer
-        before); frames run one after another give ``forward_spec`` of the whole, frame for frame."""
+        before); frames run one after another give ``forward_spec`` of the whole, frame for frame.
+        ``grouped`` (``grouped_bands()``): the same function in fewer kernels, for small steps."""
         if X.shape[-1] == 0:
             empty = X.new_zeros(X.shape[0], self.cfg.num_stems, *X.shape[1:], dtype=torch.complex64)
             return empty, state
-        z, layers = dual_path_step(self._features(X), self.layers, state.layers)
-        masks = self._masks(z)  # (b, s, c, f, l): network frames seen .. seen + l - 1
+        z, layers = dual_path_step(self._features(X, grouped), self.layers, state.layers)
+        masks = self._masks(z, grouped)  # (b, s, c, f, l): network frames seen .. seen + l - 1
         queue = torch.cat([state.pending, X.to(torch.complex64)], dim=-1)  # frames still waiting for a mask
         ready = X.shape[-1] - max(0, self.cfg.lookahead - state.seen)  # masks of frames ≥ 0
         ready = max(ready, 0)

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from bsmamba2.config import Mamba2Config
 from bsmamba2.model.dualpath import BidirectionalBlock, ForwardBlock, PreNormBlock
 from bsmamba2.model.mixers.base import BlockOptions, SequenceMixer
-from bsmamba2.model.mixers.ssd import ssd_chunked
+from bsmamba2.model.mixers.ssd import ssd_chunked, ssd_recurrent
 from bsmamba2.model.mixers.ssd_types import SSDFn
 from bsmamba2.model.norms import GatedRMSNorm, block_rms_norm, gated_rms_norm
 
@@ -92,6 +92,7 @@ def block_out(
 
 
 _compiled: dict[str, Callable[..., Any]] = {}
+RECURRENT_STEPS = 4  # Mamba2.step runs pieces up to this long as the step-by-step recurrence
 
 
 def _fused(name: str) -> Callable[..., Any]:
@@ -195,11 +196,14 @@ class Mamba2(SequenceMixer):
         # The convolution sees the previous K - 1 inputs, then this piece: no padding, exactly l outputs.
         xp = torch.cat([state.conv.to(xBC.dtype), xBC], dim=1)  # (b, K - 1 + l, conv_dim)
         conv = F.conv1d(xp.transpose(1, 2), self.conv1d.weight, self.conv1d.bias, groups=self.conv1d.groups)
-        out = self.scan(
-            *self._scan_inputs(F.silu(conv.transpose(1, 2)), dt),
-            chunk_size=self.chunk_size,
-            initial_state=state.ssm,
-            return_final_state=True,
+        # A piece of a few steps (a stream's frame or two) runs the plain recurrence, in the state's dtype:
+        # the chunked forms cost a dozen kernels whatever the length. Same function, other rounding.
+        short = u.shape[1] <= RECURRENT_STEPS
+        x, dt, A, B, C, D = self._scan_inputs(F.silu(conv.transpose(1, 2)), dt)
+        if short:
+            x, B, C = x.to(state.ssm.dtype), B.to(state.ssm.dtype), C.to(state.ssm.dtype)
+        out = (ssd_recurrent if short else self.scan)(
+            x, dt, A, B, C, D, chunk_size=self.chunk_size, initial_state=state.ssm, return_final_state=True
         )
         assert isinstance(out, tuple)
         y, ssm = out

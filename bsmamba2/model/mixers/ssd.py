@@ -68,6 +68,40 @@ def ssd_naive(
     return (y, S) if return_final_state else y
 
 
+def ssd_recurrent(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    D: Tensor | None = None,
+    *,
+    chunk_size: int = 256,
+    initial_state: Tensor | None = None,
+    return_final_state: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
+    """``ssd_naive``'s recurrence in few passes over the state, for streaming a few steps at a time.
+
+    The state (b, h, p, n) is the big tensor of a step (a stream's frame reads and writes all of it), so each
+    step touches it three times: decay (a new tensor), the rank-one input added in place, the read-out. Heads
+    share their group's B and C by broadcasting, not by copies. Runs in the dtype of x (the caller promotes).
+    """
+    b, l, h, p, g, n = check_shapes(x, dt, A, B, C)
+    S = x.new_zeros(b, h, p, n) if initial_state is None else initial_state.to(x.dtype)
+    ys = []
+    for t in range(l):
+        decay = torch.exp(dt[:, t] * A)  # (b, h)
+        S = S * decay[:, :, None, None]  # (b, h, p, n)
+        Sg = S.view(b, g, h // g, p, n)
+        xdt = (dt[:, t, :, None] * x[:, t]).view(b, g, h // g, p, 1)  # Δ·x, (b, g, k, p, 1)
+        Sg.addcmul_(xdt, B[:, t, :, None, None, :])  # += Δ·x ⊗ B, in place on the new state
+        ys.append(torch.einsum("bgkpn,bgn->bgkp", Sg, C[:, t]).reshape(b, h, p))  # (b, h, p)
+    y = torch.stack(ys, dim=1) if ys else x.new_zeros(b, 0, h, p)  # (b, l, h, p)
+    if D is not None:
+        y = y + x * D[:, None]
+    return (y, S) if return_final_state else y
+
+
 def segsum(a: Tensor) -> Tensor:
     """Stable segment sum: out[..., i, j] = a[..., j+1] + ... + a[..., i] for j <= i, -inf above the diagonal.
 
@@ -193,6 +227,7 @@ BACKENDS: dict[str, Backend] = {
     "triton": Backend("fused kernels, CUDA", _load_triton, cuda_only=not _TRITON_ON_CPU, public=True),
     "naive": Backend("the step-by-step recurrence, for tests", lambda: ssd_naive),
     "export": Backend("traceable into ONNX (bsmamba2 export)", _load_export),
+    "recurrent": Backend("the recurrence in few passes, for streaming steps", lambda: ssd_recurrent),
 }
 ALIASES = {"chunked": "torch"}  # the reference's earlier name, still accepted
 AUTO = "auto"  # "triton" on CUDA when Triton imports, else "fast"

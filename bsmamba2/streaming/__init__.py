@@ -1,0 +1,15 @@
+"""Real-time separation (issue 15).
+
+- :mod:`~bsmamba2.streaming.engine`: ``CausalStream``, a causal model as a stream at the model's rate
+  (carried state: framing buffer, per-layer SSM state and conv tail, overlap-add tail);
+- :mod:`~bsmamba2.streaming.separator`: ``StreamingSeparator``, the Python API (any rate, mono or stereo,
+  the residual stem, checked blocks);
+- :mod:`~bsmamba2.streaming.blocks`: block mode for bidirectional models (short blocks with lookahead and
+  crossfade);
+- :mod:`~bsmamba2.cli.stream`: ``bsmamba2 stream``.
+"""
+
+from bsmamba2.streaming.engine import CausalStream
+from bsmamba2.streaming.separator import StreamingSeparator
+
+__all__ = ["CausalStream", "StreamingSeparator"]
