@@ -10,17 +10,25 @@
 # Run from the repository root inside one < 10 minute device call; carry .whl (soundfile, soxr, tinysoundfont)
 # and .carry (corpus_v2/ and, to resume on a fresh machine, what an earlier call returned).
 #
-#   bash scripts/gpu_default_v2.sh [--budget 9] [--eval] [--v1 "32 4 16 60"] [--v2 "48 4 16 45"]
+#   5. with --final-eval, the returned EMA of default_v2 on the v1 and v2 test splits (after training), beside
+#      the bundled model on the same songs, packed as $OUT/final_eval.tar.gz.
+#
+#   bash scripts/gpu_default_v2.sh [--budget 9] [--eval] [--final-eval] [--v1 "32 4 16 60"] [--v2 "48 4 16 45"]
+#        [--runs "default_v2@MIX,causal_small@V1"]
 set -uo pipefail
 BUDGET=9
 EVAL=0
 V1_SPEC="32 4 16 60"   # train valid test seconds
 V2_SPEC="48 4 16 45"
 ASSETS=.carry/corpus_v2
+RUNS="default_v2@MIX,causal_small@V1"
+FINAL_EVAL=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --budget) BUDGET=$2; shift 2 ;;
     --eval) EVAL=1; shift ;;
+    --final-eval) FINAL_EVAL=1; shift ;;
+    --runs) RUNS=$2; shift 2 ;;
     --v1) V1_SPEC=$2; shift 2 ;;
     --v2) V2_SPEC=$2; shift 2 ;;
     --assets) ASSETS=$2; shift 2 ;;
@@ -74,8 +82,21 @@ if [ "$EVAL" = 1 ]; then
   PE=$!
 fi
 ELAPSED=$(python3 -c "print(($(date +%s) - $T0) / 60)")
-bash scripts/gpu_train.sh --prepared --configs "default_v2@$MIX,causal_small@$V1" \
-  --budget "$(python3 -c "print(f'{$BUDGET - $ELAPSED:.2f}')")" --reserve 1.2
+RESERVE=1.2; [ "$FINAL_EVAL" = 1 ] && RESERVE=2.2
+RUNS=${RUNS//@MIX/@$MIX}; RUNS=${RUNS//@V1/@$V1}; RUNS=${RUNS//@V2/@$V2}
+bash scripts/gpu_train.sh --prepared --configs "$RUNS" \
+  --budget "$(python3 -c "print(f'{$BUDGET - $ELAPSED:.2f}')")" --reserve "$RESERVE"
 RC=$?
+if [ "$FINAL_EVAL" = 1 ] && [ -f "$OUTDIR/default_v2.ema.safetensors" ]; then
+  ev=/tmp/bsm_final; rm -rf $ev; mkdir -p $ev
+  for m in new:"$OUTDIR/default_v2.ema.safetensors" bundled:bsmamba2/assets/default.safetensors; do
+    tag=${m%%:*}; file=${m#*:}
+    python3 -m bsmamba2 -q evaluate --model "$file" --data $V2 --subset test --out $ev/${tag}_v2 &
+    python3 -m bsmamba2 -q evaluate --model "$file" --data $V1 --subset test --out $ev/${tag}_v1 &
+  done
+  wait
+  tar czf "$OUTDIR/final_eval.tar.gz" -C $ev --exclude='*.wav' .
+  for f in $ev/*/summary.md; do echo "== $f"; head -n 12 "$f"; done
+fi
 [ "$EVAL" = 1 ] && { wait $PE; tail -n 3 "$OUTDIR/eval.log"; }
 exit $RC
