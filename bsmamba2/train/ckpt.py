@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bsmamba2.atomic import atomic_write, fsync_path
+from bsmamba2.atomic import atomic_write, fsync_path, make_folder, write_failure
 from bsmamba2.checkpoints import load_weights, read_safetensors, save_model
 from bsmamba2.config import ModelConfig
 from bsmamba2.errors import CheckpointError, UserError
@@ -66,22 +66,53 @@ def save_checkpoint(
     state: dict[str, Any],
     meta: dict[str, Any],
 ) -> Path:
-    """Write ``ckpt_root/step_XXXXXX/`` atomically (temp folder + rename) and point ``last`` at it."""
-    ckpt_root.mkdir(parents=True, exist_ok=True)
+    """Write ``ckpt_root/step_XXXXXX/`` atomically (temp folder + rename) and point ``last`` at it.
+
+    On any failure (a full disk: a UserError naming the cause and the newest complete checkpoint; an
+    interrupt) the temp folder is removed and the existing checkpoints are untouched.
+    """
     name = step_dir_name(step)
-    final = ckpt_root / name
     tmp = ckpt_root / f".tmp_{name}_{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    try:
+        make_folder(ckpt_root)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        _write_files(tmp, step, model, ema_model, state, meta)
+        final = _move_into_place(ckpt_root, tmp, name)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(e, OSError):
+            raise
+        done = list_checkpoints(ckpt_root)
+        kept = f"; the newest complete checkpoint is {done[-1][1].name}" if done else ""
+        raise UserError(f"{write_failure(ckpt_root / name, e)}{kept}") from None
+    point(ckpt_root, "last", name)
+    return final
+
+
+def _write_files(
+    folder: Path,
+    step: int,
+    model: BandSplitSeparator,
+    ema_model: BandSplitSeparator | None,
+    state: dict[str, Any],
+    meta: dict[str, Any],
+) -> None:
+    """The checkpoint's files in ``folder``, each flushed to disk (see the module docstring)."""
     info = {"step": str(step)}
-    save_model(model, tmp / "model.safetensors", metadata={**info, "weights": "raw"}, durable=True)
+    save_model(model, folder / "model.safetensors", metadata={**info, "weights": "raw"}, durable=True)
     if ema_model is not None:
-        save_model(ema_model, tmp / "ema.safetensors", metadata={**info, "weights": "ema"}, durable=True)
-    with atomic_write(tmp / "state.pt", durable=True) as part:
+        save_model(ema_model, folder / "ema.safetensors", metadata={**info, "weights": "ema"}, durable=True)
+    with atomic_write(folder / "state.pt", durable=True) as part:
         torch.save(state, part)
-    with atomic_write(tmp / "meta.json", durable=True) as part:
+    with atomic_write(folder / "meta.json", durable=True) as part:
         part.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def _move_into_place(ckpt_root: Path, tmp: Path, name: str) -> Path:
+    """Rename the finished ``tmp`` folder to ``ckpt_root/name`` (replacing a folder of the same step)."""
+    final = ckpt_root / name
     if final.exists():  # the same step written again (e.g. a resumed run that stops at once): swap it out
         old = ckpt_root / f".old_{name}_{os.getpid()}"
         final.rename(old)
@@ -90,7 +121,6 @@ def save_checkpoint(
     else:
         tmp.rename(final)  # atomic on POSIX: the folder appears complete or not at all
     fsync_path(ckpt_root)  # the rename itself reaches the disk
-    point(ckpt_root, "last", name)
     return final
 
 

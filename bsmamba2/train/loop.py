@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from bsmamba2.atomic import atomic_write
+from bsmamba2.atomic import atomic_write, make_folder, write_failure
 from bsmamba2.device import DistEnv, dist_env, join_process_group, leave_process_group
 from bsmamba2.errors import UserError
 from bsmamba2.model.separator_net import BandSplitSeparator
@@ -85,9 +85,12 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
                 f"{run_dir} already holds checkpoints: continue with --resume {run_dir}, or pick another run_dir"
             )
         if env.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_write(run_dir / "config.yaml") as tmp:
-                tmp.write_text(cfg.to_yaml())
+            try:
+                make_folder(run_dir)
+                with atomic_write(run_dir / "config.yaml") as tmp:
+                    tmp.write_text(cfg.to_yaml())
+            except OSError as e:  # an unwritable run_dir, a full disk: nothing is trained yet
+                raise write_failure(run_dir / "config.yaml", e) from None
         with run_logs(run_dir, resume_dir, env.is_main) as tb, logging_redirect_tqdm():
             return _loop(cfg, env, device, run_dir, resume_dir, tb, t_call)
     finally:
