@@ -289,3 +289,21 @@ def test_full_disk_for_real(corpus: Path, tmp_path: Path, capsys: pytest.Capture
         line = one_line_error(capsys.readouterr().err, "train")
         assert "No space left on device" in line
         assert sorted(p.name for p in (disk / "run" / "checkpoints").iterdir()) == []
+
+
+def test_resume_falls_back_past_a_truncated_newest_checkpoint(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert cli.main(_train_argv(corpus, run, "max_steps=2", "ckpt_every=1")) == 0
+    ckpts = run / "checkpoints"
+    state = ckpts / "step_000002" / "state.pt"
+    state.write_bytes(state.read_bytes()[:1000])  # a power cut before the data reached the disk
+    (ckpts / ".tmp_step_000003_99999").mkdir()  # and the leftovers of a killed run
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(run), "max_steps=3"]) == 0
+    err = capsys.readouterr().err
+    assert "skipping checkpoint step_000002: state.pt is unreadable" in err and "Traceback" not in err
+    assert "resumed from" in err and "step_000001 at step 1" in err
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last", "step_000002", "step_000003"]
+    assert torch.load(ckpts / "last" / "state.pt", weights_only=True)["step"] == 3
