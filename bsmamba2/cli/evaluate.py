@@ -77,7 +77,12 @@ def run(args: argparse.Namespace) -> int:
     summary = summarize(results.per_run, stems, overlap=overlap)
     summary.update({"model": candidate.name, "data": str(args.data), "subset": args.subset})
     summary["failed"] = results.failed
-    title = f"{candidate.name} on {args.data} ({args.subset}, {len(tracks)} tracks)"
+    summary["errors"] = results.errors
+    scored = len(tracks) - len(results.failed)
+    counts = f"{scored} track{'s' if scored != 1 else ''} scored"
+    if results.failed:
+        counts += f", {len(results.failed)} failed"
+    title = f"{candidate.name} on {args.data} ({args.subset}, {counts})"
     table = summary_markdown(summary, title=title)
     write_json(out_root / "summary.json", summary)
     write_text(out_root / "summary.md", table)
