@@ -3,6 +3,7 @@
 The global ``-q`` becomes the config override ``progress=false`` (no step bar).
 
 bsmamba2 train configs/tiny.yaml data.root=/data/musdb18hq max_steps=100
+bsmamba2 train paper data.root=/data/musdb18hq           # a bundled config by name (bsmamba2/configs/)
 bsmamba2 train --resume runs/tiny max_steps=200          # CONFIG defaults to RUN_DIR/config.yaml
 torchrun --nproc_per_node=2 -m bsmamba2 train configs/bsmamba2_paper.yaml data.root=/data/musdb18hq
 """
@@ -23,7 +24,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "items",
         nargs="*",
         metavar="CONFIG.yaml | key=value",
-        help="a YAML config (configs/*.yaml) followed by dotted overrides, e.g. optim.lr=1e-4 model.dim=64",
+        help="a YAML config file, or a bundled one by name (tiny, paper, roformer_paper, default_v2, ...), "
+        "followed by dotted overrides, e.g. optim.lr=1e-4 model.dim=64",
     )
     parser.add_argument(
         "--resume",
