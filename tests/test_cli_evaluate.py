@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from faults import enospc, one_line_error
 
 from bsmamba2 import audio, cli
 from bsmamba2.api import Separator
-from bsmamba2.evaluate import metrics
+from bsmamba2.evaluate import metrics, runner
 
 SR = 44100
 
@@ -161,3 +162,29 @@ def test_summary_json_and_markdown_agree(tiny_corpus: Path, tmp_path: Path, base
             n, nc = a["tracks"], a["csdr_tracks"]
             counted = str(n) if n == nc else f"{n} (cSDR {nc})"
             assert rows[("–", stem)] == [*map(_as_md, (a[k] for k in keys)), counted], stem
+
+
+def test_unwritable_out_folder_is_one_line_before_any_work(
+    tiny_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file where the output folder should be")
+    argv = ["evaluate", "--baseline", "mixture", "--data", str(tiny_corpus), "--out", str(blocker / "eval")]
+    assert cli.main(argv) == 1
+    assert "file.txt" in one_line_error(capsys.readouterr().err, "evaluate")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_full_disk_while_writing_results(
+    tiny_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bsmamba2.evaluate import report
+
+    def full(path: Path, data: object) -> None:
+        raise enospc(path)
+
+    monkeypatch.setattr(report, "write_json", full)
+    monkeypatch.setattr(runner, "write_json", full)
+    out = tmp_path / "eval"
+    assert cli.main(["evaluate", "--baseline", "mixture", "--data", str(tiny_corpus), "--out", str(out)]) == 1
+    assert "No space left on device" in one_line_error(capsys.readouterr().err, "evaluate")
