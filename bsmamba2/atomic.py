@@ -1,7 +1,9 @@
 """Atomic file writes: write to a temp file beside the target, flush it to disk, then rename over it.
 
 Every file the package writes goes through :func:`atomic_write`, so a crash, a full disk or a signal never
-leaves a partial file under the final name, and the temp file is removed on any error.
+leaves a partial file under the final name, and the temp file is removed on any error. ``make_folder``,
+``write_failure`` and ``os_failure`` turn the OS errors of writing (a file blocking a folder, a full disk,
+no permission) into the one-line ``UserError`` the CLI prints.
 """
 
 from __future__ import annotations
@@ -90,3 +92,9 @@ def write_failure(target: str | os.PathLike[str], e: OSError) -> UserError:
     inside = named is not None and (named.parent == t.parent or named.is_relative_to(t))
     where = f" ({named})" if named is not None and not inside else ""
     return UserError(f"cannot write {target}: {reason}{where}")
+
+
+def os_failure(e: OSError) -> UserError:
+    """The one-line error for an OSError met anywhere else: the path the OS named, and why."""
+    reason = e.strerror or str(e).splitlines()[0]
+    return UserError(f"{e.filename}: {reason}" if e.filename else reason)

@@ -307,3 +307,16 @@ def test_resume_falls_back_past_a_truncated_newest_checkpoint(
     assert "resumed from" in err and "step_000001 at step 1" in err
     assert sorted(p.name for p in ckpts.iterdir()) == ["last", "step_000002", "step_000003"]
     assert torch.load(ckpts / "last" / "state.pt", weights_only=True)["step"] == 3
+
+
+def test_other_os_errors_in_training_are_one_line(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bsmamba2.train import logs
+
+    def no_room(*args: Any, **kwargs: Any) -> None:
+        raise enospc(tmp_path / "run" / "tb" / "events")
+
+    monkeypatch.setattr(logs.TrainLog, "step", no_room)  # e.g. TensorBoard's event file on a full disk
+    assert cli.main(_train_argv(corpus, tmp_path / "run", "max_steps=1")) == 1
+    assert "No space left on device" in one_line_error(capsys.readouterr().err, "train")

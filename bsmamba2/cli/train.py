@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bsmamba2.atomic import os_failure
 from bsmamba2.errors import UserError
 from bsmamba2.train import ckpt
 from bsmamba2.train.config import TrainConfig, load_config
@@ -61,5 +62,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from bsmamba2.train.loop import train  # torch.distributed, tensorboard: only when training
 
-    train(cfg, resume=Path(args.resume) if args.resume else None)
+    try:
+        train(cfg, resume=Path(args.resume) if args.resume else None)
+    except OSError as e:  # the known writes say more (train.loop, train.ckpt); this catches the rest
+        raise os_failure(e) from None
     return 0
