@@ -1,16 +1,21 @@
 """Atomic file writes: write to a temp file beside the target, flush it to disk, then rename over it.
 
 Every file the package writes goes through :func:`atomic_write`, so a crash, a full disk or a signal never
-leaves a partial file under the final name, and the temp file is removed on any error.
+leaves a partial file under the final name, and the temp file is removed on any error. ``make_folder``,
+``write_failure`` and ``os_failure`` turn the OS errors of writing (a file blocking a folder, a full disk,
+no permission) into the one-line ``UserError`` the CLI prints.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from bsmamba2.errors import UserError
 
 
 def temp_beside(path: Path) -> Path:
@@ -54,7 +59,7 @@ def atomic_write(path: str | os.PathLike[str], *, durable: bool = False) -> Iter
     file is removed and the exception propagates; ``path`` is untouched.
     """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(p.parent)
     tmp = temp_beside(p)
     try:
         yield tmp
@@ -67,3 +72,29 @@ def atomic_write(path: str | os.PathLike[str], *, durable: bool = False) -> Iter
         raise
     if durable:
         fsync_path(p.parent)
+
+
+def make_folder(folder: Path) -> None:
+    """``mkdir -p``, saying which part of the path is a file when one blocks it (mkdir says "File exists")."""
+    for part in (folder, *folder.parents):
+        if part.exists():
+            if not part.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "a file where a folder should be", str(part))
+            break
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def write_failure(target: str | os.PathLike[str], e: OSError) -> UserError:
+    """The one-line error for ``e`` met while writing ``target``: what failed, why, and the path the OS
+    named when it is not ``target``, its temp file or a file in it (e.g. the file blocking its folder)."""
+    reason = e.strerror or str(e).splitlines()[0]
+    t, named = Path(target), Path(e.filename) if isinstance(e.filename, str) else None
+    inside = named is not None and (named.parent == t.parent or named.is_relative_to(t))
+    where = f" ({named})" if named is not None and not inside else ""
+    return UserError(f"cannot write {target}: {reason}{where}")
+
+
+def os_failure(e: OSError) -> UserError:
+    """The one-line error for an OSError met anywhere else: the path the OS named, and why."""
+    reason = e.strerror or str(e).splitlines()[0]
+    return UserError(f"{e.filename}: {reason}" if e.filename else reason)

@@ -4,14 +4,17 @@ its argument errors."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
+from faults import enospc, one_line_error
 
 from bsmamba2 import audio, cli
 from bsmamba2.api import Separator
-from bsmamba2.evaluate import metrics
+from bsmamba2.evaluate import metrics, runner
 
 SR = 44100
 
@@ -96,3 +99,92 @@ def test_quiet_evaluate_prints_the_table_only(
     assert cli.main(["-q", *args, "--out", str(tmp_path / "b")]) == 0
     quiet = capsys.readouterr()
     assert quiet.err == "" and quiet.out == loud.out.replace(str(tmp_path / "a"), str(tmp_path / "b"))
+
+
+# ---- bad references, and what the tables count -----------------------------------------------------------
+
+
+def _corpus_copy(src: Path, dst: Path) -> Path:
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _md_rows(md: str) -> dict[tuple[str, str], list[str]]:
+    """{(segment, stem): [uSDR mean, cSDR median, uSDR median, cSDR mean, tracks]} of summary.md's table."""
+    rows = {}
+    for line in md.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 7 and cells[1] not in ("stem", "---"):
+            rows[(cells[0], cells[1])] = cells[2:]
+    return rows
+
+
+def _as_md(x: object) -> str:
+    """How summary.json's value must read in summary.md."""
+    if x is None:
+        return "–"
+    if isinstance(x, str):
+        return x  # "inf" / "-inf"
+    return f"{x:.2f}"
+
+
+def test_nan_reference_is_a_named_error_and_not_counted(
+    tiny_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = _corpus_copy(tiny_corpus, tmp_path / "data")
+    vocals = data / "test" / "B" / "vocals.wav"
+    x, sr = audio.read(vocals)
+    x[0, 1000] = np.nan
+    sf.write(str(vocals), x.T, sr, subtype="FLOAT")
+    out = tmp_path / "eval"
+    argv = ["evaluate", "--baseline", "mixture", "--data", str(data), "--out", str(out)]
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "vocals.wav" in err and "NaN" in err and "B" in err
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["failed"] == ["B"] and "vocals.wav" in summary["errors"]["B"]
+    assert summary["runs"][0]["stems"]["vocals"]["tracks"] == 1  # only A was averaged
+    md = (out / "summary.md").read_text()
+    assert "1 track scored" in md and "1 failed" in md
+    assert all(cells[-1] == "1" for cells in _md_rows(md).values())
+
+
+@pytest.mark.parametrize("baseline", ["mixture", "oracle-irm"])
+def test_summary_json_and_markdown_agree(tiny_corpus: Path, tmp_path: Path, baseline: str) -> None:
+    out = tmp_path / "eval"
+    assert cli.main(["evaluate", "--baseline", baseline, "--data", str(tiny_corpus), "--out", str(out)]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    rows = _md_rows((out / "summary.md").read_text())
+    assert rows
+    for run in summary["runs"]:
+        for stem, a in run["stems"].items():
+            keys = ("usdr_mean", "csdr_median", "usdr_median", "csdr_mean")
+            n, nc = a["tracks"], a["csdr_tracks"]
+            counted = str(n) if n == nc else f"{n} (cSDR {nc})"
+            assert rows[("–", stem)] == [*map(_as_md, (a[k] for k in keys)), counted], stem
+
+
+def test_unwritable_out_folder_is_one_line_before_any_work(
+    tiny_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file where the output folder should be")
+    argv = ["evaluate", "--baseline", "mixture", "--data", str(tiny_corpus), "--out", str(blocker / "eval")]
+    assert cli.main(argv) == 1
+    assert "file.txt" in one_line_error(capsys.readouterr().err, "evaluate")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_full_disk_while_writing_results(
+    tiny_corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bsmamba2.evaluate import report
+
+    def full(path: Path, data: object) -> None:
+        raise enospc(path)
+
+    monkeypatch.setattr(report, "write_json", full)
+    monkeypatch.setattr(runner, "write_json", full)
+    out = tmp_path / "eval"
+    assert cli.main(["evaluate", "--baseline", "mixture", "--data", str(tiny_corpus), "--out", str(out)]) == 1
+    assert "No space left on device" in one_line_error(capsys.readouterr().err, "evaluate")

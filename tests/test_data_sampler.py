@@ -220,3 +220,17 @@ def test_fast_raw_read_matches_decoder(tmp_path: Path, fmt) -> None:
         ref = musdb.read_stem(ds.tracks[0], "vocals", start, ds.segment)
         np.testing.assert_allclose(got, ref, atol=1e-7, rtol=0)
     assert (ds._layouts[ds.tracks[0].stems["vocals"]] is not None) == (ext == "wav" and subtype != "PCM_24")
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_stem_is_warned_once_naming_the_file(corpus: Path, caplog, bad: float) -> None:
+    path = corpus / "train" / "track2" / "bass.wav"
+    x, _ = audio.read(path)
+    x[:, ::1000] = bad  # spread out, so that every window of the file holds some
+    audio.write(path, x, SR, subtype="FLOAT")
+    ds = MixDataset(corpus, "train", plain(targets=STEMS))
+    with caplog.at_level(logging.WARNING, logger="bsmamba2"):
+        items = [ds[i] for i in range(40)]
+    warned = [r.getMessage() for r in caplog.records if "bass.wav" in r.getMessage()]
+    assert len(warned) == 1 and "track2" in warned[0] and "NaN" in warned[0]
+    assert sum(not torch.isfinite(m).all() for m, _ in items) >= 2  # used more than once, passed on as is

@@ -3,13 +3,15 @@ in test_cli_evaluate.py."""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from bsmamba2.evaluate import metrics, studies
-from bsmamba2.evaluate.report import summarize, summary_markdown
+from bsmamba2.evaluate.report import summarize, summary_markdown, write_json
 from bsmamba2.evaluate.scoring import track_report
 
 SR = 44100
@@ -77,3 +79,28 @@ def test_score_track_and_summary_handle_perfect_and_silent() -> None:
     summary = summarize({8.0: [row]}, ["vocals"], overlap=0.0)
     text = summary_markdown(summary, "t")
     assert "| 8 s | vocals |" in text and "1-2s" in text
+
+
+def test_perfect_and_missing_scores_read_the_same_in_json_and_markdown(tmp_path: Path) -> None:
+    # instrumental perfect in most frames (+inf cSDR), one track whose vocals have no cSDR data (NaN)
+    rows = [
+        {
+            "track": "A",
+            "stems": {"vocals": {"usdr": 3.0, "csdr": 2.0}, "instrumental": {"usdr": 20.0, "csdr": math.inf}},
+        },
+        {
+            "track": "B",
+            "stems": {
+                "vocals": {"usdr": 5.0, "csdr": math.nan},
+                "instrumental": {"usdr": 30.0, "csdr": math.inf},
+            },
+        },
+    ]
+    summary = summarize({0.0: rows}, ["vocals", "instrumental"], overlap=None)
+    write_json(tmp_path / "s.json", summary)
+    stems = json.loads((tmp_path / "s.json").read_text())["runs"][0]["stems"]
+    assert stems["instrumental"]["csdr_median"] == "inf" and stems["instrumental"]["csdr_std"] is None
+    assert (stems["vocals"]["tracks"], stems["vocals"]["csdr_tracks"]) == (2, 1)
+    md = summary_markdown(summary, "t")
+    assert "| – | instrumental | 25.00 | inf | 25.00 | inf | 2 |" in md
+    assert "| – | vocals | 4.00 | 2.00 | 4.00 | 2.00 | 2 (cSDR 1) |" in md

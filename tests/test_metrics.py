@@ -83,7 +83,10 @@ def test_aggregate_uses_the_papers_statistics() -> None:
     agg = metrics.aggregate(rows)
     assert agg["usdr_mean"] == pytest.approx(4.0)
     assert agg["csdr_median"] == pytest.approx(2.0)
-    assert agg["tracks"] == 4
+    assert agg["tracks"] == agg["csdr_tracks"] == 3  # the NaN row is not averaged, so not counted
+    rows[3]["usdr"] = 5.0  # e.g. a silent reference: its uSDR exists, its cSDR frames are all NaN
+    agg = metrics.aggregate(rows)
+    assert agg["usdr_mean"] == pytest.approx(17 / 4) and (agg["tracks"], agg["csdr_tracks"]) == (4, 3)
 
 
 @pytest.mark.parametrize("length", [44100 * 2 + 1234, 30000])

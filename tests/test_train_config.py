@@ -213,3 +213,23 @@ def test_resume_resolution_and_rotation(tmp_path: Path) -> None:
         ckpt.resolve_resume(tmp_path)
     with pytest.raises(UserError, match="no such"):
         ckpt.resolve_resume(tmp_path / "missing")
+
+
+def test_bundled_configs_by_name_from_anywhere(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bsmamba2 import cli
+
+    monkeypatch.chdir(tmp_path)  # no configs/ folder here: the package's own copies are used
+    for name, file in [
+        ("tiny", "tiny.yaml"),
+        ("paper", "bsmamba2_paper.yaml"),
+        ("roformer_paper", "bsroformer_paper.yaml"),
+        ("default_v2.yaml", "default_v2.yaml"),
+    ]:
+        assert cli.main(["train", name, "--print-config"]) == 0, name
+        assert capsys.readouterr().out == load_config(CONFIGS / file).to_yaml(), name
+    (tmp_path / "tiny.yaml").write_text("max_steps: 7\n")  # a file of that name wins over the bundled one
+    assert load_config("tiny.yaml").max_steps == 7
+    with pytest.raises(UserError, match="not found: nosuch.*bundled.*tiny"):
+        load_config("nosuch")

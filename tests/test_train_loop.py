@@ -14,11 +14,12 @@ import pytest
 import soundfile as sf
 import torch
 import torch.multiprocessing as mp
+from faults import enospc, one_line_error, tiny_tmpfs
 
 from bsmamba2 import cli
 from bsmamba2.checkpoints import load_model
 from bsmamba2.errors import UserError
-from bsmamba2.train import step
+from bsmamba2.train import ckpt, step
 from bsmamba2.train.config import TrainConfig, load_config
 from bsmamba2.train.loop import train
 from bsmamba2.train.loss import LossTerms
@@ -239,3 +240,83 @@ def test_ddp_two_processes_match_one_process_with_twice_the_batch(corpus: Path, 
     single = train(_cfg(corpus, tmp_path / "single", "max_steps=2", "optim.ema_decay=0", "batch_size=2"))
     for k, v in single.model.state_dict().items():
         torch.testing.assert_close(ranks[0][k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+# ---- I/O faults: a one-line error, exit 1, nothing partial ------------------------------------------------
+
+
+def _train_argv(corpus: Path, run: Path, *extra: str) -> list[str]:
+    tiny = str(ROOT / "configs" / "tiny.yaml")
+    return ["train", tiny, f"data.root={corpus}", f"run_dir={run}", *FAST, *extra]
+
+
+def test_unwritable_run_dir(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file where the run folder should be")  # refused even to root, unlike chmod
+    assert cli.main(_train_argv(corpus, blocker / "run", "max_steps=1")) == 1
+    assert "file.txt" in one_line_error(capsys.readouterr().err, "train")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_full_disk_at_a_checkpoint_keeps_the_last_complete_one(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the disk fills up while the second checkpoint's state.pt is written, half-way through the file
+    real, calls = torch.save, []
+
+    def fill_up(obj: Any, f: Any, *args: Any, **kwargs: Any) -> None:
+        calls.append(f)
+        if len(calls) == 2:
+            Path(f).write_bytes(b"\0" * 100)
+            raise enospc(f)
+        real(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(ckpt.torch, "save", fill_up)
+    run = tmp_path / "run"
+    assert cli.main(_train_argv(corpus, run, "max_steps=3", "ckpt_every=1")) == 1
+    line = one_line_error(capsys.readouterr().err, "train")
+    assert "step_000002" in line and "No space left on device" in line and "step_000001" in line
+    ckpts = run / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last", "step_000001"]  # no .tmp_step_* folder
+    assert (ckpts / "last").resolve().name == "step_000001"
+    monkeypatch.setattr(ckpt.torch, "save", real)
+    assert cli.main(["train", "--resume", str(run), "max_steps=2"]) == 0  # space again: it continues
+
+
+def test_full_disk_for_real(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with tiny_tmpfs(tmp_path / "disk", size="64k") as disk:  # room for config.yaml and logs, not weights
+        assert cli.main(_train_argv(corpus, disk / "run", "max_steps=1")) == 1
+        line = one_line_error(capsys.readouterr().err, "train")
+        assert "No space left on device" in line
+        assert sorted(p.name for p in (disk / "run" / "checkpoints").iterdir()) == []
+
+
+def test_resume_falls_back_past_a_truncated_newest_checkpoint(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = tmp_path / "run"
+    assert cli.main(_train_argv(corpus, run, "max_steps=2", "ckpt_every=1")) == 0
+    ckpts = run / "checkpoints"
+    state = ckpts / "step_000002" / "state.pt"
+    state.write_bytes(state.read_bytes()[:1000])  # a power cut before the data reached the disk
+    (ckpts / ".tmp_step_000003_99999").mkdir()  # and the leftovers of a killed run
+    capsys.readouterr()
+    assert cli.main(["train", "--resume", str(run), "max_steps=3"]) == 0
+    err = capsys.readouterr().err
+    assert "skipping checkpoint step_000002: state.pt is unreadable" in err and "Traceback" not in err
+    assert "resumed from" in err and "step_000001 at step 1" in err
+    assert sorted(p.name for p in ckpts.iterdir()) == ["last", "step_000002", "step_000003"]
+    assert torch.load(ckpts / "last" / "state.pt", weights_only=True)["step"] == 3
+
+
+def test_other_os_errors_in_training_are_one_line(
+    corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bsmamba2.train import logs
+
+    def no_room(*args: Any, **kwargs: Any) -> None:
+        raise enospc(tmp_path / "run" / "tb" / "events")
+
+    monkeypatch.setattr(logs.TrainLog, "step", no_room)  # e.g. TensorBoard's event file on a full disk
+    assert cli.main(_train_argv(corpus, tmp_path / "run", "max_steps=1")) == 1
+    assert "No space left on device" in one_line_error(capsys.readouterr().err, "train")

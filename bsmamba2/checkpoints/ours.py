@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import Tensor
 
 from bsmamba2.atomic import atomic_write
@@ -43,9 +43,17 @@ def save_model(
         for k, v in model.state_dict().items()
     }
     meta = {"format": FORMAT_NAME, "config": model.cfg.to_json(), **(metadata or {})}
+    data = save(state, metadata=meta)
     with atomic_write(p, durable=durable) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+        write_bytes(tmp, data)
     return p
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` with Python's own file I/O. Not safetensors' ``save_file``: it reports a full disk as a
+    ``SafetensorError`` without the OS error number, where callers need an ``OSError`` to name the cause."""
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict[str, Tensor]]:

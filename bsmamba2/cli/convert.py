@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from bsmamba2.atomic import write_failure
 from bsmamba2.checkpoints.loading import convert_checkpoint, load_weights
 from bsmamba2.checkpoints.ours import save_model
 from bsmamba2.errors import UserError
@@ -45,7 +46,10 @@ def run(args: argparse.Namespace) -> int:
     c = convert_checkpoint(src, ema=args.ema, stems=stems)
     model = build_model(c.cfg)
     load_weights(model, c.state, source=str(src))
-    save_model(model, out, metadata={"converted_from": src.name, "converted_weights": c.weights})
+    try:
+        save_model(model, out, metadata={"converted_from": src.name, "converted_weights": c.weights})
+    except OSError as e:  # an unwritable folder, a full disk: atomic_write has removed its temp file
+        raise write_failure(out, e) from None
     cfg = c.cfg
     n_params = sum(t.numel() for t in c.state.values())
     print(

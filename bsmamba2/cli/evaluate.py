@@ -17,11 +17,20 @@ import argparse
 import sys
 from pathlib import Path
 
+from bsmamba2.atomic import make_folder, write_failure
 from bsmamba2.cli import options
 from bsmamba2.data import layouts
+from bsmamba2.data.musdb import TrackInfo
 from bsmamba2.errors import UserError
 from bsmamba2.evaluate.report import summarize, summary_markdown, write_json, write_text
-from bsmamba2.evaluate.runner import BASELINES, Candidate, baseline_candidate, evaluate, model_candidate
+from bsmamba2.evaluate.runner import (
+    BASELINES,
+    Candidate,
+    Results,
+    baseline_candidate,
+    evaluate,
+    model_candidate,
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -63,6 +72,26 @@ def run(args: argparse.Namespace) -> int:
     if args.limit is not None:
         tracks = tracks[: args.limit]
     out_root: Path = args.out or Path("evaluation") / f"{candidate.name}-{args.subset}"
+    try:
+        make_folder(out_root)  # an unwritable --out fails here, before any track is separated
+        results = _evaluate_and_report(args, candidate, stems, tracks, out_root)
+    except OSError as e:  # a full disk: the files written so far are complete (atomic_write)
+        raise write_failure(out_root, e) from None
+    if results.failed:
+        failed = ", ".join(results.failed)
+        print(f"bsmamba2 evaluate: error: {len(results.failed)} track(s) failed: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _evaluate_and_report(
+    args: argparse.Namespace,
+    candidate: Candidate,
+    stems: tuple[str, ...],
+    tracks: list[TrackInfo],
+    out_root: Path,
+) -> Results:
+    """Score every track, write summary.json / summary.md under ``out_root`` and print the table."""
     results = evaluate(
         candidate,
         tracks,
@@ -72,23 +101,22 @@ def run(args: argparse.Namespace) -> int:
         save_estimates=args.save_estimates,
         progress=not args.quiet,
     )
-
     overlap = args.overlap if candidate.separator is not None else None
     summary = summarize(results.per_run, stems, overlap=overlap)
     summary.update({"model": candidate.name, "data": str(args.data), "subset": args.subset})
     summary["failed"] = results.failed
-    title = f"{candidate.name} on {args.data} ({args.subset}, {len(tracks)} tracks)"
-    table = summary_markdown(summary, title=title)
+    summary["errors"] = results.errors
+    scored = len(tracks) - len(results.failed)
+    counts = f"{scored} track{'s' if scored != 1 else ''} scored"
+    if results.failed:
+        counts += f", {len(results.failed)} failed"
+    table = summary_markdown(summary, title=f"{candidate.name} on {args.data} ({args.subset}, {counts})")
     write_json(out_root / "summary.json", summary)
     write_text(out_root / "summary.md", table)
     print(table)
     if not args.quiet:
         print(f"results in {out_root}", file=sys.stderr)
-    if results.failed:
-        failed = ", ".join(results.failed)
-        print(f"bsmamba2 evaluate: error: {len(results.failed)} track(s) failed: {failed}", file=sys.stderr)
-        return 1
-    return 0
+    return results
 
 
 def _candidate(args: argparse.Namespace) -> Candidate:

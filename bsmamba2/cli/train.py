@@ -3,6 +3,7 @@
 The global ``-q`` becomes the config override ``progress=false`` (no step bar).
 
 bsmamba2 train configs/tiny.yaml data.root=/data/musdb18hq max_steps=100
+bsmamba2 train paper data.root=/data/musdb18hq           # a bundled config by name (bsmamba2/configs/)
 bsmamba2 train --resume runs/tiny max_steps=200          # CONFIG defaults to RUN_DIR/config.yaml
 torchrun --nproc_per_node=2 -m bsmamba2 train configs/bsmamba2_paper.yaml data.root=/data/musdb18hq
 """
@@ -13,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from bsmamba2.atomic import os_failure
 from bsmamba2.errors import UserError
 from bsmamba2.train import ckpt
 from bsmamba2.train.config import TrainConfig, load_config
@@ -23,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "items",
         nargs="*",
         metavar="CONFIG.yaml | key=value",
-        help="a YAML config (configs/*.yaml) followed by dotted overrides, e.g. optim.lr=1e-4 model.dim=64",
+        help="a YAML config file, or a bundled one by name (tiny, paper, roformer_paper, default_v2, ...), "
+        "followed by dotted overrides, e.g. optim.lr=1e-4 model.dim=64",
     )
     parser.add_argument(
         "--resume",
@@ -59,5 +62,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from bsmamba2.train.loop import train  # torch.distributed, tensorboard: only when training
 
-    train(cfg, resume=Path(args.resume) if args.resume else None)
+    try:
+        train(cfg, resume=Path(args.resume) if args.resume else None)
+    except OSError as e:  # the known writes say more (train.loop, train.ckpt); this catches the rest
+        raise os_failure(e) from None
     return 0

@@ -29,6 +29,7 @@ from bsmamba2.data.musdb import STEMS, TrackInfo, load_track, num_frames, read_s
 from bsmamba2.errors import AudioError, UserError
 
 log = logging.getLogger(__name__)
+_NON_FINITE_WARNED: set[Path] = set()  # stem files already warned about (per process)
 
 
 @dataclass(frozen=True)
@@ -286,6 +287,7 @@ class MixDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
         mix, buf = self._work
         mix.fill(0.0)
         written = [False] * len(cfg.targets)
+        used: list[tuple[int, str, int]] = []  # (track, stem, start) of every segment mixed in
         for s in self.stems:
             silent, gain, swap, flip = augment.draw(
                 rng, cfg.gain_range, cfg.p_silent, cfg.p_channel_swap, cfg.p_polarity_flip
@@ -300,6 +302,7 @@ class MixDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
                     break
             if src is None:
                 continue
+            used.append((k, s, start))
             x, scale = src
             if swap and x.shape[1] == 2:
                 x = x[:, ::-1]
@@ -313,6 +316,22 @@ class MixDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
             if not done:  # silent, or its track failed to read
                 targets_out[j] = 0.0
         mix_out[...] = mix.T
+        if not math.isfinite(float(mix.sum())):  # one pass over the mixture; NaN/inf in any stem land here
+            self._warn_non_finite(used)
+
+    def _warn_non_finite(self, used: list[tuple[int, str, int]]) -> None:
+        """Warn, once per file and process, about each stem file whose segment just read holds NaN or inf."""
+        for k, stem, start in used:
+            path = self.tracks[k].stems[stem]
+            src = None if path in _NON_FINITE_WARNED else self._source(k, stem, start)
+            if src is not None and not np.isfinite(src[0]).all():
+                _NON_FINITE_WARNED.add(path)
+                log.warning(
+                    "track %r: %s holds NaN or infinite samples; the training steps that mix it in get a "
+                    "NaN loss and are skipped",
+                    self.tracks[k].name,
+                    path,
+                )
 
 
 def output_tensor(shape: tuple[int, ...]) -> torch.Tensor:

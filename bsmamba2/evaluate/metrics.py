@@ -137,7 +137,11 @@ def nanmean(values: Iterable[float] | np.ndarray) -> float:
 
 def aggregate(per_track: Iterable[dict[str, float]]) -> dict[str, float]:
     """The paper's aggregation over tracks: mean uSDR and median cSDR (plus the other statistic of each and
-    the std, as the official evaluate.py logs them). per_track: dicts with "usdr" and "csdr"."""
+    the std, as the official evaluate.py logs them). per_track: dicts with "usdr" and "csdr".
+
+    NaN scores (no data: e.g. a reference silent throughout) are left out, and the counts say how many
+    tracks each statistic is over: ``tracks`` (uSDR) and ``csdr_tracks``.
+    """
     rows = list(per_track)
     u = np.array([r["usdr"] for r in rows], dtype=np.float64)
     c = np.array([r["csdr"] for r in rows], dtype=np.float64)
@@ -148,7 +152,8 @@ def aggregate(per_track: Iterable[dict[str, float]]) -> dict[str, float]:
         "csdr_median": nanmedian(c),
         "csdr_mean": nanmean(c),
         "csdr_std": nanstd(c),
-        "tracks": float(len(rows)),
+        "tracks": int(np.count_nonzero(~np.isnan(u))),
+        "csdr_tracks": int(np.count_nonzero(~np.isnan(c))),
     }
 
 

@@ -1,5 +1,9 @@
-"""Evaluation outputs: the per-run aggregation, the Markdown tables and the JSON files (written atomically,
-NaN/Inf as null)."""
+"""Evaluation outputs: the per-run aggregation, the Markdown tables and the JSON files (written atomically).
+
+Both files say the same: a score with no data (NaN: silent frames or none left) is ``null`` in JSON and
+"–" in Markdown; a perfect score (+inf dB: an estimate without error, e.g. a baseline's residual in the
+frames without vocals) is the string ``"inf"`` in JSON (which has no infinity) and "inf" in Markdown.
+"""
 
 from __future__ import annotations
 
@@ -13,21 +17,21 @@ from bsmamba2.atomic import atomic_write
 from bsmamba2.evaluate import metrics, studies
 
 
-def finite_or_none(x: Any) -> Any:
-    """JSON has no NaN/Inf: they become null (NaN = silent frames or no data)."""
+def json_value(x: Any) -> Any:
+    """``x`` with every non-finite float made JSON: NaN -> None, ±inf -> "inf" / "-inf" (nested too)."""
     if isinstance(x, float) and not math.isfinite(x):
-        return None
+        return None if math.isnan(x) else ("inf" if x > 0 else "-inf")
     if isinstance(x, dict):
-        return {k: finite_or_none(v) for k, v in x.items()}
+        return {k: json_value(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
-        return [finite_or_none(v) for v in x]
+        return [json_value(v) for v in x]
     return x
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON, atomically, non-finite numbers as null."""
+    """Write ``data`` as indented JSON, atomically, non-finite numbers as :func:`json_value` says."""
     with atomic_write(path) as tmp:
-        tmp.write_text(json.dumps(finite_or_none(data), indent=1, allow_nan=False))
+        tmp.write_text(json.dumps(json_value(data), indent=1, allow_nan=False))
 
 
 def write_text(path: Path, text: str) -> None:
@@ -58,7 +62,14 @@ def summarize(
 
 
 def _fmt(x: float | None) -> str:
+    """A score as a table cell: "–" for no data, "inf" / "-inf", else two decimals (see the docstring)."""
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
+
+
+def _tracks(a: dict[str, Any]) -> str:
+    """The tracks a row averages: uSDR's count, and cSDR's where it differs (tracks without cSDR data)."""
+    n, nc = int(a["tracks"]), int(a.get("csdr_tracks", a["tracks"]))
+    return f"{n}" if nc == n else f"{n} (cSDR {nc})"
 
 
 def summary_markdown(summary: dict[str, Any], title: str) -> str:
@@ -74,7 +85,7 @@ def summary_markdown(summary: dict[str, Any], title: str) -> str:
         for stem, a in r["stems"].items():
             lines.append(
                 f"| {seg} | {stem} | {_fmt(a['usdr_mean'])} | {_fmt(a['csdr_median'])} | "
-                f"{_fmt(a['usdr_median'])} | {_fmt(a['csdr_mean'])} | {int(a['tracks'])} |"
+                f"{_fmt(a['usdr_median'])} | {_fmt(a['csdr_mean'])} | {_tracks(a)} |"
             )
     buckets = [studies.bucket_label(lo, hi) for lo, hi in studies.DURATION_BUCKETS]
     if any("vocal_regions" in r for r in summary["runs"]):
@@ -90,4 +101,7 @@ def summary_markdown(summary: dict[str, Any], title: str) -> str:
                 for b in buckets
             ]
             lines.append(f"| {seg} | " + " | ".join(cells) + " |")
+    if summary.get("errors"):
+        lines += ["", "Not scored:", ""]
+        lines += [f"- {track}: {why}" for track, why in summary["errors"].items()]
     return "\n".join(lines) + "\n"

@@ -20,7 +20,7 @@ from bsmamba2 import audio
 from bsmamba2.api import Separator
 from bsmamba2.audio import MODEL_SAMPLE_RATE
 from bsmamba2.data import musdb
-from bsmamba2.errors import UserError
+from bsmamba2.errors import AudioError, UserError
 from bsmamba2.evaluate import studies
 from bsmamba2.evaluate.report import write_json
 from bsmamba2.evaluate.scoring import track_report
@@ -98,6 +98,7 @@ class Results:
 
     per_run: dict[float, list[dict[str, Any]]]
     failed: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)  # failed track -> why
 
 
 def run_folder(out_root: Path, candidate: Candidate, segment: float) -> Path:
@@ -117,7 +118,8 @@ def evaluate(
     """Score every track once per chunk length in ``segments`` (seconds; one run for a baseline).
 
     Writes ``OUT/<run>/tracks/<track>.json`` per track and run (and ``estimates/<track>/<stem>.wav`` with
-    ``save_estimates``). A track that cannot be read is logged and listed in ``Results.failed``.
+    ``save_estimates``). A track that cannot be read, or whose audio holds NaN or infinite samples, is
+    logged and listed in ``Results.failed`` (with the reason in ``Results.errors``), and scored nowhere.
     ``progress``: track and chunk bars on stderr.
     """
     runs = [float(s) for s in segments] if candidate.separator is not None else [0.0]
@@ -128,6 +130,7 @@ def evaluate(
         except UserError as e:
             log.error("%s: %s", info.name, e)
             results.failed.append(info.name)
+            results.errors[info.name] = str(e)
             continue
         for seg in runs:
             estimates = candidate.estimates(mix, true_stems, stems, seg, progress)
@@ -158,9 +161,20 @@ def _load(
     rate = candidate.sample_rate
     wanted = None if candidate.baseline == "oracle-irm" else candidate.stems
     mix, refs = musdb.load_track(info, stems=wanted, sample_rate=rate)
+    for name, x in (("mixture", mix), *refs.items()):
+        _check_finite(info, name, x)
     meta = musdb.load_meta(info)
     true_stems = dict(refs)  # before adding the derived residual
     if residual_name(candidate.stems) is not None and candidate.stems[0] in refs:
         refs = add_residual(mix, refs, candidate.stems)  # e.g. instrumental = mixture - vocals
     regions = studies.regions_from_meta(meta, rate) if meta and meta.get("phrases") else None
     return mix, refs, true_stems, regions
+
+
+def _check_finite(info: musdb.TrackInfo, stem: str, x: np.ndarray) -> None:
+    """AudioError naming the file when ``x`` (C, N) holds NaN or inf: a score against it means nothing."""
+    bad = int(np.count_nonzero(~np.isfinite(x)))
+    if bad:
+        path = info.mixture if stem == "mixture" and info.mixture is not None else info.stems.get(stem)
+        source = path.name if path is not None else f"{stem} (the sum of the stems)"
+        raise AudioError(f"{source} has {bad} NaN or infinite sample(s); the track is not scored")

@@ -1,5 +1,6 @@
 """Writing a training checkpoint: the main process writes the step folder and moves the pointers
-(``bsmamba2.train.ckpt`` does the files); every process waits, so none races ahead to the next step."""
+(``bsmamba2.train.ckpt`` does the files); every process waits, so none races ahead to the next step, and
+hears whether it failed (a full disk), so all stop together instead of hanging at the next collective."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import torch.distributed as dist
 
 from bsmamba2.device import DistEnv
+from bsmamba2.errors import UserError
 from bsmamba2.train import ckpt
 from bsmamba2.train.build import TrainState
 from bsmamba2.train.config import TrainConfig
@@ -30,33 +32,43 @@ class Checkpointer:
 
         Returns the folder on the main process, None elsewhere.
         """
-        path = None
+        path, failure = None, None
         if self.env.is_main:
-            ema = self.nets.ema
-            validated = (
-                "ema.safetensors" if ema is not None and self.cfg.valid.use_ema else "model.safetensors"
-            )
-            meta = {
-                "step": state.step,
-                "metrics": metrics,
-                "validated": validated,
-                "best": state.best,
-                "best_step": state.best_step,
-            }
-            path = ckpt.save_checkpoint(
-                self.ckpt_root,
-                state.step,
-                self.nets.model,
-                ema.module if ema else None,
-                self.train_state(state),
-                meta,
-            )
-            if state.best_step == state.step:
-                ckpt.point(self.ckpt_root, "best", path.name)
-            ckpt.rotate(self.ckpt_root, self.cfg.keep_last)
-            log.info("saved %s", path)
-        if self.env.launched:
-            dist.barrier()
+            try:
+                path = self._write(state, metrics)
+            except UserError as e:  # a full disk: every process stops with the same one-line error
+                if not self.env.launched:
+                    raise
+                failure = str(e)
+        if self.env.launched:  # also the barrier: no process races ahead to the next step
+            news = [failure]
+            dist.broadcast_object_list(news, src=0)
+            if news[0] is not None:
+                raise UserError(news[0])
+        return path
+
+    def _write(self, state: TrainState, metrics: dict[str, float]) -> Path:
+        ema = self.nets.ema
+        validated = "ema.safetensors" if ema is not None and self.cfg.valid.use_ema else "model.safetensors"
+        meta = {
+            "step": state.step,
+            "metrics": metrics,
+            "validated": validated,
+            "best": state.best,
+            "best_step": state.best_step,
+        }
+        path = ckpt.save_checkpoint(
+            self.ckpt_root,
+            state.step,
+            self.nets.model,
+            ema.module if ema else None,
+            self.train_state(state),
+            meta,
+        )
+        if state.best_step == state.step:
+            ckpt.point(self.ckpt_root, "best", path.name)
+        ckpt.rotate(self.ckpt_root, self.cfg.keep_last)
+        log.info("saved %s", path)
         return path
 
     def train_state(self, state: TrainState) -> dict[str, Any]:

@@ -10,9 +10,12 @@ One checkpoint is one folder ``RUN_DIR/checkpoints/step_XXXXXX/``::
 
 The folder is written under a temporary name and renamed into place, so a run killed at any instant leaves
 either the complete folder or none; every file in it is written with ``atomic_write(durable=True)`` and the
-folders are flushed to disk, so a power cut after the rename cannot leave it empty either. ``last`` and
-``best`` are relative symbolic links to step folders, replaced atomically. Rotation keeps the newest
-``keep_last`` step folders plus the one ``best`` points at.
+folders are flushed to disk, so a power cut after the rename cannot leave it empty either. A write that
+fails (a full disk) removes its temp folder and raises a one-line ``UserError``. Resuming from a run
+folder takes the newest checkpoint whose files read back (``choose_resume``, skipping damaged ones with a
+warning), after ``clean_stale`` has removed what killed runs left. ``last`` and ``best`` are relative
+symbolic links to step folders, replaced atomically. Rotation keeps the newest ``keep_last`` step folders
+plus the one ``best`` points at.
 """
 
 from __future__ import annotations
@@ -29,8 +32,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
 
-from bsmamba2.atomic import atomic_write, fsync_path
+from bsmamba2.atomic import atomic_write, fsync_path, make_folder, write_failure
 from bsmamba2.checkpoints import load_weights, read_safetensors, save_model
 from bsmamba2.config import ModelConfig
 from bsmamba2.errors import CheckpointError, UserError
@@ -66,22 +70,53 @@ def save_checkpoint(
     state: dict[str, Any],
     meta: dict[str, Any],
 ) -> Path:
-    """Write ``ckpt_root/step_XXXXXX/`` atomically (temp folder + rename) and point ``last`` at it."""
-    ckpt_root.mkdir(parents=True, exist_ok=True)
+    """Write ``ckpt_root/step_XXXXXX/`` atomically (temp folder + rename) and point ``last`` at it.
+
+    On any failure (a full disk: a UserError naming the cause and the newest complete checkpoint; an
+    interrupt) the temp folder is removed and the existing checkpoints are untouched.
+    """
     name = step_dir_name(step)
-    final = ckpt_root / name
     tmp = ckpt_root / f".tmp_{name}_{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    try:
+        make_folder(ckpt_root)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        _write_files(tmp, step, model, ema_model, state, meta)
+        final = _move_into_place(ckpt_root, tmp, name)
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not isinstance(e, OSError):
+            raise
+        done = list_checkpoints(ckpt_root)
+        kept = f"; the newest complete checkpoint is {done[-1][1].name}" if done else ""
+        raise UserError(f"{write_failure(ckpt_root / name, e)}{kept}") from None
+    point(ckpt_root, "last", name)
+    return final
+
+
+def _write_files(
+    folder: Path,
+    step: int,
+    model: BandSplitSeparator,
+    ema_model: BandSplitSeparator | None,
+    state: dict[str, Any],
+    meta: dict[str, Any],
+) -> None:
+    """The checkpoint's files in ``folder``, each flushed to disk (see the module docstring)."""
     info = {"step": str(step)}
-    save_model(model, tmp / "model.safetensors", metadata={**info, "weights": "raw"}, durable=True)
+    save_model(model, folder / "model.safetensors", metadata={**info, "weights": "raw"}, durable=True)
     if ema_model is not None:
-        save_model(ema_model, tmp / "ema.safetensors", metadata={**info, "weights": "ema"}, durable=True)
-    with atomic_write(tmp / "state.pt", durable=True) as part:
+        save_model(ema_model, folder / "ema.safetensors", metadata={**info, "weights": "ema"}, durable=True)
+    with atomic_write(folder / "state.pt", durable=True) as part:
         torch.save(state, part)
-    with atomic_write(tmp / "meta.json", durable=True) as part:
+    with atomic_write(folder / "meta.json", durable=True) as part:
         part.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+
+
+def _move_into_place(ckpt_root: Path, tmp: Path, name: str) -> Path:
+    """Rename the finished ``tmp`` folder to ``ckpt_root/name`` (replacing a folder of the same step)."""
+    final = ckpt_root / name
     if final.exists():  # the same step written again (e.g. a resumed run that stops at once): swap it out
         old = ckpt_root / f".old_{name}_{os.getpid()}"
         final.rename(old)
@@ -90,7 +125,6 @@ def save_checkpoint(
     else:
         tmp.rename(final)  # atomic on POSIX: the folder appears complete or not at all
     fsync_path(ckpt_root)  # the rename itself reaches the disk
-    point(ckpt_root, "last", name)
     return final
 
 
@@ -126,20 +160,114 @@ def rotate(ckpt_root: Path, keep_last: int) -> None:
 
 
 def resolve_resume(path: str | Path) -> Path:
-    """The checkpoint folder to resume from: a step folder (or a file in one), ``last``/``best``, a
-    ``checkpoints`` folder or a run folder (both: its newest complete checkpoint)."""
+    """The checkpoint folder ``--resume path`` names, or its newest complete one (unchecked: see
+    :func:`choose_resume`): a step folder (or a file in one), ``best``, ``last``, a ``checkpoints`` folder
+    or a run folder."""
+    return resume_candidates(path)[0][0]
+
+
+def resume_candidates(path: str | Path) -> tuple[list[Path], bool]:
+    """(the step folders ``--resume path`` may continue from, newest first; whether it named one folder).
+
+    A step folder, a file in one, or ``best``: that folder alone. ``last``, a ``checkpoints`` folder or a
+    run folder: every complete step folder, so that a damaged newest one can be skipped.
+    """
     p = Path(path).expanduser()
     if p.is_file():
         p = p.parent
     if not p.is_dir():
         raise UserError(f"--resume {path}: no such checkpoint or run folder")
-    if (p / "state.pt").is_file():
-        return p
+    if p.name == "last" and p.is_symlink():
+        p = p.parent
+    elif (p / "state.pt").is_file() or STEP_DIR.match(p.name):
+        return [p], True
     for root in (p / "checkpoints", p):
         ckpts = list_checkpoints(root)
         if ckpts:
-            return ckpts[-1][1]
+            return [folder for _, folder in reversed(ckpts)], False
     raise UserError(f"--resume {path}: no complete checkpoint (a step_XXXXXX folder with state.pt) found")
+
+
+def choose_resume(path: str | Path, announce: bool = True) -> Path:
+    """The folder to resume from: the named one, or the newest complete checkpoint whose files all read
+    back, with a warning for each newer one skipped (``announce``: the main process says it)."""
+    folders, named = resume_candidates(path)
+    skipped = []
+    for folder in folders:
+        why = damage(folder)
+        if why is None:
+            return folder
+        if named:
+            raise CheckpointError(f"{folder}: cannot resume from it: {why}")
+        if announce:
+            log.warning("skipping checkpoint %s: %s; trying the one before", folder.name, why)
+        skipped.append(f"{folder.name}: {why}")
+    raise UserError(f"--resume {path}: no loadable checkpoint ({'; '.join(skipped)})")
+
+
+def damage(folder: Path) -> str | None:
+    """Why the checkpoint ``folder`` cannot be resumed from (a file missing, truncated or not what it
+    should be), or None. Reads ``state.pt`` and ``meta.json`` whole, the safetensors headers (a truncated
+    safetensors file fails there)."""
+    names = ["state.pt", "meta.json", "model.safetensors"]
+    if (folder / "ema.safetensors").exists():
+        names.append("ema.safetensors")
+    for name in names:
+        f = folder / name
+        if not f.is_file():
+            return f"{name} is missing"
+        try:
+            _check_file(f)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, SafetensorError) as e:
+            return f"{name} is unreadable ({(str(e).splitlines() or [type(e).__name__])[0][:120]})"
+    return None
+
+
+def _check_file(f: Path) -> None:
+    if f.suffix == ".pt":
+        state = torch.load(f, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+            raise ValueError("not a bsmamba2 training state")
+    elif f.suffix == ".json":
+        if "step" not in json.loads(f.read_text()):
+            raise ValueError("no step recorded")
+    else:
+        with safe_open(str(f), framework="pt", device="cpu") as st:
+            st.metadata()
+
+
+def clean_stale(ckpt_root: Path) -> None:
+    """Tidy ``ckpt_root`` before a run writes into it: put back a step folder whose replacement was cut
+    short (``.old_step_*`` holding the only complete copy); remove half-written temp folders and links and
+    step folders without ``state.pt``; drop ``last`` / ``best`` links to folders that are gone (``last``
+    then points at the newest complete checkpoint)."""
+    if not ckpt_root.is_dir():
+        return
+    for p in sorted(ckpt_root.glob(".old_step_*")):
+        final = ckpt_root / p.name[len(".old_") :].rsplit("_", 1)[0]
+        if (p / "state.pt").is_file() and not (final / "state.pt").is_file() and STEP_DIR.match(final.name):
+            if final.exists():
+                shutil.rmtree(final)
+            p.rename(final)
+            log.warning("restored %s from %s (its replacement was interrupted)", final.name, p.name)
+        else:
+            shutil.rmtree(p, ignore_errors=True)
+    for p in sorted(ckpt_root.iterdir()):
+        if p.name.startswith(".tmp_step_") and p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+            log.info("removed %s, a checkpoint left half-written", p.name)
+        elif STEP_DIR.match(p.name) and p.is_dir() and not p.is_symlink() and not (p / "state.pt").is_file():
+            shutil.rmtree(p, ignore_errors=True)
+            log.warning("removed %s: an incomplete checkpoint (no state.pt)", p.name)
+        elif p.is_symlink() and p.name.startswith(".") and ".tmp" in p.name:
+            p.unlink()
+    done = list_checkpoints(ckpt_root)
+    for link in ("last", "best"):
+        p = ckpt_root / link
+        if p.is_symlink() and not (p / "state.pt").is_file():
+            p.unlink()
+            if link == "last" and done:
+                point(ckpt_root, "last", done[-1][1].name)
 
 
 def run_dir_of(ckpt_dir: Path) -> Path:

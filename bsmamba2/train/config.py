@@ -1,6 +1,7 @@
 """Training configuration: frozen dataclasses that a YAML file and ``key=value`` overrides map onto.
 
-A YAML file mirrors ``TrainConfig`` section by section (see ``configs/*.yaml``)::
+A YAML file mirrors ``TrainConfig`` section by section (see ``configs/*.yaml``, shipped in the package:
+``bsmamba2 train tiny`` or ``bsmamba2 train paper`` name them without a path)::
 
     run_dir: runs/bsmamba2        # where checkpoints, TensorBoard logs and log.txt go
     batch_size: 5                 # clips per process and micro-batch
@@ -38,6 +39,8 @@ from bsmamba2.device import TRAIN_PRECISIONS
 from bsmamba2.errors import UserError
 
 SCHEDULES = ("constant", "cosine")
+BUNDLED_CONFIGS = Path(__file__).resolve().parent.parent / "configs"  # package data (a link in a checkout)
+CONFIG_ALIASES = {"paper": "bsmamba2_paper", "roformer_paper": "bsroformer_paper"}  # the model presets
 BEST_METRICS = ("usdr", "csdr")
 
 
@@ -265,12 +268,12 @@ def apply_overrides(d: dict[str, Any], overrides: Sequence[str]) -> dict[str, An
 
 
 def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> TrainConfig:
-    """Read a YAML training config (or start from the defaults when ``path`` is None) and apply overrides."""
+    """Read a YAML training config (or start from the defaults when ``path`` is None) and apply overrides.
+
+    ``path``: a file, or the name of a bundled config (:func:`find_config`)."""
     d: dict[str, Any] = {}
     if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise UserError(f"config file not found: {p}")
+        p = find_config(path)
         try:
             loaded = yaml.safe_load(p.read_text())
         except yaml.YAMLError as e:
@@ -281,6 +284,21 @@ def load_config(path: str | Path | None, overrides: Sequence[str] = ()) -> Train
             raise UserError(f"{p}: a training config must be a YAML mapping")
         d = loaded
     return TrainConfig.from_dict(apply_overrides(d, overrides))
+
+
+def find_config(path: str | Path) -> Path:
+    """The config file ``path`` names: the file itself if it exists, else a config shipped in the package
+    (``bsmamba2/configs``, the checkout's ``configs/``) by name, with or without ``.yaml``: ``tiny``,
+    ``bsmamba2_paper``, and the model presets' names ``paper`` / ``roformer_paper`` for the paper configs."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if p.parent == Path(".") and p.suffix in ("", ".yaml"):
+        bundled = BUNDLED_CONFIGS / f"{CONFIG_ALIASES.get(p.stem, p.stem)}.yaml"
+        if bundled.is_file():
+            return bundled
+    names = sorted([*CONFIG_ALIASES, *(f.stem for f in BUNDLED_CONFIGS.glob("*.yaml"))])
+    raise UserError(f"config file not found: {p} (nor a bundled config: {', '.join(names)})")
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------

@@ -24,9 +24,12 @@ Run folder::
         last -> step_XXXXXX     the newest checkpoint
         best -> step_XXXXXX     the best validation score (``valid.best_metric``), kept by rotation
 
-Resuming restores weights, EMA, optimizer, step, data epoch and position and RNG states; the learning rate
-is a pure function of the step, so there is no scheduler state. The data are the same whatever the
-number of DataLoader workers because a training item depends only on (seed, epoch, index).
+``--resume RUN_DIR`` continues from the newest checkpoint whose files all read back, skipping (with a
+warning) a newer one left damaged, e.g. by a full disk or a power cut; leftovers of killed runs (temp
+folders, step folders without ``state.pt``) are removed first. Resuming restores weights, EMA, optimizer,
+step, data epoch and position and RNG states; the learning rate is a pure function of the step, so there
+is no scheduler state. The data are the same whatever the number of DataLoader workers because a training
+item depends only on (seed, epoch, index).
 """
 
 from __future__ import annotations
@@ -39,9 +42,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from bsmamba2.atomic import atomic_write
+from bsmamba2.atomic import atomic_write, make_folder, write_failure
 from bsmamba2.device import DistEnv, dist_env, join_process_group, leave_process_group
 from bsmamba2.errors import UserError
 from bsmamba2.model.separator_net import BandSplitSeparator
@@ -79,15 +83,22 @@ def train(cfg: TrainConfig, resume: str | Path | None = None) -> TrainResult:
         if not cfg.data.root:
             raise UserError("data.root is not set (e.g. data.root=/path/to/musdb18hq)")
         run_dir = Path(cfg.run_dir).expanduser()
-        resume_dir = ckpt.resolve_resume(resume) if resume is not None else None
+        if env.is_main:  # leftovers of killed or failed runs, before anything looks at the checkpoints
+            ckpt.clean_stale(run_dir / "checkpoints")
+        if env.launched:
+            dist.barrier()
+        resume_dir = ckpt.choose_resume(resume, announce=env.is_main) if resume is not None else None
         if resume_dir is None and ckpt.list_checkpoints(run_dir / "checkpoints"):
             raise UserError(
                 f"{run_dir} already holds checkpoints: continue with --resume {run_dir}, or pick another run_dir"
             )
         if env.is_main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            with atomic_write(run_dir / "config.yaml") as tmp:
-                tmp.write_text(cfg.to_yaml())
+            try:
+                make_folder(run_dir)
+                with atomic_write(run_dir / "config.yaml") as tmp:
+                    tmp.write_text(cfg.to_yaml())
+            except OSError as e:  # an unwritable run_dir, a full disk: nothing is trained yet
+                raise write_failure(run_dir / "config.yaml", e) from None
         with run_logs(run_dir, resume_dir, env.is_main) as tb, logging_redirect_tqdm():
             return _loop(cfg, env, device, run_dir, resume_dir, tb, t_call)
     finally:
