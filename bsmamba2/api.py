@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from bsmamba2 import pipeline
 from bsmamba2.apply import DEFAULT_OVERLAP, OverlapAdd, ProgressCallback, Transition
+from bsmamba2.audio import channels_first, from_channels_first
 from bsmamba2.device import describe, log_once, resolve_device, resolve_precision
 from bsmamba2.errors import AudioError, CheckpointError, UserError
 from bsmamba2.progress import ChunkBar
@@ -183,31 +184,29 @@ class Separator:
         waveform: Tensor | np.ndarray,
         sample_rate: int,
         *,
+        layout: str | None = None,
         downmix: bool = False,
         progress: bool = False,
     ) -> dict[str, Tensor]:
         """Separate a waveform held in memory.
 
-        waveform: (C, N) or (N,) float, any rate, C = 1 or 2 (more with ``downmix``: mixed to stereo).
-        Returns {name: float32 CPU tensor} with the input's shape (stereo (2, N) after a downmix) and rate.
+        waveform: (C, N), (N, C) or (N,), NumPy or torch, float or integer PCM (int8/int16/int32/uint8,
+        scaled to [-1, 1)), any rate, C = 1 or 2 (more with ``downmix``: mixed to stereo). layout: "cf" for
+        (C, N), "fc" for (N, C); None = the axis of size 1 or 2 is channels when the other is longer (other
+        shapes, e.g. (2, 2) or (6, N), raise UserError asking for ``layout=``). Returns {name: float32 CPU
+        tensor} in the input's layout and rate (stereo after a downmix).
         """
-        x = (
-            waveform.detach().cpu().float().numpy()
-            if isinstance(waveform, Tensor)
-            else np.asarray(waveform, np.float32)
-        )
-        squeeze = x.ndim == 1
-        if squeeze:
-            x = x[None]
-        if x.ndim != 2:
-            raise AudioError(f"waveform must be (channels, samples) or (samples,), got shape {x.shape}")
+        if isinstance(waveform, Tensor):
+            w = waveform.detach().cpu()
+            waveform = (w.float() if w.dtype == torch.bfloat16 else w).numpy()  # NumPy has no bfloat16
+        x, found = channels_first(np.asarray(waveform), layout, allow_downmix=downmix)  # (C, N) float32
         if x.shape[-1] == 0:
             raise AudioError("waveform is empty (0 samples)")
         if sample_rate <= 0:
             raise AudioError(f"sample_rate must be positive, got {sample_rate}")
         with self._engines(progress, None) as engines:
             result = pipeline.separate_array(engines, self.io, x, sample_rate, allow_downmix=downmix)
-        return {k: torch.from_numpy(np.ascontiguousarray(v[0] if squeeze else v)) for k, v in result.items()}
+        return {k: torch.from_numpy(from_channels_first(v, found)) for k, v in result.items()}
 
     def output_paths(
         self, out_dir: str | os.PathLike[str], fmt: str = "wav", stems: Sequence[str] | None = None

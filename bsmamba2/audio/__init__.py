@@ -10,12 +10,16 @@ Arrays are float32 NumPy (channels, frames) throughout.
 """
 
 from bsmamba2.audio.convert import (
+    LAYOUTS,
     Resampler,
+    channels_first,
     check_finite,
     convert_channels,
     downmix,
     fit_length,
+    from_channels_first,
     output_channels,
+    pcm_to_float,
     resample,
     to_layout,
 )
@@ -37,6 +41,7 @@ from bsmamba2.audio.wav import WavLayout, read_wav_into, wav_layout
 
 __all__ = [
     "AUDIO_EXTENSIONS",
+    "LAYOUTS",
     "MODEL_SAMPLE_RATE",
     "SUBTYPES",
     "AtomicWriter",
@@ -44,13 +49,16 @@ __all__ = [
     "Resampler",
     "SampleFifo",
     "WavLayout",
+    "channels_first",
     "check_finite",
     "convert_channels",
     "downmix",
     "fit_length",
+    "from_channels_first",
     "info",
     "is_audio_file",
     "output_channels",
+    "pcm_to_float",
     "read",
     "read_blocks",
     "read_frames",
