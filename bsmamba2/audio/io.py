@@ -1,7 +1,7 @@
 """Sound files: header facts, seeking reads, atomic whole-file writes and a block-by-block atomic writer.
 
 Arrays are float32 NumPy of shape (channels, frames). Reading can seek (``start``/``frames``) so long files
-are never loaded whole. Every write goes to a temp file beside the target that is renamed into place only
+are never loaded whole; what libsndfile cannot read goes through PyAV (:mod:`~bsmamba2.audio.decode`). Every write goes to a temp file beside the target that is renamed into place only
 when complete (``bsmamba2.atomic``), so a crash never leaves a partial output file.
 """
 
@@ -18,6 +18,7 @@ import soundfile as sf
 
 from bsmamba2.atomic import atomic_write, temp_beside
 from bsmamba2.audio.convert import convert_channels, resample
+from bsmamba2.audio.decode import LIBSNDFILE_SUFFIXES, PYAV_SUFFIXES, open_reader, short_error
 from bsmamba2.errors import AudioError, UserError
 
 log = logging.getLogger(__name__)
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 # The one sample-rate constant: the paper models, the bundled one, MUSDB18HQ and the official evaluation all run
 # at 44.1 kHz (ModelConfig.sample_rate defaults to the same value). Evaluation, plots and the demo use it.
 MODEL_SAMPLE_RATE = 44100
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+AUDIO_EXTENSIONS = LIBSNDFILE_SUFFIXES + PYAV_SUFFIXES  # what folder inputs are searched for
 SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT", "32": "FLOAT"}
 
 
@@ -46,17 +47,14 @@ class AudioInfo:
 def info(path: str | os.PathLike[str]) -> AudioInfo:
     """Read a file's header. Raises AudioError (one line) for missing, unreadable or empty files."""
     p = Path(path)
-    if not p.exists():
-        raise AudioError(f"{p}: no such file")
-    if p.is_dir():
-        raise AudioError(f"{p}: is a folder, not an audio file")
+    r = open_reader(p)
     try:
-        i = sf.info(str(p))
-    except Exception as e:  # soundfile raises several types for corrupt / unknown formats
-        raise AudioError(f"{p}: cannot read audio ({short_error(e)})") from None
-    if i.frames <= 0:
+        rate, channels, frames = r.sample_rate, r.channels, r.frames
+    finally:
+        r.close()
+    if frames <= 0:
         raise AudioError(f"{p}: audio file is empty (0 samples)")
-    return AudioInfo(p, int(i.samplerate), int(i.channels), int(i.frames))
+    return AudioInfo(p, rate, channels, frames)
 
 
 def read(
@@ -72,17 +70,18 @@ def read(
     mono to stereo; other conversions raise AudioError. Returns (audio, rate).
     """
     p = Path(path)
+    r = open_reader(p)
     try:
-        with sf.SoundFile(str(p)) as f:
-            rate = int(f.samplerate)
-            if start:
-                f.seek(start)
-            data = f.read(frames=frames, dtype="float32", always_2d=True)  # (frames, channels)
-    except Exception as e:
-        if not p.exists():
-            raise AudioError(f"{p}: no such file") from None
+        rate = r.sample_rate
+        if start:
+            r.seek(start)
+        audio = r.read(frames)  # (channels, frames)
+    except AudioError:
+        raise
+    except Exception as e:  # libsndfile's and FFmpeg's read errors
         raise AudioError(f"{p}: cannot read audio ({short_error(e)})") from None
-    audio = np.ascontiguousarray(data.T)  # (channels, frames)
+    finally:
+        r.close()
     if channels is not None:
         audio = convert_channels(audio, channels, name=str(p))
     if sample_rate is not None and sample_rate != rate:
@@ -96,16 +95,17 @@ def read_frames(path: str | os.PathLike[str], start: int, out: np.ndarray) -> in
     layout and rate (no resampling, no channel conversion, no new array: the data loader's fast path).
     Samples past the end of the file are zeros. Returns the number of frames actually read."""
     p = Path(path)
+    r = open_reader(p)
     try:
-        with sf.SoundFile(str(p)) as f:
-            if start:
-                f.seek(start)
-            got = f.read(frames=out.shape[0], dtype="float32", always_2d=True, out=out)
+        if start:
+            r.seek(start)
+        n = r.read_into(out)
+    except AudioError:
+        raise
     except Exception as e:
-        if not p.exists():
-            raise AudioError(f"{p}: no such file") from None
         raise AudioError(f"{p}: cannot read audio ({short_error(e)})") from None
-    n = got.shape[0]
+    finally:
+        r.close()
     if n < out.shape[0]:
         out[n:] = 0.0
     return n
@@ -200,12 +200,6 @@ class AtomicWriter:
 def is_audio_file(path: Path) -> bool:
     """A visible file with a sound-file suffix (what folder inputs are searched for)."""
     return path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith(".")
-
-
-def short_error(e: BaseException) -> str:
-    """The first line of an exception's message (libsndfile's can run over several)."""
-    msg = str(e).strip().splitlines()
-    return msg[0] if msg else type(e).__name__
 
 
 def _format(path: Path) -> str:
