@@ -28,7 +28,9 @@ from bsmamba2.audio.convert import (
 from bsmamba2.audio.decode import FORMATS_EXTRA, Reader, open_reader
 from bsmamba2.audio.io import (
     AUDIO_EXTENSIONS,
+    DEFAULT_MP3_BITRATE,
     MODEL_SAMPLE_RATE,
+    MP3_BITRATES,
     SUBTYPES,
     AtomicWriter,
     AudioInfo,
@@ -44,9 +46,11 @@ from bsmamba2.audio.wav import WavLayout, read_wav_into, wav_layout
 
 __all__ = [
     "AUDIO_EXTENSIONS",
+    "DEFAULT_MP3_BITRATE",
     "FORMATS_EXTRA",
     "LAYOUTS",
     "MODEL_SAMPLE_RATE",
+    "MP3_BITRATES",
     "SUBTYPES",
     "AtomicWriter",
     "AudioInfo",
