@@ -67,6 +67,26 @@ def test_m4a_seeking_reads_match_the_whole_decode(tmp_path: Path, start: int) ->
     np.testing.assert_allclose(out.T, whole[:, start : start + 1000], atol=1e-4)
 
 
+def test_millisecond_stamped_containers_count_and_seek_exactly(tmp_path: Path) -> None:
+    """Matroska stamps milliseconds: the length is counted by decoding and seeks decode from the start, so
+    a lossless (FLAC in .mka) file reads back sample for sample, from anywhere."""
+    x = tones(48000 + 17, sr=48000)
+    pcm = np.round(x * 32767).astype(np.int16)  # (C, N)
+    src = tmp_path / "lossless.mka"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("flac", rate=48000, layout="stereo")
+        frame = av.AudioFrame.from_ndarray(
+            np.ascontiguousarray(pcm.T).reshape(1, -1), format="s16", layout="stereo"
+        )
+        frame.sample_rate, frame.pts = 48000, 0
+        for packet in [*s.encode(frame), *s.encode(None)]:
+            c.mux(packet)
+    assert audio.info(src).frames == x.shape[-1]
+    want = pcm.astype(np.float32) / 32768
+    np.testing.assert_array_equal(audio.read(src)[0], want)
+    np.testing.assert_array_equal(audio.read(src, start=30001, frames=9000)[0], want[:, 30001:39001])
+
+
 def test_m4a_block_reads_cover_the_file(tmp_path: Path) -> None:
     src = write_m4a(tmp_path / "b.m4a", tones(SR))
     whole, _ = audio.read(src)

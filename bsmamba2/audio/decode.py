@@ -5,9 +5,11 @@ libsndfile reads WAV, FLAC, OGG/Vorbis/Opus, MP3 and AIFF, with sample-exact see
 readers decode block by block, so memory stays flat in the file's length whichever one reads.
 
 PyAV's timeline: container durations are estimates, so the length is taken from the packets' own
-timestamps (one pass over the packets, no decoding), with the codec's priming samples already dropped by
-FFmpeg and its end padding trimmed here. Seeks land before the target by ``PREROLL_SECONDS`` and decode
-forward, because a lossy codec's first frame after a jump lacks the overlap from the frame before it.
+timestamps where they count samples (one pass over the packets, no decoding; FFmpeg drops the codec's
+priming samples and the end padding is trimmed here), else by decoding once (~1000x real time for AAC).
+Seeks land before the target by ``PREROLL_SECONDS`` and decode forward, because a lossy codec's first frame
+after a jump lacks the overlap from the frame before it. (AAC's noise substitution draws its noise from the decoder's
+random state, so after a jump those bands differ from a whole decode's; the positions are exact.)
 """
 
 from __future__ import annotations
@@ -119,47 +121,61 @@ class SoundfileReader:
 
 
 class PyavReader:
-    """A file read through PyAV (FFmpeg): the first audio stream, decoded block by block."""
+    """A file read through PyAV (FFmpeg): the first audio stream, decoded block by block.
+
+    Where the stream's timestamps count samples (time base 1/rate: MP4/M4A, ...), the length comes from
+    the packets and seeks jump (pre-rolled); elsewhere (WebM, ASF, ... stamp milliseconds, and codec delays
+    make them drift) the length is counted by decoding once, and a seek decodes from the start.
+    """
 
     def __init__(self, path: Path, av: Any) -> None:
         self.path = path
         self._av = av
-        self._c = av.open(str(path))
+        self._open()
         try:
-            if not self._c.streams.audio:
-                raise ValueError("no audio stream")
-            self._s = self._c.streams.audio[0]
             self.sample_rate = int(self._s.codec_context.sample_rate)
             self.channels = int(self._s.codec_context.layout.nb_channels)
             if self.sample_rate <= 0 or self.channels <= 0:
                 raise ValueError("no sample rate or channel layout")
-            self._first_ts, self._first, self.frames = self._timeline()
+            self._exact = self._s.time_base == Fraction(1, self.sample_rate)
+            self._first, self.frames = self._timeline()
             self.seek(0)
         except BaseException:
             self._c.close()
             raise
 
-    def _samples(self, ts: int) -> int:
-        """A timestamp of the stream (its time base) -> a sample index at its rate."""
-        return round(Fraction(ts) * self._s.time_base * self.sample_rate)
+    def _open(self) -> None:
+        """(Re)open the container: the only rewind that replays a codec's priming samples everywhere."""
+        self._c = self._av.open(str(self.path))
+        if not self._c.streams.audio:
+            self._c.close()
+            raise ValueError("no audio stream")
+        self._s = self._c.streams.audio[0]
 
-    def _timeline(self) -> tuple[int, int, int]:
-        """(first packet's timestamp, first sample, length): from the packets' timestamps and durations; by
-        decoding when they lack them (raw streams such as ADTS .aac)."""
+    def _timeline(self) -> tuple[int, int]:
+        """(first sample's timestamp in samples, length)."""
         first, end = None, None
-        for pkt in self._c.demux(self._s):
-            if pkt.size == 0:  # the demuxer's end-of-stream marker
-                continue
-            if pkt.pts is None or not pkt.duration:
-                first = end = None
-                break
-            first = pkt.pts if first is None else min(first, pkt.pts)
-            end = pkt.pts + pkt.duration if end is None else max(end, pkt.pts + pkt.duration)
+        if self._exact:
+            for pkt in self._c.demux(self._s):
+                if pkt.size == 0:  # the demuxer's end-of-stream marker
+                    continue
+                if pkt.pts is None or not pkt.duration:  # raw streams (ADTS .aac) stamp nothing
+                    first = end = None
+                    break
+                first = pkt.pts if first is None else min(first, pkt.pts)
+                end = pkt.pts + pkt.duration if end is None else max(end, pkt.pts + pkt.duration)
         if first is not None and end is not None:
-            origin = max(0, self._samples(first))  # FFmpeg drops priming samples stamped before 0
-            return first, origin, self._samples(end) - origin
-        self._c.seek(0, stream=self._s, backward=True)
-        return 0, 0, sum(frame.samples for frame in self._c.decode(self._s))
+            origin = max(0, first)  # FFmpeg drops the priming samples, stamped before 0
+            return origin, end - origin
+        return 0, sum(frame.samples for frame in self._decoded())
+
+    def _decoded(self) -> Iterator[Any]:
+        """The stream's decoded frames from where the container stands; AudioError on a decoding error."""
+        try:
+            yield from self._c.decode(self._s)
+        except (self._av.FFmpegError, ValueError) as e:
+            why = getattr(e, "strerror", None) or short_error(e)
+            raise AudioError(f"{self.path}: cannot decode audio ({why})") from None
 
     def seek(self, start: int) -> None:
         """Position at sample ``start`` (from the stream's first sample)."""
@@ -168,27 +184,25 @@ class PyavReader:
         self._blocks = self._positioned(start)
 
     def _positioned(self, start: int) -> Iterator[tuple[int, np.ndarray]]:
-        """(position, (C, m) float32) of decoded frames, starting at or before ``start``."""
+        """(position, (C, m) float32) of decoded frames, from at or before ``start``."""
         preroll = round(PREROLL_SECONDS * self.sample_rate)
-        jump = start > preroll
-        # from the first packet (priming included: the decoder needs it) unless the jump is worth a seek
-        ts = int(Fraction(self._first + start - preroll, self.sample_rate) / self._s.time_base)
-        self._c.seek(ts if jump else self._first_ts, stream=self._s, backward=True)
-        pos: int | None = None if jump else 0
-        try:
-            for frame in self._c.decode(self._s):
-                if frame.pts is not None and jump:
-                    pos = round(Fraction(frame.pts) * frame.time_base * self.sample_rate) - self._first
-                elif pos is None:  # no timestamp after a jump: decode from the start instead
+        jump = self._exact and start > preroll
+        pos: int | None = 0
+        if jump:
+            self._c.seek(self._first + start - preroll, stream=self._s, backward=True)
+            pos = None
+        else:
+            self._c.close()
+            self._open()
+        for frame in self._decoded():
+            if pos is None:  # the first frame after a jump: where it landed
+                if frame.pts is None:  # no timestamp to go by: decode from the start instead
                     yield from self._positioned(0)
                     return
-                block = frame_array(frame)
-                yield pos, block
-                pos += block.shape[-1]
-                jump = False  # later frames follow on: count, don't trust rounding twice
-        except (self._av.FFmpegError, ValueError) as e:
-            why = getattr(e, "strerror", None) or short_error(e)
-            raise AudioError(f"{self.path}: cannot decode audio ({why})") from None
+                pos = frame.pts - self._first
+            block = frame_array(frame)
+            yield pos, block
+            pos += block.shape[-1]
 
     def read(self, n: int = -1) -> np.ndarray:
         """The next n samples (all with -1) as (channels, <= n) float32; short at the end of the file."""
