@@ -242,8 +242,8 @@ class Separator:
         """Separate one sound file into ``out_dir/<stem>.<format>``; returns {name: path} of the outputs.
 
         Streams from disk to disk (memory does not grow with the file's length). Existing outputs are kept
-        unless ``overwrite``; if all exist, nothing is computed. format: "wav", "flac" or "mp3". bit_depth:
-        "16", "24" or "float" (WAV only); WAV and FLAC only. bitrate: MP3 only, constant, in kbps (default 320).
+        unless ``overwrite``; if all exist, nothing is computed. format: "wav", "flac" or "mp3". bit_depth
+        (WAV, FLAC): "16", "24" or "float" (WAV only). bitrate (MP3 only): constant, in kbps (default 320).
         """
         check_format(format, bit_depth, bitrate)
         targets = self.output_paths(out_dir, format, stems)

@@ -106,8 +106,9 @@ def separate_file(
     """Separate a sound file streaming from disk to disk; returns {output: written path}.
 
     ``outputs`` maps output names (``io.outputs``) to file paths; the format follows each path's suffix,
-    ``subtype`` is a soundfile subtype or "16", "24", "float"; ``bitrate`` (kbps) is MP3's. Outputs are at the input's rate with its
-    channel count (mono in, mono out; more than two channels only with ``allow_downmix``, then stereo).
+    ``subtype`` is a soundfile subtype or "16", "24", "float"; ``bitrate`` (kbps) is MP3's. Outputs are at
+    the input's rate with its channel count (mono in, mono out; more than two channels only with
+    ``allow_downmix``, then stereo).
     Every output goes to a temp file renamed into place at the end; on any error the temp files are removed.
     """
     p = Path(path)

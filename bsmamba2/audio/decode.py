@@ -8,8 +8,8 @@ PyAV's timeline: container durations are estimates, so the length is taken from 
 timestamps where they count samples (one pass over the packets, no decoding; FFmpeg drops the codec's
 priming samples and the end padding is trimmed here), else by decoding once (~1000x real time for AAC).
 Seeks land before the target by ``PREROLL_SECONDS`` and decode forward, because a lossy codec's first frame
-after a jump lacks the overlap from the frame before it. (AAC's noise substitution draws its noise from the decoder's
-random state, so after a jump those bands differ from a whole decode's; the positions are exact.)
+after a jump lacks the overlap from the frame before it. (AAC's noise substitution draws its noise from the
+decoder's random state, so after a jump those bands differ from a whole decode's; the positions are exact.)
 """
 
 from __future__ import annotations
@@ -78,8 +78,8 @@ def open_reader(path: str | os.PathLike[str]) -> Reader:
     if av is None:
         if suffix in LIBSNDFILE_SUFFIXES:
             raise AudioError(f"{p}: cannot read audio ({sf_error})") from None
-        what = f"{suffix} files" if suffix else "this format"
-        raise AudioError(f"{p}: cannot read audio: {what} need PyAV ({FORMATS_EXTRA})") from None
+        what = f"{suffix} files need" if suffix else "this format needs"
+        raise AudioError(f"{p}: cannot read audio: {what} PyAV ({FORMATS_EXTRA})") from None
     try:
         return PyavReader(p, av)
     except (av.FFmpegError, OSError, ValueError) as e:
