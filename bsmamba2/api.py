@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from bsmamba2 import pipeline
 from bsmamba2.apply import DEFAULT_OVERLAP, OverlapAdd, ProgressCallback, Transition
+from bsmamba2.audio import DEFAULT_MP3_BITRATE, MP3_BITRATES, channels_first, from_channels_first
 from bsmamba2.device import describe, log_once, resolve_device, resolve_precision
 from bsmamba2.errors import AudioError, CheckpointError, UserError
 from bsmamba2.progress import ChunkBar
@@ -37,7 +38,7 @@ from bsmamba2.progress import ChunkBar
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default.safetensors"
-FORMATS = ("wav", "flac")
+FORMATS = ("wav", "flac", "mp3")
 BIT_DEPTHS = ("16", "24", "float")
 ENGINES = ("auto", "torch", "onnx")  # onnx: an exported file run by ONNX Runtime (bsmamba2.onnx.runtime)
 
@@ -183,31 +184,29 @@ class Separator:
         waveform: Tensor | np.ndarray,
         sample_rate: int,
         *,
+        layout: str | None = None,
         downmix: bool = False,
         progress: bool = False,
     ) -> dict[str, Tensor]:
         """Separate a waveform held in memory.
 
-        waveform: (C, N) or (N,) float, any rate, C = 1 or 2 (more with ``downmix``: mixed to stereo).
-        Returns {name: float32 CPU tensor} with the input's shape (stereo (2, N) after a downmix) and rate.
+        waveform: (C, N), (N, C) or (N,), NumPy or torch, float or integer PCM (int8/int16/int32/uint8,
+        scaled to [-1, 1)), any rate, C = 1 or 2 (more with ``downmix``: mixed to stereo). layout: "cf" for
+        (C, N), "fc" for (N, C); None = the axis of size 1 or 2 is channels when the other is longer (other
+        shapes, e.g. (2, 2) or (6, N), raise UserError asking for ``layout=``). Returns {name: float32 CPU
+        tensor} in the input's layout and rate (stereo after a downmix).
         """
-        x = (
-            waveform.detach().cpu().float().numpy()
-            if isinstance(waveform, Tensor)
-            else np.asarray(waveform, np.float32)
-        )
-        squeeze = x.ndim == 1
-        if squeeze:
-            x = x[None]
-        if x.ndim != 2:
-            raise AudioError(f"waveform must be (channels, samples) or (samples,), got shape {x.shape}")
+        if isinstance(waveform, Tensor):
+            w = waveform.detach().cpu()
+            waveform = (w.float() if w.dtype == torch.bfloat16 else w).numpy()  # NumPy has no bfloat16
+        x, found = channels_first(np.asarray(waveform), layout, allow_downmix=downmix)  # (C, N) float32
         if x.shape[-1] == 0:
             raise AudioError("waveform is empty (0 samples)")
         if sample_rate <= 0:
             raise AudioError(f"sample_rate must be positive, got {sample_rate}")
         with self._engines(progress, None) as engines:
             result = pipeline.separate_array(engines, self.io, x, sample_rate, allow_downmix=downmix)
-        return {k: torch.from_numpy(np.ascontiguousarray(v[0] if squeeze else v)) for k, v in result.items()}
+        return {k: torch.from_numpy(from_channels_first(v, found)) for k, v in result.items()}
 
     def output_paths(
         self, out_dir: str | os.PathLike[str], fmt: str = "wav", stems: Sequence[str] | None = None
@@ -234,6 +233,7 @@ class Separator:
         *,
         format: str = "wav",
         bit_depth: str = "24",
+        bitrate: int | None = None,
         downmix: bool = False,
         overwrite: bool = False,
         stems: Sequence[str] | None = None,
@@ -242,15 +242,18 @@ class Separator:
         """Separate one sound file into ``out_dir/<stem>.<format>``; returns {name: path} of the outputs.
 
         Streams from disk to disk (memory does not grow with the file's length). Existing outputs are kept
-        unless ``overwrite``; if all exist, nothing is computed. bit_depth: "16", "24" or "float" (WAV only).
+        unless ``overwrite``; if all exist, nothing is computed. format: "wav", "flac" or "mp3". bit_depth
+        (WAV, FLAC): "16", "24" or "float" (WAV only). bitrate (MP3 only): constant, in kbps (default 320).
         """
-        check_format(format, bit_depth)
+        check_format(format, bit_depth, bitrate)
         targets = self.output_paths(out_dir, format, stems)
         todo = targets if overwrite else {k: p for k, p in targets.items() if not p.exists()}
         if not todo:
             return targets
         with self._engines(progress, Path(path)) as engines:
-            pipeline.separate_file(engines, self.io, path, todo, subtype=bit_depth, allow_downmix=downmix)
+            pipeline.separate_file(
+                engines, self.io, path, todo, subtype=bit_depth, bitrate=bitrate, allow_downmix=downmix
+            )
         return targets
 
     @contextlib.contextmanager
@@ -284,11 +287,19 @@ class Separator:
                 bar.close()
 
 
-def check_format(fmt: str, bit_depth: str) -> None:
-    """Reject format / bit-depth pairs before any work (FLAC stores integers only)."""
+def check_format(fmt: str, bit_depth: str, bitrate: int | None = None) -> None:
+    """Reject format / bit-depth / bitrate combinations before any work (FLAC stores integers only; a
+    bitrate is MP3's alone, and one of the MPEG-1 Layer III set). MP3 ignores the bit depth."""
     if fmt not in FORMATS:
         raise UserError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     if bit_depth not in BIT_DEPTHS:
         raise UserError(f"unknown bit depth {bit_depth!r} (choose from {', '.join(BIT_DEPTHS)})")
     if fmt == "flac" and bit_depth == "float":
         raise UserError("FLAC stores 16- or 24-bit integers; use --bit-depth 16/24 or --format wav")
+    if bitrate is not None and fmt != "mp3":
+        raise UserError(f"a bitrate applies to mp3 output only; {fmt} is lossless")
+    if bitrate is not None and bitrate not in MP3_BITRATES:
+        choices = ", ".join(map(str, MP3_BITRATES))
+        raise UserError(
+            f"no MP3 bitrate of {bitrate} kbps (choose from {choices}; default {DEFAULT_MP3_BITRATE})"
+        )

@@ -100,13 +100,15 @@ def separate_file(
     outputs: Mapping[str, str | os.PathLike[str]],
     *,
     subtype: str | None = None,
+    bitrate: int | None = None,
     allow_downmix: bool = False,
 ) -> dict[str, Path]:
     """Separate a sound file streaming from disk to disk; returns {output: written path}.
 
     ``outputs`` maps output names (``io.outputs``) to file paths; the format follows each path's suffix,
-    ``subtype`` is a soundfile subtype or "16", "24", "float". Outputs are at the input's rate with its
-    channel count (mono in, mono out; more than two channels only with ``allow_downmix``, then stereo).
+    ``subtype`` is a soundfile subtype or "16", "24", "float"; ``bitrate`` (kbps) is MP3's. Outputs are at
+    the input's rate with its channel count (mono in, mono out; more than two channels only with
+    ``allow_downmix``, then stereo).
     Every output goes to a temp file renamed into place at the end; on any error the temp files are removed.
     """
     p = Path(path)
@@ -124,7 +126,7 @@ def separate_file(
     writers: dict[str, AtomicWriter] = {}
     try:
         for name, out_path in outputs.items():
-            writers[name] = AtomicWriter(Path(out_path), rate, out_ch, subtype)
+            writers[name] = AtomicWriter(Path(out_path), rate, out_ch, subtype, bitrate)
         sink = _FileSink(writers, io, out_ch, rate, meta.frames)
         to_model = Resampler(rate, io.sample_rate, io.channels)
         for x in read_blocks(p, meta.frames, block):

@@ -91,3 +91,21 @@ def test_block_writer_commit_and_abort(tmp_path: Path) -> None:
     w.write(np.zeros((1, 10), np.float32))
     w.abort()
     assert sorted(os.listdir(tmp_path)) == ["o.wav"]
+
+
+def test_callers_arrays_to_channels_first() -> None:
+    x = np.arange(10, dtype=np.float32).reshape(5, 2)  # (N, C)
+    y, found = audio.channels_first(x)
+    assert found == "fc" and y.shape == (2, 5) and y.flags.c_contiguous
+    np.testing.assert_array_equal(audio.from_channels_first(y, found), x)
+    mono, found = audio.channels_first(np.zeros(7, np.int16))
+    assert found == "mono" and mono.shape == (1, 7) and mono.dtype == np.float32
+    assert audio.from_channels_first(mono, found).shape == (7,)
+    with pytest.raises(UserError, match="layout="):
+        audio.channels_first(np.zeros((3, 3), np.float32))
+    np.testing.assert_array_equal(
+        audio.pcm_to_float(np.array([-32768, 0, 16384], np.int16)), [-1.0, 0.0, 0.5]
+    )
+    np.testing.assert_array_equal(
+        audio.pcm_to_float(np.array([0, 128, 255], np.uint8)), [-1.0, 0.0, 127 / 128]
+    )

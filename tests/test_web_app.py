@@ -101,7 +101,7 @@ def test_config_lists_the_models_and_their_outputs(serve, tiny_model_path: Path,
     assert names == ["tiny.safetensors", "broken.ckpt", "tiny (2).safetensors"]
     assert cfg["models"][0]["default"] and cfg["models"][0]["outputs"] == ["vocals", "instrumental"]
     assert cfg["models"][1]["outputs"] == [] and cfg["models"][1]["error"]
-    assert cfg["formats"] == ["wav", "flac"] and ".mp3" in cfg["upload_suffixes"]
+    assert cfg["formats"] == ["wav", "flac", "mp3"] and ".mp3" in cfg["upload_suffixes"]
 
 
 # ---- jobs --------------------------------------------------------------------------------------------------
@@ -155,7 +155,7 @@ def test_stem_choice_and_the_example_song(serve) -> None:
         (b"MZ\x90\x00", "tool.exe", {}, 400, "tool.exe: not a supported file type"),
         (song_bytes(), "song.wav", {"stems": "drums"}, 400, "unknown stem(s) drums"),
         (song_bytes(), "song.wav", {"model": "../../etc/passwd"}, 400, "unknown model"),
-        (song_bytes(), "song.wav", {"format": "mp3"}, 400, "unknown format"),
+        (song_bytes(), "song.wav", {"format": "ogg"}, 400, "unknown format"),
         (b"x" * 3000, "big.wav", {}, 413, "big.wav: larger than the 0.002 MB upload limit"),
     ],
 )

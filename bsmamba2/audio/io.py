@@ -1,7 +1,7 @@
 """Sound files: header facts, seeking reads, atomic whole-file writes and a block-by-block atomic writer.
 
 Arrays are float32 NumPy of shape (channels, frames). Reading can seek (``start``/``frames``) so long files
-are never loaded whole. Every write goes to a temp file beside the target that is renamed into place only
+are never loaded whole; what libsndfile cannot read goes through PyAV (:mod:`~bsmamba2.audio.decode`). Every write goes to a temp file beside the target that is renamed into place only
 when complete (``bsmamba2.atomic``), so a crash never leaves a partial output file.
 """
 
@@ -12,12 +12,14 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soundfile as sf
 
 from bsmamba2.atomic import atomic_write, temp_beside
 from bsmamba2.audio.convert import convert_channels, resample
+from bsmamba2.audio.decode import LIBSNDFILE_SUFFIXES, PYAV_SUFFIXES, open_reader, short_error
 from bsmamba2.errors import AudioError, UserError
 
 log = logging.getLogger(__name__)
@@ -25,8 +27,13 @@ log = logging.getLogger(__name__)
 # The one sample-rate constant: the paper models, the bundled one, MUSDB18HQ and the official evaluation all run
 # at 44.1 kHz (ModelConfig.sample_rate defaults to the same value). Evaluation, plots and the demo use it.
 MODEL_SAMPLE_RATE = 44100
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
+AUDIO_EXTENSIONS = LIBSNDFILE_SUFFIXES + PYAV_SUFFIXES  # what folder inputs are searched for
 SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT", "32": "FLOAT"}
+# MP3 (libsndfile >= 1.1 encodes it through LAME): the MPEG-1 Layer III bitrates in kbps, and the sample rates
+# MPEG-1/2/2.5 define. Constant bitrate, so the size and the quality are what was asked for.
+MP3_BITRATES = (32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)
+MP3_SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+DEFAULT_MP3_BITRATE = 320
 
 
 @dataclass(frozen=True)
@@ -46,17 +53,14 @@ class AudioInfo:
 def info(path: str | os.PathLike[str]) -> AudioInfo:
     """Read a file's header. Raises AudioError (one line) for missing, unreadable or empty files."""
     p = Path(path)
-    if not p.exists():
-        raise AudioError(f"{p}: no such file")
-    if p.is_dir():
-        raise AudioError(f"{p}: is a folder, not an audio file")
+    r = open_reader(p)
     try:
-        i = sf.info(str(p))
-    except Exception as e:  # soundfile raises several types for corrupt / unknown formats
-        raise AudioError(f"{p}: cannot read audio ({short_error(e)})") from None
-    if i.frames <= 0:
+        rate, channels, frames = r.sample_rate, r.channels, r.frames
+    finally:
+        r.close()
+    if frames <= 0:
         raise AudioError(f"{p}: audio file is empty (0 samples)")
-    return AudioInfo(p, int(i.samplerate), int(i.channels), int(i.frames))
+    return AudioInfo(p, rate, channels, frames)
 
 
 def read(
@@ -72,17 +76,18 @@ def read(
     mono to stereo; other conversions raise AudioError. Returns (audio, rate).
     """
     p = Path(path)
+    r = open_reader(p)
     try:
-        with sf.SoundFile(str(p)) as f:
-            rate = int(f.samplerate)
-            if start:
-                f.seek(start)
-            data = f.read(frames=frames, dtype="float32", always_2d=True)  # (frames, channels)
-    except Exception as e:
-        if not p.exists():
-            raise AudioError(f"{p}: no such file") from None
+        rate = r.sample_rate
+        if start:
+            r.seek(start)
+        audio = r.read(frames)  # (channels, frames)
+    except AudioError:
+        raise
+    except Exception as e:  # libsndfile's and FFmpeg's read errors
         raise AudioError(f"{p}: cannot read audio ({short_error(e)})") from None
-    audio = np.ascontiguousarray(data.T)  # (channels, frames)
+    finally:
+        r.close()
     if channels is not None:
         audio = convert_channels(audio, channels, name=str(p))
     if sample_rate is not None and sample_rate != rate:
@@ -96,16 +101,17 @@ def read_frames(path: str | os.PathLike[str], start: int, out: np.ndarray) -> in
     layout and rate (no resampling, no channel conversion, no new array: the data loader's fast path).
     Samples past the end of the file are zeros. Returns the number of frames actually read."""
     p = Path(path)
+    r = open_reader(p)
     try:
-        with sf.SoundFile(str(p)) as f:
-            if start:
-                f.seek(start)
-            got = f.read(frames=out.shape[0], dtype="float32", always_2d=True, out=out)
+        if start:
+            r.seek(start)
+        n = r.read_into(out)
+    except AudioError:
+        raise
     except Exception as e:
-        if not p.exists():
-            raise AudioError(f"{p}: no such file") from None
         raise AudioError(f"{p}: cannot read audio ({short_error(e)})") from None
-    n = got.shape[0]
+    finally:
+        r.close()
     if n < out.shape[0]:
         out[n:] = 0.0
     return n
@@ -116,17 +122,19 @@ def write(
     audio: np.ndarray,
     sample_rate: int,
     subtype: str | None = None,
+    bitrate: int | None = None,
 ) -> Path:
-    """Atomically write (C, N) audio. The format follows the suffix (.wav/.flac/...); ``subtype`` is a
-    soundfile subtype or one of "16", "24", "float". Raises UserError if the folder is not writable."""
+    """Atomically write (C, N) audio. The format follows the suffix (.wav/.flac/.mp3/...); ``subtype`` is a
+    soundfile subtype or one of "16", "24", "float" (MP3 has none); ``bitrate``: MP3 only, kbps (default
+    320). Raises UserError if the folder is not writable or the format cannot hold this audio."""
     p = Path(path)
     if audio.ndim != 2:
         raise ValueError(f"audio must be (channels, frames), got shape {audio.shape}")
-    subtype = SUBTYPES.get(subtype, subtype) if subtype is not None else None
+    options = encoding(p, sample_rate, subtype, bitrate)
     _make_folder(p)
     try:
         with atomic_write(p) as tmp:
-            sf.write(str(tmp), np.ascontiguousarray(audio.T), sample_rate, subtype=subtype, format=_format(p))
+            sf.write(str(tmp), np.ascontiguousarray(audio.T), sample_rate, **options)
     except OSError as e:
         raise UserError(f"{p}: cannot write output ({e.strerror or short_error(e)})") from None
     except (RuntimeError, ValueError) as e:  # libsndfile's errors are RuntimeErrors
@@ -136,17 +144,25 @@ def write(
 
 class AtomicWriter:
     """Write a sound file block by block into a hidden temp file beside it; ``commit()`` renames it into
-    place, ``abort()`` deletes it, so a failure never leaves a partial output. PCM output is clipped to
-    [-1, 1] (libsndfile would wrap around otherwise); the number of clipped samples is counted.
+    place, ``abort()`` deletes it, so a failure never leaves a partial output. PCM and MP3 output is clipped
+    to [-1, 1] (libsndfile would wrap PCM around; decoders clip MP3 anyway); clipped samples are counted.
+    ``subtype`` and ``bitrate`` as for :func:`write`.
 
     The temp file follows ``bsmamba2.atomic``'s rules (``temp_beside``: same folder, umask permissions);
     ``atomic_write`` itself cannot serve here because the file stays open across many calls.
     """
 
-    def __init__(self, path: Path, sample_rate: int, channels: int, subtype: str | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        sample_rate: int,
+        channels: int,
+        subtype: str | None = None,
+        bitrate: int | None = None,
+    ) -> None:
         self.path = Path(path)
-        subtype = SUBTYPES.get(subtype, subtype) if subtype is not None else None
-        self.clip = subtype is None or subtype.startswith("PCM")
+        options = encoding(self.path, sample_rate, subtype, bitrate)
+        self.clip = options["subtype"] is None or options["subtype"].startswith(("PCM", "MPEG"))
         self.clipped = 0
         _make_folder(self.path)
         try:
@@ -159,8 +175,7 @@ class AtomicWriter:
                 "w",
                 samplerate=sample_rate,
                 channels=channels,
-                subtype=subtype,
-                format=_format(self.path),
+                **options,
             )
         except Exception as e:  # soundfile raises several types for unsupported format/subtype pairs
             self.tmp.unlink(missing_ok=True)
@@ -202,14 +217,39 @@ def is_audio_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in AUDIO_EXTENSIONS and not path.name.startswith(".")
 
 
-def short_error(e: BaseException) -> str:
-    """The first line of an exception's message (libsndfile's can run over several)."""
-    msg = str(e).strip().splitlines()
-    return msg[0] if msg else type(e).__name__
-
-
 def _format(path: Path) -> str:
     return path.suffix.lstrip(".").upper() or "WAV"
+
+
+def encoding(path: Path, sample_rate: int, subtype: str | None, bitrate: int | None) -> dict[str, Any]:
+    """soundfile's keywords (format, subtype, and MP3's bitrate settings) for writing ``path``; UserError
+    for a bitrate on another format, a bitrate MP3 lacks, or a sample rate it cannot hold."""
+    fmt = _format(path)
+    if fmt != "MP3":
+        if bitrate is not None:
+            raise UserError(f"{path}: a bitrate applies to mp3 output only ({fmt.lower()} has none)")
+        return {"format": fmt, "subtype": SUBTYPES.get(subtype, subtype) if subtype is not None else None}
+    kbps = DEFAULT_MP3_BITRATE if bitrate is None else bitrate
+    if kbps not in MP3_BITRATES:
+        raise UserError(
+            f"{path}: no MP3 bitrate of {kbps} kbps (choose from {', '.join(map(str, MP3_BITRATES))})"
+        )
+    if sample_rate not in MP3_SAMPLE_RATES:
+        raise UserError(
+            f"{path}: MP3 holds sample rates of 8 to 48 kHz, not {sample_rate} Hz; choose wav or flac output"
+        )
+    # libsndfile sets a constant bitrate from a "compression level" c in [0, 1]: kbps = int(hi - c * (hi - lo)),
+    # over the range of the MPEG version the rate belongs to (MPEG-2 and 2.5 top out at 160 and 64 kbps).
+    lo, hi = (32, 320) if sample_rate >= 32000 else (8, 160) if sample_rate >= 16000 else (8, 64)
+    if kbps > hi:
+        log.info("%s: MP3 at %d Hz holds at most %d kbps; writing %d kbps", path, sample_rate, hi, hi)
+    level = min(1.0, max(0.0, (hi - kbps - 0.5) / (hi - lo)))  # the half keeps int() from rounding down
+    return {
+        "format": fmt,
+        "subtype": "MPEG_LAYER_III",
+        "compression_level": level,
+        "bitrate_mode": "CONSTANT",
+    }
 
 
 def _make_folder(path: Path) -> None:

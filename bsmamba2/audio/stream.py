@@ -10,21 +10,32 @@ from pathlib import Path
 import numpy as np
 
 from bsmamba2.audio.convert import check_finite
-from bsmamba2.audio.io import read
+from bsmamba2.audio.decode import open_reader, short_error
+from bsmamba2.errors import AudioError
 
 
 def read_blocks(path: str | os.PathLike[str], frames: int, block: int) -> Iterator[np.ndarray]:
     """Yield (C, n <= block) float32 blocks of a file's first ``frames`` samples, in its own rate and
-    layout, read with seeks (only one block in memory). Raises AudioError on NaN/Inf samples."""
+    layout, decoded in order from one open file (only one block in memory, for every format). Raises
+    AudioError on NaN/Inf samples or a read error."""
     p = Path(path)
-    start = 0
-    while start < frames:
-        x, _ = read(p, start=start, frames=min(block, frames - start))
-        if x.shape[-1] == 0:  # the header over-reported the length
-            return
-        check_finite(x, str(p))
-        start += x.shape[-1]
-        yield x
+    reader = open_reader(p)
+    try:
+        start = 0
+        while start < frames:
+            try:
+                x = reader.read(min(block, frames - start))
+            except AudioError:
+                raise
+            except Exception as e:  # libsndfile's and FFmpeg's read errors
+                raise AudioError(f"{p}: cannot read audio ({short_error(e)})") from None
+            if x.shape[-1] == 0:  # the header over-reported the length
+                return
+            check_finite(x, str(p))
+            start += x.shape[-1]
+            yield x
+    finally:
+        reader.close()
 
 
 class SampleFifo:

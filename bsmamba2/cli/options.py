@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 from bsmamba2.api import BIT_DEPTHS, FORMATS, check_format
+from bsmamba2.audio import DEFAULT_MP3_BITRATE
 from bsmamba2.device import BACKEND_HELP, BACKENDS, DEVICES, PRECISIONS, resolve_device, resolve_precision
 from bsmamba2.errors import UserError
 
@@ -66,11 +67,15 @@ def add_chunking(
 
 
 def add_output(parser: argparse.ArgumentParser) -> None:
-    """``--format`` and ``--bit-depth`` of written audio."""
+    """``--format``, ``--bit-depth`` (wav, flac) and ``--bitrate`` (mp3) of written audio."""
     parser.add_argument("--format", default="wav", choices=FORMATS, help="output format (default wav)")
     parser.add_argument(
-        "--bit-depth", default="24", choices=BIT_DEPTHS, help="output sample format (default 24)"
+        "--bit-depth", default="24", choices=BIT_DEPTHS, help="wav/flac sample format (default 24)"
     )
+    parser.add_argument(
+        "--bitrate", type=int, default=None, metavar="KBPS",
+        help=f"mp3 constant bitrate in kbps (default {DEFAULT_MP3_BITRATE})",
+    )  # fmt: skip
 
 
 def check(args: argparse.Namespace, *, device: bool = True) -> None:
@@ -88,7 +93,7 @@ def check(args: argparse.Namespace, *, device: bool = True) -> None:
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     if hasattr(args, "format"):
-        check_format(args.format, args.bit_depth)
+        check_format(args.format, args.bit_depth, getattr(args, "bitrate", None))
     if device and hasattr(args, "device"):
         dev = resolve_device(args.device)
         if hasattr(args, "precision"):

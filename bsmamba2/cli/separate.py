@@ -114,6 +114,7 @@ def _separate_one(sep: Separator, job: Job, args: argparse.Namespace, names: tup
             job.out_dir,
             format=args.format,
             bit_depth=args.bit_depth,
+            bitrate=args.bitrate,
             downmix=args.downmix,
             overwrite=args.overwrite,
             stems=names,

@@ -51,7 +51,7 @@ from bsmamba2.web.uploads import (
 log = logging.getLogger(__name__)
 
 STATIC = Path(__file__).parent / "static"
-MEDIA_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".png": "image/png"}
+MEDIA_TYPES = {".wav": "audio/wav", ".flac": "audio/flac", ".mp3": "audio/mpeg", ".png": "image/png"}
 IMAGE_LABELS = ("mixture", "vocals")
 
 
