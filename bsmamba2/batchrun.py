@@ -38,6 +38,7 @@ class StageTimes:
 
     seconds: dict[str, float] = field(default_factory=dict)
     files: int = 0
+    info: dict[str, Any] = field(default_factory=dict)  # settings and peaks the caller adds (JSON values)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, stage: str, dt: float) -> None:
@@ -46,7 +47,8 @@ class StageTimes:
 
     def as_dict(self) -> dict[str, Any]:
         with self._lock:
-            return {"files": self.files, **{f"{k} (s)": round(v, 4) for k, v in self.seconds.items()}}
+            seconds = {f"{k} (s)": round(v, 4) for k, v in self.seconds.items()}
+            return {"files": self.files, **seconds, **self.info}
 
 
 _CLOCK: contextvars.ContextVar[StageTimes | None] = contextvars.ContextVar(

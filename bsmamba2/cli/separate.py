@@ -23,6 +23,7 @@ import sys
 import time
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from bsmamba2.api import ENGINES, Separator
@@ -102,7 +103,9 @@ def run(args: argparse.Namespace) -> int:
         return _summary(0, 0, failures, env.rank, env.world_size, bool(args.quiet))
     _device_defaults(args)
     with stage_clock() as times:
+        t = time.perf_counter()
         code = _run_jobs(args, jobs, failures, env.rank, env.world_size, times)
+        times.add("run", time.perf_counter() - t)
     if args.timings is not None:
         with atomic_write(args.timings, durable=False) as tmp:
             Path(tmp).write_text(json.dumps(times.as_dict(), indent=1))
@@ -143,6 +146,7 @@ def _run_jobs(
         **options.model_settings(args),
     )
     times.add("load", time.perf_counter() - t)
+    times.info.update(device=str(sep.device), batch_size=sep.batch_size, fused=bool(args.fused))
     names = sep.check_stems(args.stems)
     done = skipped = 0
     bar = tqdm(jobs, unit="file", disable=quiet or len(jobs) < 2)
@@ -163,6 +167,8 @@ def _run_jobs(
             continue
         done += 1
         log.info("%s -> %s", job.source, job.out_dir)
+    if sep.device.type == "cuda":
+        times.info["gpu peak (GiB)"] = round(torch.cuda.max_memory_allocated(sep.device) / 2**30, 3)
     log.debug("stage seconds: %s", times.as_dict())
     return _summary(done, skipped, failures, rank, world, quiet)
 
