@@ -13,8 +13,8 @@ Sections, in this order (each is written to ``--out`` as soon as it is done, so 
    per-stage seconds the CLI reports (``--timings``: load, decode, model, encode; start-up = wall − run)
    and the peak GPU memory. The first row is the CLI's defaults as they are; the others name their flags.
 3. The models alone through the package's chunk engine (``apply_model``) on a tensor already on the device:
-   BSMamba2 eager at several batch sizes, with the compiled glue, and eager replayed as a CUDA graph (an
-   experiment: checked against eager), the BS-RoFormer baseline (74.5M) and htdemucs (pip ``demucs``,
+   BSMamba2 eager at several batch sizes, with the compiled glue, and eager replayed as a CUDA graph
+   (``bsmamba2.cudagraph``; both checked against eager at the same batch size), the BS-RoFormer baseline (74.5M) and htdemucs (pip ``demucs``,
    random weights: the arithmetic is the trained model's), all at the CLI's chunking and precision.
 
     python benchmarks/bench_cli.py [--songs 10] [--seconds 240] [--out DIR] [--budget 250] [--paper]
@@ -47,13 +47,15 @@ SR = 44100
 # (label, flags) of the CLI rows after the defaults, most telling first; rows equal to the defaults are dropped.
 GPU_VARIANTS = [
     ("eager, batch 16", ["--no-fused", "--batch-size", "16"]),
+    ("eager as a CUDA graph, batch 16", ["--no-fused", "--cuda-graph", "--batch-size", "16"]),
     ("compiled glue, batch 16", ["--fused", "--batch-size", "16"]),
     ("eager, batch 4", ["--no-fused", "--batch-size", "4"]),
     ("eager, batch 8", ["--no-fused", "--batch-size", "8"]),
     ("compiled glue, batch 4", ["--fused", "--batch-size", "4"]),
 ]
 QUICK_VARIANTS = [("eager, batch 2", ["--no-fused", "--batch-size", "2"])]
-N_CORE_VARIANTS = 2  # run before the model-only section; the rest only while the budget lasts
+CHILD_TIMEOUT_S = 240  # one stuck process becomes a failed row, not a lost run
+N_CORE_VARIANTS = 3  # run before the model-only section; the rest only while the budget lasts
 
 
 class Bench:
@@ -134,7 +136,7 @@ def tiny_model(path: Path) -> None:
 def wall(cmd: list[str], env: dict[str, str]) -> float:
     """Seconds from process start to exit; raises with the end of stderr if it failed."""
     t = time.perf_counter()
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
     dt = time.perf_counter() - t
     if r.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd[:6])}... failed ({r.returncode}): {r.stderr.strip()[-600:]}")
@@ -185,15 +187,15 @@ def compile_bytecode(b: Bench) -> float:
 
 
 def fixed_costs(b: Bench, song: Path) -> None:
-    fixed = b.result["fixed"]
-    if not b.args.quick:
-        fixed["compileall of the imported packages, once (s)"] = compile_bytecode(b)
-    first = b.work / "cache_first"
-    fixed["first separate process, 1 s song, compiling now (s)"] = separate(b, [song], [], first, "first")[
-        "wall (s)"
-    ]
     py = sys.executable
-    probes = {
+    probes: dict[str, Callable[[], float]] = {}
+    if not b.args.quick:
+        probes["compileall of the imported packages, once (s)"] = lambda: compile_bytecode(b)
+    first = b.work / "cache_first"
+    probes["first separate process, 1 s song, compiling now (s)"] = lambda: separate(
+        b, [song], [], first, "first"
+    )["wall (s)"]
+    commands = {
         "python -c pass (s)": [py, "-c", "pass"],
         "import torch (s)": [py, "-c", "import torch"],
         "import bsmamba2.cli (s)": [py, "-c", "import bsmamba2.cli"],
@@ -201,10 +203,20 @@ def fixed_costs(b: Bench, song: Path) -> None:
         "bsmamba2 separate --help (s)": [py, "-m", "bsmamba2", "separate", "--help"],
     }
     if not b.args.quick:
-        probes["import torch + CUDA start-up (s)"] = [py, "-c", "import torch; torch.zeros(1, device='cuda')"]
-    for name, cmd in probes.items():
-        fixed[name] = min(wall(cmd, b.env(None)) for _ in range(1 if b.args.quick else 2))
-    b.save()
+        commands["import torch + CUDA start-up (s)"] = [
+            py,
+            "-c",
+            "import torch; torch.zeros(1, device='cuda')",
+        ]
+    reps = 1 if b.args.quick else 2
+    for name, cmd in commands.items():
+        probes[name] = lambda cmd=cmd: min(wall(cmd, b.env(None)) for _ in range(reps))
+    for name, probe in probes.items():
+        try:
+            b.result["fixed"][name] = probe()
+        except Exception as e:  # noqa: BLE001 - reported, and the other sections still run
+            b.result["fixed"][name] = f"failed: {str(e)[-300:]}"
+        b.save()
 
 
 # ---- 2. the CLI ---------------------------------------------------------------------------------------------
@@ -221,7 +233,7 @@ def cli_row(b: Bench, label: str, flags: list[str], songs: list[Path]) -> dict[s
     audio_one, audio_all = b.args.seconds, b.args.seconds * len(songs)
     row: dict[str, Any] = {
         "flags": " ".join(flags) or "(defaults)",
-        "settings": {k: cold.get(k) for k in ("device", "batch_size", "fused")},
+        "settings": {k: cold.get(k) for k in ("device", "batch_size", "fused", "cuda_graph")},
         "one song, cold (s)": cold["wall (s)"],
         "first-call cost, cold - warm (s)": cold["wall (s)"] - warm["wall (s)"],
         "one song, warm (s)": warm["wall (s)"],
@@ -250,52 +262,12 @@ def _same_as_defaults(b: Bench, flags: list[str]) -> bool:
     if not rows:
         return False
     s = rows[0]["settings"]
-    fused = "--fused" in flags
+    fused, graph = "--fused" in flags, "--cuda-graph" in flags
     batch = int(flags[flags.index("--batch-size") + 1]) if "--batch-size" in flags else s["batch_size"]
-    return bool(s["fused"]) == fused and s["batch_size"] == batch
+    return bool(s["fused"]) == fused and bool(s.get("cuda_graph")) == graph and s["batch_size"] == batch
 
 
 # ---- 3. the models alone -----------------------------------------------------------------------------------
-
-
-def graphed(model: Any, batch: int, segment: int, dtype: Any) -> Any:
-    """``model`` captured as one CUDA graph for (batch, C, segment) inputs under ``dtype`` autocast; other
-    shapes run eagerly. ``fused = True`` makes the chunk engine pad the last batch to the captured shape."""
-    import torch
-
-    dev = next(model.parameters()).device
-    static_in = torch.zeros(batch, model.cfg.audio_channels, segment, device=dev)
-    amp = dict(
-        device_type="cuda", dtype=dtype or torch.float32, enabled=dtype is not None, cache_enabled=False
-    )
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.no_grad(), torch.cuda.stream(side), torch.autocast(**amp):
-        for _ in range(
-            2
-        ):  # lazy buffers, cuBLAS handles and any kernel tuning happen here, not in the capture
-            model(static_in)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.no_grad(), torch.autocast(**amp), torch.cuda.graph(graph):
-        static_out = model(static_in)
-
-    class Graphed(torch.nn.Module):
-        fused = True
-
-        def __init__(self) -> None:
-            super().__init__()
-            self.inner = model
-            self.cfg = model.cfg
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if x.shape != static_in.shape:
-                return self.inner(x)
-            static_in.copy_(x)
-            graph.replay()
-            return static_out.clone()
-
-    return Graphed()
 
 
 def htdemucs() -> Any:
@@ -350,6 +322,7 @@ def time_model(b: Bench, model: Any, batch: int, reference: Any = None) -> dict[
         row["gpu peak (GiB)"] = torch.cuda.max_memory_allocated(dev) / 2**30
     if reference is not None:
         row["max |diff| vs eager"] = float((y - reference).abs().max())
+        row["relative diff vs eager"] = float((y - reference).norm() / reference.norm().clamp_min(1e-12))
     if reference is None:
         b.model_outputs.setdefault(batch, y)  # the first (eager) output at this batch size is the reference
     return row
@@ -364,6 +337,7 @@ def model_section(b: Bench) -> None:
 
     from bsmamba2.api import Separator
     from bsmamba2.config import ModelConfig
+    from bsmamba2.cudagraph import CudaGraphModel
     from bsmamba2.model import build_model
 
     device = "cpu" if b.args.quick else b.args.device
@@ -405,9 +379,7 @@ def model_section(b: Bench) -> None:
             continue
 
         def one(make: Any = make, batch: int = batch, compare: bool = compare) -> dict[str, Any]:
-            model = (
-                graphed(eager.model, batch, eager.segment_samples, eager.dtype) if make is None else make()
-            )
+            model = CudaGraphModel(eager.model) if make is None else make()
             return time_model(b, model, batch, b.model_outputs.get(batch) if compare else None)
 
         run_row(b, name, one, "model")
@@ -453,7 +425,10 @@ def report_md(res: dict[str, Any]) -> str:
         f"{h.get('python')}, {h.get('cpus')} CPU cores, load {h.get('load')}; `{h.get('command')}`; "
         f"{h.get('songs')} songs of {h.get('seconds')} s\n",
         "Per-process costs (fresh interpreters, bytecode present unless said):\n",
-        "\n".join(f"- {k}: {v:.2f}" for k, v in res["fixed"].items()) + "\n",
+        "\n".join(
+            f"- {k}: {v:.2f}" if isinstance(v, float) else f"- {k}: {v}" for k, v in res["fixed"].items()
+        )
+        + "\n",
     ]
     if res["cli"]:
         parts += ["`bsmamba2 separate`, wall from process start (cold: empty compile caches):\n"]

@@ -28,7 +28,12 @@ def test_quick_mode_writes_every_section(tmp_path: Path) -> None:
     } <= set(res["fixed"])
     rows = {row["name"]: row for row in res["cli"]}
     assert "note" not in rows["defaults"], rows["defaults"]
-    assert rows["defaults"]["settings"] == {"device": "cpu", "batch_size": 4, "fused": False}
+    assert rows["defaults"]["settings"] == {
+        "device": "cpu",
+        "batch_size": 4,
+        "fused": False,
+        "cuda_graph": False,
+    }
     for kind in ("cold", "warm", "folder"):
         stages = rows["defaults"]["stages"][kind]
         assert stages["files"] == (2 if kind == "folder" else 1)
