@@ -45,17 +45,23 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SR = 44100
 # (label, flags) of the CLI rows after the defaults, most telling first; rows equal to the defaults are dropped.
-GPU_VARIANTS = [
-    ("eager, batch 16", ["--no-fused", "--batch-size", "16"]),
-    ("eager as a CUDA graph, batch 16", ["--no-fused", "--cuda-graph", "--batch-size", "16"]),
-    ("compiled glue, batch 16", ["--fused", "--batch-size", "16"]),
-    ("eager, batch 4", ["--no-fused", "--batch-size", "4"]),
-    ("eager, batch 8", ["--no-fused", "--batch-size", "8"]),
-    ("compiled glue, batch 4", ["--fused", "--batch-size", "4"]),
+NO_IO_THREADS = {"BSMAMBA2_IO_THREADS": "0"}  # decode and encode on the model's thread, as before issue 12
+GPU_VARIANTS: list[tuple[str, list[str], dict[str, str]]] = [
+    ("eager, batch 16", ["--no-fused", "--batch-size", "16"], {}),
+    ("eager as a CUDA graph, batch 16", ["--no-fused", "--cuda-graph", "--batch-size", "16"], {}),
+    ("compiled glue, batch 16", ["--fused", "--batch-size", "16"], {}),
+    # warm only, in the caches of "eager, batch 16" (a row whose env sets BSMAMBA2_IO_THREADS reuses them)
+    ("eager, batch 16, no I/O threads", ["--no-fused", "--batch-size", "16"], NO_IO_THREADS),
+    ("eager, batch 4", ["--no-fused", "--batch-size", "4"], {}),
+    ("eager, batch 8", ["--no-fused", "--batch-size", "8"], {}),
+    ("compiled glue, batch 4", ["--fused", "--batch-size", "4"], {}),
 ]
-QUICK_VARIANTS = [("eager, batch 2", ["--no-fused", "--batch-size", "2"])]
+QUICK_VARIANTS = [
+    ("eager, batch 2", ["--no-fused", "--batch-size", "2"], {}),
+    ("eager, batch 2, no I/O threads", ["--no-fused", "--batch-size", "2"], NO_IO_THREADS),
+]
 CHILD_TIMEOUT_S = 240  # one stuck process becomes a failed row, not a lost run
-N_CORE_VARIANTS = 3  # run before the model-only section; the rest only while the budget lasts
+N_CORE_VARIANTS = 4  # run before the model-only section; the rest only while the budget lasts
 
 
 class Bench:
@@ -84,10 +90,10 @@ class Bench:
         self.result["skipped"].append(what)
         return True
 
-    def env(self, cache: Path | None) -> dict[str, str]:
-        """A child's environment: this tree first on the path, bytecode kept (in a private prefix), and with
-        ``cache``, Triton / inductor caches of its own."""
-        env = dict(os.environ)
+    def env(self, cache: Path | None, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """A child's environment: this tree first on the path, bytecode kept (in a private prefix), with
+        ``cache``, Triton / inductor caches of its own, and ``extra`` on top."""
+        env = {**os.environ, **(extra or {})}
         env.pop("PYTHONDONTWRITEBYTECODE", None)
         env["PYTHONPYCACHEPREFIX"] = str(self.work / "pyc")
         env["PYTHONPATH"] = f"{ROOT}{os.pathsep}{env.get('PYTHONPATH', '')}"
@@ -143,12 +149,14 @@ def wall(cmd: list[str], env: dict[str, str]) -> float:
     return dt
 
 
-def separate(b: Bench, inputs: list[Path], flags: list[str], cache: Path, tag: str) -> dict[str, Any]:
+def separate(
+    b: Bench, inputs: list[Path], flags: list[str], cache: Path, tag: str, extra: dict[str, str] | None = None
+) -> dict[str, Any]:
     """One ``bsmamba2 separate`` process: its wall time plus the stage seconds it reported."""
     timings = b.work / f"timings_{tag}.json"
     cmd = [sys.executable, "-m", "bsmamba2", "-q", "separate", *map(str, inputs)]
     cmd += ["-o", str(b.work / f"out_{tag}"), "--overwrite", "--timings", str(timings), *b.cli_extra, *flags]
-    dt = wall(cmd, b.env(cache))
+    dt = wall(cmd, b.env(cache, extra))
     shutil.rmtree(b.work / f"out_{tag}", ignore_errors=True)  # ten 4-minute songs write 1.3 GB
     stages = json.loads(timings.read_text())
     stages["start-up (s)"] = round(dt - stages.get("run (s)", 0.0), 3)
@@ -222,20 +230,29 @@ def fixed_costs(b: Bench, song: Path) -> None:
 # ---- 2. the CLI ---------------------------------------------------------------------------------------------
 
 
-def cli_row(b: Bench, label: str, flags: list[str], songs: list[Path]) -> dict[str, Any]:
-    """Cold and warm single-song runs and a warm folder run of one setting."""
-    cache = Path(tempfile.mkdtemp(prefix="cache_", dir=b.work))
+def cli_row(
+    b: Bench, label: str, flags: list[str], extra: dict[str, str], songs: list[Path]
+) -> dict[str, Any]:
+    """Cold and warm single-song runs and a warm folder run of one setting (``extra``: its environment).
+    A setting that differs from an earlier row by its environment only reuses that row's warm caches and
+    has no cold run."""
     tag = label.replace(" ", "_").replace(",", "")
-    cold = separate(b, songs[:1], flags, cache, f"{tag}_cold")
-    warms = [separate(b, songs[:1], flags, cache, f"{tag}_warm{i}") for i in range(b.args.reps)]
+    same = [r for r in b.result["cli"] if extra and r.get("flags") == " ".join(flags) and "cache" in r]
+    if same:
+        cache = Path(same[0]["cache"])
+        cold = separate(b, songs[:1], flags, cache, f"{tag}_first", extra)  # bytecode of this path, etc.
+    else:
+        cache = Path(tempfile.mkdtemp(prefix="cache_", dir=b.work))
+        cold = separate(b, songs[:1], flags, cache, f"{tag}_cold", extra)
+    warms = [separate(b, songs[:1], flags, cache, f"{tag}_warm{i}", extra) for i in range(b.args.reps)]
     warm = sorted(warms, key=lambda r: r["wall (s)"])[len(warms) // 2]
-    folder = separate(b, [songs[0].parent], flags, cache, f"{tag}_folder")
+    folder = separate(b, [songs[0].parent], flags, cache, f"{tag}_folder", extra)
     audio_one, audio_all = b.args.seconds, b.args.seconds * len(songs)
     row: dict[str, Any] = {
-        "flags": " ".join(flags) or "(defaults)",
+        "flags": " ".join([*(f"{k}={v}" for k, v in extra.items()), *flags]) or "(defaults)",
         "settings": {k: cold.get(k) for k in ("device", "batch_size", "fused", "cuda_graph")},
-        "one song, cold (s)": cold["wall (s)"],
-        "first-call cost, cold - warm (s)": cold["wall (s)"] - warm["wall (s)"],
+        "one song, cold (s)": "" if same else cold["wall (s)"],
+        "first-call cost, cold - warm (s)": "" if same else cold["wall (s)"] - warm["wall (s)"],
         "one song, warm (s)": warm["wall (s)"],
         "one song, warm (x real time)": audio_one / warm["wall (s)"],
         f"{len(songs)} songs, one process (s)": folder["wall (s)"],
@@ -247,13 +264,13 @@ def cli_row(b: Bench, label: str, flags: list[str], songs: list[Path]) -> dict[s
     return row
 
 
-def cli_section(b: Bench, songs: list[Path], variants: list[tuple[str, list[str]]]) -> None:
-    for label, flags in variants:
-        if label != "defaults" and _same_as_defaults(b, flags):
+def cli_section(b: Bench, songs: list[Path], variants: list[tuple[str, list[str], dict[str, str]]]) -> None:
+    for label, flags, extra in variants:
+        if label != "defaults" and not extra and _same_as_defaults(b, flags):
             continue
         if label != "defaults" and b.over_budget(f"cli: {label}"):
             continue
-        run_row(b, label, lambda f=flags, lab=label: cli_row(b, lab, f, songs), "cli")
+        run_row(b, label, lambda f=flags, e=extra, lab=label: cli_row(b, lab, f, e, songs), "cli")
 
 
 def _same_as_defaults(b: Bench, flags: list[str]) -> bool:
@@ -482,7 +499,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--out", type=Path, default=None, help="where cli.json / cli.md go (default $OUT or bench_out)"
     )
-    p.add_argument("--budget", type=float, default=250.0, help="seconds before optional rows are skipped")
+    p.add_argument("--budget", type=float, default=240.0, help="seconds before optional rows are skipped")
     p.add_argument("--paper", action="store_true", help="also time the paper config (48.1M) alone")
     p.add_argument("--quick", action="store_true", help="CPU smoke test: 2 short songs, 1-s chunks, few rows")
     args = p.parse_args(argv)
@@ -507,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
             tiny_model(b.model_file)
         fixed_costs(b, work / "short.wav")
         variants = QUICK_VARIANTS if args.quick else GPU_VARIANTS
-        cli_section(b, songs, [("defaults", []), *variants[:N_CORE_VARIANTS]])
+        cli_section(b, songs, [("defaults", [], {}), *variants[:N_CORE_VARIANTS]])
         b.result["header"] = header(args)  # imports torch: after the child processes' fixed costs
         model_section(b)
         cli_section(b, songs, variants[N_CORE_VARIANTS:])

@@ -4,7 +4,8 @@
 resample to the model's rate), the model (the chunk engine, on the calling thread) and encode (resample
 back, residual, write). With ``threads`` the first runs ahead on a :class:`Prefetch` thread and the last
 behind on a :class:`Background` thread, each through a bounded queue, so the accelerator never waits for
-the file system or libsndfile / soxr (which release the GIL). Each stage does the same operations in the
+the file system or libsndfile / soxr (which release the GIL); each output file is written by a
+:class:`BackgroundWriter` thread of its own. Each stage does the same operations in the
 same order as the plain loop, on its own objects (a resampler belongs to one stage), so the outputs are
 bit-identical; only the wall time changes.
 
@@ -21,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 T = TypeVar("T")
 PREFETCH_DEPTH = 2  # blocks decoded ahead of the model: one ready, one being read
@@ -227,3 +228,39 @@ class Inline:
 
     def close(self) -> None:
         pass
+
+
+class _Writer(Protocol):
+    def write(self, block: Any) -> None: ...
+
+    def commit(self) -> Any: ...
+
+    def abort(self) -> None: ...
+
+
+class BackgroundWriter:
+    """A block writer (``write`` / ``commit`` / ``abort``, e.g. ``audio.AtomicWriter``) whose writes run on a
+    :class:`Background` thread of their own, in order: two outputs encode in parallel (libsndfile releases the
+    GIL), beside the model. ``commit`` waits for the writes, then commits; ``abort`` stops them, then aborts.
+    The writes' seconds go to ``clock["encode"]``.
+    """
+
+    def __init__(self, writer: _Writer, clock: StageTimes | None = None, depth: int = ENCODE_DEPTH) -> None:
+        self.writer = writer
+        self.clock = clock
+        self._worker = Background(depth)
+
+    def write(self, block: Any) -> None:
+        self._worker.submit(self._write, block)
+
+    def _write(self, block: Any) -> None:
+        with timed(self.clock, "encode"):
+            self.writer.write(block)
+
+    def commit(self) -> Any:
+        self._worker.join()
+        return self.writer.commit()
+
+    def abort(self) -> None:
+        self._worker.close()
+        self.writer.abort()

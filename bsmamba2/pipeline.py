@@ -38,11 +38,12 @@ from bsmamba2.audio import (
     resample,
     to_layout,
 )
-from bsmamba2.batchrun import Background, Inline, Prefetch, StageTimes, current_clock, timed
+from bsmamba2.batchrun import Background, BackgroundWriter, Inline, Prefetch, StageTimes, current_clock, timed
 from bsmamba2.errors import UserError
 from bsmamba2.stems import add_residual, output_names, residual_name
 
 EngineFactory = Callable[[int], OverlapAdd]
+IO_THREADS_ENV = "BSMAMBA2_IO_THREADS"  # "0": separate_file decodes and encodes on the calling thread
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,7 @@ def separate_file(
     *,
     subtype: str | None = None,
     allow_downmix: bool = False,
-    threads: bool = True,
+    threads: bool | None = None,
 ) -> dict[str, Path]:
     """Separate a sound file streaming from disk to disk; returns {output: written path}.
 
@@ -112,8 +113,11 @@ def separate_file(
     channel count (mono in, mono out; more than two channels only with ``allow_downmix``, then stereo).
     Every output goes to a temp file renamed into place at the end; on any error the temp files are removed.
     ``threads``: decode the next block and encode the last one on threads while the model runs
-    (:mod:`bsmamba2.batchrun`; the outputs are bit-identical either way).
+    (:mod:`bsmamba2.batchrun`; the outputs are bit-identical either way); None: yes, unless the environment
+    sets ``BSMAMBA2_IO_THREADS=0`` (for benchmarks).
     """
+    if threads is None:
+        threads = os.environ.get(IO_THREADS_ENV, "1") != "0"
     p = Path(path)
     unknown = [k for k in outputs if k not in io.outputs]
     if unknown:
@@ -128,12 +132,13 @@ def separate_file(
         chunks = engine(max(1, round(meta.frames * io.sample_rate / rate)))
     # Input-rate samples per block: whole batches of chunks, so the model always gets full batches.
     block = max(1, round(chunks.stride * chunks.batch_size * rate / io.sample_rate))
-    writers: dict[str, AtomicWriter] = {}
+    writers: dict[str, AtomicWriter | BackgroundWriter] = {}
     source = _decoded_blocks(p, meta.frames, block, out_ch, rate, io, clock)
     encode = Background() if threads else Inline()
     try:
         for name, out_path in outputs.items():
-            writers[name] = AtomicWriter(Path(out_path), rate, out_ch, subtype)
+            raw = AtomicWriter(Path(out_path), rate, out_ch, subtype)
+            writers[name] = BackgroundWriter(raw, clock) if threads else raw
         sink = _FileSink(writers, io, out_ch, rate, meta.frames)
         with Prefetch(source) if threads else contextlib.nullcontext(source) as blocks:
             for x_out, x_model in blocks:
@@ -187,7 +192,12 @@ class _FileSink:
     """
 
     def __init__(
-        self, writers: Mapping[str, AtomicWriter], io: ModelIO, channels: int, rate: int, frames: int
+        self,
+        writers: Mapping[str, AtomicWriter | BackgroundWriter],
+        io: ModelIO,
+        channels: int,
+        rate: int,
+        frames: int,
     ) -> None:
         self.writers = writers
         self.stems = io.stems

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bsmamba2 import audio
+from bsmamba2 import audio, pipeline
 from bsmamba2.api import Separator
 from bsmamba2.apply import OverlapAdd
 from bsmamba2.batchrun import Background, Prefetch, stage_clock
@@ -139,3 +139,27 @@ def test_background_runs_in_order_and_reraises_on_join() -> None:
     bad.submit(fail, 0)
     with pytest.raises(OSError, match="disk"):
         bad.join()
+
+
+def test_environment_turns_the_threads_off(
+    tmp_path: Path, write_audio, identity_model, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_threads(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a stage thread was started")
+
+    monkeypatch.setattr(pipeline, "Prefetch", no_threads)
+    monkeypatch.setattr(pipeline, "Background", no_threads)
+    monkeypatch.setattr(pipeline, "BackgroundWriter", no_threads)
+    monkeypatch.setenv(pipeline.IO_THREADS_ENV, "0")
+    src = write_audio("a.wav", seconds=0.2)
+
+    def make(length: int) -> OverlapAdd:
+        return OverlapAdd(identity_model, segment=1000, batch_size=2, length=length)
+
+    out = separate_file(
+        make, ModelIO.of(identity_model), src, {"vocals": tmp_path / "v.wav"}, subtype="float"
+    )
+    np.testing.assert_allclose(audio.read(out["vocals"])[0], audio.read(src)[0], atol=1e-6)
+    monkeypatch.setenv(pipeline.IO_THREADS_ENV, "1")
+    with pytest.raises(AssertionError, match="stage thread"):
+        separate_file(make, ModelIO.of(identity_model), src, {"vocals": tmp_path / "w.wav"})

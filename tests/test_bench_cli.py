@@ -39,6 +39,9 @@ def test_quick_mode_writes_every_section(tmp_path: Path) -> None:
         assert stages["files"] == (2 if kind == "folder" else 1)
         assert {"load (s)", "decode (s)", "model (s)", "encode (s)", "start-up (s)"} <= set(stages)
     assert rows["eager, batch 2"]["settings"]["batch_size"] == 2
+    plain = rows["eager, batch 2, no I/O threads"]
+    assert "note" not in plain and plain["flags"].startswith("BSMAMBA2_IO_THREADS=0")
+    assert plain["stages"]["folder"]["files"] == 2
     models = res["model"]
     assert models and all("note" not in m for m in models), models
     assert all(m["s"] > 0 for m in models)
