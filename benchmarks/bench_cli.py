@@ -17,7 +17,7 @@ Sections, in this order (each is written to ``--out`` as soon as it is done, so 
    (``bsmamba2.cudagraph``; both checked against eager at the same batch size), the BS-RoFormer baseline (74.5M) and htdemucs (pip ``demucs``,
    random weights: the arithmetic is the trained model's), all at the CLI's chunking and precision.
 
-    python benchmarks/bench_cli.py [--songs 10] [--seconds 240] [--out DIR] [--budget 250] [--paper]
+    python benchmarks/bench_cli.py [--songs 10] [--seconds 240] [--out DIR] [--budget 240] [--paper]
     python benchmarks/bench_cli.py --quick      # CPU smoke test of the script itself (numbers mean nothing)
 
 Writes ``DIR/cli.json`` and ``DIR/cli.md`` (DIR: ``--out``, else ``$OUT``, else ./bench_out). ``--budget``:
@@ -360,10 +360,8 @@ def model_section(b: Bench) -> None:
     device = "cpu" if b.args.quick else b.args.device
     if b.args.quick:
         torch.set_num_threads(1)
-    seg_s = 0.5 if b.args.quick else 8.0
-    eager = Separator.from_pretrained(
-        b.model_file, device=device, segment=seg_s
-    )  # the CLI's precision, overlap
+    seg_s, precision = (0.25, "fp32") if b.args.quick else (8.0, "auto")  # as the CLI rows run
+    eager = Separator.from_pretrained(b.model_file, device=device, segment=seg_s, precision=precision)
     dev = eager.device
     mix = torch.randn(2, int(b.args.seconds * SR), generator=torch.Generator().manual_seed(0)) * 0.1
     b.model_settings = dict(
