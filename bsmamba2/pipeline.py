@@ -14,8 +14,9 @@ model and the chunk settings (and the progress callback) already bound.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,10 +38,12 @@ from bsmamba2.audio import (
     resample,
     to_layout,
 )
+from bsmamba2.batchrun import Background, BackgroundWriter, Inline, Prefetch, StageTimes, current_clock, timed
 from bsmamba2.errors import UserError
 from bsmamba2.stems import add_residual, output_names, residual_name
 
 EngineFactory = Callable[[int], OverlapAdd]
+IO_THREADS_ENV = "BSMAMBA2_IO_THREADS"  # "0": separate_file decodes and encodes on the calling thread
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,7 @@ def separate_file(
     subtype: str | None = None,
     bitrate: int | None = None,
     allow_downmix: bool = False,
+    threads: bool | None = None,
 ) -> dict[str, Path]:
     """Separate a sound file streaming from disk to disk; returns {output: written path}.
 
@@ -110,7 +114,12 @@ def separate_file(
     the input's rate with its channel count (mono in, mono out; more than two channels only with
     ``allow_downmix``, then stereo).
     Every output goes to a temp file renamed into place at the end; on any error the temp files are removed.
+    ``threads``: decode the next block and encode the last one on threads while the model runs
+    (:mod:`bsmamba2.batchrun`; the outputs are bit-identical either way); None: yes, unless the environment
+    sets ``BSMAMBA2_IO_THREADS=0`` (for benchmarks).
     """
+    if threads is None:
+        threads = os.environ.get(IO_THREADS_ENV, "1") != "0"
     p = Path(path)
     unknown = [k for k in outputs if k not in io.outputs]
     if unknown:
@@ -120,27 +129,63 @@ def separate_file(
     meta = info(p)
     out_ch = output_channels(meta.channels, allow_downmix, str(p))
     rate = meta.sample_rate
-    chunks = engine(max(1, round(meta.frames * io.sample_rate / rate)))
+    clock = current_clock()
+    with timed(clock, "model"):  # the first engine may allocate on the device
+        chunks = engine(max(1, round(meta.frames * io.sample_rate / rate)))
     # Input-rate samples per block: whole batches of chunks, so the model always gets full batches.
     block = max(1, round(chunks.stride * chunks.batch_size * rate / io.sample_rate))
-    writers: dict[str, AtomicWriter] = {}
+    writers: dict[str, AtomicWriter | BackgroundWriter] = {}
+    source = _decoded_blocks(p, meta.frames, block, out_ch, rate, io, clock)
+    encode = Background() if threads else Inline()
     try:
         for name, out_path in outputs.items():
-            writers[name] = AtomicWriter(Path(out_path), rate, out_ch, subtype, bitrate)
+            raw = AtomicWriter(Path(out_path), rate, out_ch, subtype, bitrate)
+            writers[name] = BackgroundWriter(raw, clock) if threads else raw
         sink = _FileSink(writers, io, out_ch, rate, meta.frames)
-        to_model = Resampler(rate, io.sample_rate, io.channels)
-        for x in read_blocks(p, meta.frames, block):
-            x_out = to_layout(x, out_ch)  # (out_ch, n): what the outputs are compared against
-            sink.mix.push(x_out)
-            sink.emit(chunks.push(torch.from_numpy(to_model(convert_channels(x_out, io.channels)))))
-        tail = to_model(np.zeros((io.channels, 0), np.float32), last=True)  # soxr holds back a few ms
-        sink.emit(chunks.push(torch.from_numpy(tail)))
-        sink.emit(chunks.finish(), last=True)
-        return {name: w.commit() for name, w in writers.items()}
+        with Prefetch(source) if threads else contextlib.nullcontext(source) as blocks:
+            for x_out, x_model in blocks:
+                if x_out is not None:  # None: the resampler's tail, no new input samples
+                    encode.submit(sink.mix.push, x_out)
+                with timed(clock, "model"):
+                    y = chunks.push(torch.from_numpy(x_model))
+                encode.submit(_timed_emit, sink, clock, y, False)
+        with timed(clock, "model"):
+            y = chunks.finish()
+        encode.submit(_timed_emit, sink, clock, y, True)
+        encode.join()
+        written = {name: w.commit() for name, w in writers.items()}
+        if clock is not None:
+            clock.files += 1
+        return written
     except BaseException:
+        encode.close()  # no write may run while the temp files go
         for w in writers.values():
             w.abort()
         raise
+
+
+def _decoded_blocks(
+    path: Path, frames: int, block: int, out_ch: int, rate: int, io: ModelIO, clock: StageTimes | None
+) -> Iterator[tuple[np.ndarray | None, np.ndarray]]:
+    """The decode stage of :func:`separate_file`: (x_out (out_ch, n) laid out at the input rate, x_model
+    (C_model, n') at the model's) per block of ``block`` input samples, then (None, the resampler's tail)."""
+    to_model = Resampler(rate, io.sample_rate, io.channels)
+    blocks = read_blocks(path, frames, block)
+    while True:
+        with timed(clock, "decode"):
+            x = next(blocks, None)
+            if x is None:
+                tail = to_model(np.zeros((io.channels, 0), np.float32), last=True)  # soxr holds back a few ms
+                break
+            x_out = to_layout(x, out_ch)  # (out_ch, n): what the outputs are compared against
+            x_model = to_model(convert_channels(x_out, io.channels))
+        yield x_out, x_model
+    yield None, tail
+
+
+def _timed_emit(sink: _FileSink, clock: StageTimes | None, y: Tensor | None, last: bool) -> None:
+    with timed(clock, "encode"):
+        sink.emit(y, last=last)
 
 
 class _FileSink:
@@ -149,7 +194,12 @@ class _FileSink:
     """
 
     def __init__(
-        self, writers: Mapping[str, AtomicWriter], io: ModelIO, channels: int, rate: int, frames: int
+        self,
+        writers: Mapping[str, AtomicWriter | BackgroundWriter],
+        io: ModelIO,
+        channels: int,
+        rate: int,
+        frames: int,
     ) -> None:
         self.writers = writers
         self.stems = io.stems

@@ -3,6 +3,8 @@ the command must survive with a one-line error."""
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +14,10 @@ import soundfile as sf
 import torch
 from safetensors.torch import save_file
 
-from bsmamba2 import cli
+from bsmamba2 import cli, pipeline
+from bsmamba2.api import Separator
+from bsmamba2.cli import options
+from bsmamba2.cli import separate as cli_separate
 from bsmamba2.config import ModelConfig
 from bsmamba2.device import resolve_device, resolve_precision
 from bsmamba2.errors import UserError
@@ -332,3 +337,58 @@ def test_musdb_layout_without_out_goes_next_to_the_track_folders(
     # a second run skips them all (and does not take its own outputs for songs)
     assert separate(tiny_model_path, test) == 0
     assert len([p for p in _wavs(test) if p.startswith("separated/")]) == 4
+
+
+# ---- speed: device defaults, stage timings, the threaded folder run ---------------------------------------
+
+
+def _parsed(*argv: str) -> argparse.Namespace:
+    return cli.command_parser("separate", cli_separate).parse_args(["x.wav", *argv])
+
+
+def test_batch_size_and_fused_follow_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    args = _parsed("--device", "cpu")
+    cli_separate._device_defaults(args)
+    assert (args.batch_size, args.fused, args.cuda_graph) == (options.DEFAULT_BATCH_SIZE, False, False)
+    monkeypatch.setattr(cli_separate, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(cli_separate, "CUDA_BATCH_SIZE", 7)
+    monkeypatch.setattr(cli_separate, "CUDA_FUSED", True)
+    monkeypatch.setattr(cli_separate, "CUDA_GRAPH", True)
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere")
+    args = _parsed()
+    cli_separate._device_defaults(args)
+    assert (args.batch_size, args.fused, args.cuda_graph) == (7, True, True)
+    args = _parsed("--batch-size", "2", "--no-fused", "--no-cuda-graph")  # what the user says wins
+    cli_separate._device_defaults(args)
+    assert (args.batch_size, args.fused, args.cuda_graph) == (2, False, False)
+    assert _parsed("--engine", "onnx").fused is None
+    args = _parsed("--engine", "onnx")
+    cli_separate._device_defaults(args)
+    assert args.fused is False  # an ONNX file has no glue to compile
+
+
+def test_timings_file(tiny_model_path: Path, tmp_path: Path, write_audio) -> None:
+    srcs = [write_audio(f"in/t{i}.wav", seconds=0.6, seed=i) for i in range(2)]
+    report = tmp_path / "t.json"
+    assert separate(tiny_model_path, *srcs, "-o", tmp_path / "o", "--timings", report) == 0
+    times = json.loads(report.read_text())
+    assert times["files"] == 2
+    assert {"load (s)", "decode (s)", "model (s)", "encode (s)"} <= times.keys()
+    assert all(v > 0 for k, v in times.items() if k.endswith("(s)"))
+
+
+def test_folder_run_matches_file_by_file(tiny_model_path: Path, tmp_path: Path, write_audio) -> None:
+    """The CLI over a folder (threads on) against each file through the plain loop (threads off)."""
+    for i in range(3):
+        write_audio(f"in/t{i}.wav", seconds=0.7, seed=i)
+    assert separate(tiny_model_path, tmp_path / "in", "-o", tmp_path / "o") == 0
+    sep = Separator.from_pretrained(tiny_model_path, device="cpu", segment=0.25, overlap=0.0)
+    for i in range(3):
+        src = tmp_path / "in" / f"t{i}.wav"
+        ref = {n: tmp_path / "ref" / f"t{i}" / f"{n}.wav" for n in sep.stems}
+        with sep._engines(False, src) as make:
+            pipeline.separate_file(make, sep.io, src, ref, subtype="float", threads=False)
+        for n, path in ref.items():
+            got, _ = sf.read(str(tmp_path / "o" / f"t{i}" / f"{n}.wav"), dtype="float32")
+            want, _ = sf.read(str(path), dtype="float32")
+            assert got.shape == want.shape and np.array_equal(got, want)

@@ -6,26 +6,47 @@ Inputs are files or folders (searched recursively). Outputs go to ``OUT/<track>/
 failing file is reported in one line and the batch goes on; the exit code is 1 if any file failed. Under
 ``torchrun`` each rank takes every WORLD_SIZE-th file and its own GPU (cuda:LOCAL_RANK); no process group
 is needed.
+
+Speed (issue 12): each file is decoded ahead and encoded behind the model on threads
+(:mod:`bsmamba2.batchrun`); on CUDA the batch size, the compiled glue and CUDA-graph replay default to
+``CUDA_BATCH_SIZE`` / ``CUDA_FUSED`` / ``CUDA_GRAPH``, chosen from ``benchmarks/bench_cli.py`` on an H200.
+``--timings FILE`` writes the seconds spent per stage (load, decode, model, encode) as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import sys
+import time
 from pathlib import Path
 
+import torch
 from tqdm import tqdm
 
 from bsmamba2.api import ENGINES, Separator
 from bsmamba2.apply import DEFAULT_OVERLAP
+from bsmamba2.atomic import atomic_write
+from bsmamba2.batchrun import StageTimes, stage_clock
 from bsmamba2.cli import options
 from bsmamba2.cli.inputs import DEFAULT_OUT, Job, find_inputs
-from bsmamba2.device import dist_env
+from bsmamba2.cudagraph import with_cuda_graphs
+from bsmamba2.device import dist_env, resolve_device
 from bsmamba2.errors import UserError
 from bsmamba2.progress import ChunkBar
 
 log = logging.getLogger(__name__)
+
+# Defaults on a CUDA device (elsewhere: options.DEFAULT_BATCH_SIZE, eager glue). Each is a one-line switch,
+# set from benchmarks/bench_cli.py on an H200 (BENCHMARKS.md, issue 12).
+CUDA_BATCH_SIZE = 4
+CUDA_FUSED = False
+CUDA_GRAPH = False
+# Where the compiled glue's kernels are kept between runs (unless TORCHINDUCTOR_CACHE_DIR says otherwise):
+# torch's own default lives in /tmp, which a reboot empties.
+INDUCTOR_CACHE = Path.home() / ".cache" / "bsmamba2" / "inductor"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,9 +69,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch, or onnx: an exported .onnx model run by ONNX Runtime (default auto: onnx for a .onnx --model)",
     )  # fmt: skip
     parser.add_argument(
-        "--fused", action="store_true",
-        help="compile the glue around each Mamba2 scan (torch.compile): faster for long runs, ~12 s start-up",
+        "--fused", action=argparse.BooleanOptionalAction, default=None,
+        help="compile the glue around each Mamba2 scan (torch.compile; the first run compiles, later runs reuse "
+        f"the cache); default: {'on' if CUDA_FUSED else 'off'} on CUDA, off elsewhere",
     )  # fmt: skip
+    parser.add_argument(
+        "--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
+        help="replay each batch as a CUDA graph (bsmamba2.cudagraph; captured on the first batch); "
+        f"default: {'on' if CUDA_GRAPH else 'off'} on CUDA",
+    )  # fmt: skip
+    parser.set_defaults(batch_size=None)  # resolved per device in run(): see CUDA_BATCH_SIZE
+    for action in parser._actions:
+        if action.dest == "batch_size":
+            action.help = (
+                f"chunks per forward pass (default {options.DEFAULT_BATCH_SIZE}, {CUDA_BATCH_SIZE} on CUDA)"
+            )
     options.add_output(parser)
     parser.add_argument(
         "--downmix", action="store_true",
@@ -62,6 +95,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--stems", nargs="+", default=None, help="write only these outputs, e.g. --stems vocals"
     )
+    parser.add_argument(
+        "--timings", type=Path, default=None, metavar="FILE",
+        help="write the seconds spent per stage (load, decode, model, encode) to FILE as JSON",
+    )  # fmt: skip
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,11 +106,45 @@ def run(args: argparse.Namespace) -> int:
     jobs, failures = find_inputs(args.inputs, args.out)
     env = dist_env()
     jobs = jobs[env.rank :: env.world_size]  # torchrun: file i goes to rank i % world
-    quiet = bool(args.quiet)
     if not jobs:
-        return _summary(0, 0, failures, env.rank, env.world_size, quiet)
+        return _summary(0, 0, failures, env.rank, env.world_size, bool(args.quiet))
+    _device_defaults(args)
+    with stage_clock() as times:
+        t = time.perf_counter()
+        code = _run_jobs(args, jobs, failures, env.rank, env.world_size, times)
+        times.add("run", time.perf_counter() - t)
+    if args.timings is not None:
+        with atomic_write(args.timings, durable=False) as tmp:
+            Path(tmp).write_text(json.dumps(times.as_dict(), indent=1))
+    return code
+
+
+def _device_defaults(args: argparse.Namespace) -> None:
+    """Fill in the batch size and --fused left at their defaults, which depend on the device."""
+    cuda = resolve_device(args.device).type == "cuda"
+    if args.batch_size is None:
+        args.batch_size = CUDA_BATCH_SIZE if cuda else options.DEFAULT_BATCH_SIZE
+    if args.fused is None:
+        args.fused = cuda and CUDA_FUSED and args.engine != "onnx"
+    if args.cuda_graph is None:
+        args.cuda_graph = cuda and CUDA_GRAPH and args.engine != "onnx"
+    if args.fused:
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(INDUCTOR_CACHE))
+
+
+def _run_jobs(
+    args: argparse.Namespace,
+    jobs: list[Job],
+    failures: list[tuple[str, str]],
+    rank: int,
+    world: int,
+    times: StageTimes,
+) -> int:
+    """Load the model once, then separate every job (skipping done ones); returns the exit code."""
+    quiet = bool(args.quiet)
     # per-file chunk progress, through the same hook a web front end would use
     chunk_bar = None if quiet else ChunkBar()
+    t = time.perf_counter()
     sep = Separator.from_pretrained(
         args.model,
         segment=args.segment,
@@ -82,6 +153,15 @@ def run(args: argparse.Namespace) -> int:
         fused=args.fused,
         engine=args.engine,
         **options.model_settings(args),
+    )
+    if args.cuda_graph:
+        sep.model = with_cuda_graphs(sep.model)
+    times.add("load", time.perf_counter() - t)
+    times.info.update(
+        device=str(sep.device),
+        batch_size=sep.batch_size,
+        fused=bool(args.fused),
+        cuda_graph=bool(args.cuda_graph),
     )
     names = sep.check_stems(args.stems)
     done = skipped = 0
@@ -103,7 +183,10 @@ def run(args: argparse.Namespace) -> int:
             continue
         done += 1
         log.info("%s -> %s", job.source, job.out_dir)
-    return _summary(done, skipped, failures, env.rank, env.world_size, quiet)
+    if sep.device.type == "cuda":
+        times.info["gpu peak (GiB)"] = round(torch.cuda.max_memory_allocated(sep.device) / 2**30, 3)
+    log.debug("stage seconds: %s", times.as_dict())
+    return _summary(done, skipped, failures, rank, world, quiet)
 
 
 def _separate_one(sep: Separator, job: Job, args: argparse.Namespace, names: tuple[str, ...]) -> str | None:
