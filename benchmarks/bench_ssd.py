@@ -550,7 +550,11 @@ def triage_all(procs: int, budget: float) -> None:
         configs: dict[str, list[list[int]]] = {}
         chunks: dict[str, int] = {}
         for kind in st.CONFIGS:
-            for chunk in [64, 32] if kind.endswith("chunked") else [None]:
+            # the module's shipped chunk first: the later stages get the fastest variant that passed, not 64
+            chunk_order = (
+                sorted((64, 32), key=lambda c, k=kind: c != st.CHUNK_T[k]) if kind in st.CHUNK_T else []
+            )
+            for chunk in chunk_order or [None]:
                 ok = [
                     list(c)
                     for c in st.CONFIGS[kind]

@@ -152,7 +152,11 @@ def _run_interpret_cases(full: bool) -> int:
 def test_triton_interpreter_matches_reference(full: bool) -> None:
     if full and os.environ.get("BSMAMBA2_TEST_INTERPRET") != "1":
         pytest.skip("set BSMAMBA2_TEST_INTERPRET=1 for the long interpreter run (about a minute)")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    # the repository first, then the caller's path (PYTHONPATH=.tsite: a Triton installed beside the venv)
+    path = os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
+    )
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=path)
     proc = subprocess.run(
         [sys.executable, __file__, "--interpret", "full" if full else "quick"],
         env=env,
@@ -161,6 +165,33 @@ def test_triton_interpreter_matches_reference(full: bool) -> None:
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_shipped_configurations_are_candidates() -> None:
+    """Each architecture's shipped launch configuration is one the triage checks (a default or an extra
+    candidate), for every kernel, with a chunk the chunked kernels accept."""
+    from bsmamba2.model.mixers import ssd_triton as st
+
+    for arch, table in st.ARCH_CONFIGS.items():
+        assert set(table) == set(st.CONFIGS), arch
+        for name, (cfg, chunk) in table.items():
+            assert cfg in st.CONFIGS[name] + st.EXTRA_CONFIGS[name], (arch, name)
+            assert (chunk in (16, 32, 64)) if name.endswith("chunked") else chunk is None, (arch, name)
+
+
+def test_environment_overrides_the_shipped_configuration() -> None:
+    code = (
+        "import torch; from bsmamba2.model.mixers import ssd_triton as st; "
+        "print(st.shipped_config('bwd_chunked', torch.device('cpu')), st._chunk('fwd_chunked', torch.device('cpu')))"
+    )
+    env = dict(
+        os.environ,
+        BSMAMBA2_SSD_CONFIGS='{"bwd_chunked": [[4, 2, 0]]}',
+        BSMAMBA2_SSD_CHUNKS='{"fwd_chunked": 16}',
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["((4,", "2,", "0),", "32)", "16"]
 
 
 # ---- GPU: the compiled kernels --------------------------------------------------------------------------------

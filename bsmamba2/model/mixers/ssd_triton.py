@@ -51,17 +51,18 @@ from bsmamba2.model.mixers.ssd_types import check_shapes
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 CHUNK = 64  # the longest sequence the single-chunk kernels take
 
-# Launch configurations (num_warps, num_stages, maxnreg; 0 = the compiler's choice) tried per kernel. On a GPU,
-# Triton's autotuner times them on the first call for each set of sizes and keeps the fastest for the process
-# (compiled kernels are cached on disk); a kernel with one candidate is simply launched with it.
-# Only 8-warp programs are candidates by default: on an H100 with Triton 3.6 a 4-warp variant of the
-# single-chunk forward kernel (head dim 32) hit an illegal memory access, which matches Triton's open Hopper
-# wgmma issues for several-dot kernels at 4 warps (triton-lang/triton#10486, #11366); every 8-warp variant ran
-# correctly there. ``EXTRA_CONFIGS`` are further candidates that benchmarks try only after a triage run has
-# shown them to be safe on the machine at hand.
-# Environment: BSMAMBA2_SSD_AUTOTUNE=0 uses the first candidate without timing; BSMAMBA2_SSD_CONFIGS='{"kernel":
-# [[num_warps, num_stages, maxnreg], ...], ...}' replaces the candidates and BSMAMBA2_SSD_CHUNKS='{"kernel": 32}'
-# the chunk lengths below. Benchmarks pin one with ``force_config``.
+# Launch configurations (num_warps, num_stages, maxnreg; 0 = the compiler's choice) per kernel.
+# A user process never times candidates: it launches the configuration shipped for its GPU architecture
+# (``ARCH_CONFIGS``, keyed by CUDA compute capability; ``CONFIGS[name][0]`` elsewhere). ``CONFIGS`` are the
+# candidates Triton's autotuner times when asked to (BSMAMBA2_SSD_AUTOTUNE=1, benchmarks). Only 8-warp programs
+# are candidates by default: on an H100 with Triton 3.6 a 4-warp variant of the single-chunk forward kernel
+# (head dim 32) hit an illegal memory access, which matches Triton's open Hopper wgmma issues for several-dot
+# kernels at 4 warps (triton-lang/triton#10486, #11366); every 8-warp variant ran correctly there.
+# ``EXTRA_CONFIGS`` are further candidates that benchmarks try only after a triage run has shown them to be
+# safe on the machine at hand.
+# Environment: BSMAMBA2_SSD_CONFIGS='{"kernel": [[num_warps, num_stages, maxnreg], ...], ...}' replaces a
+# kernel's candidates (the first is launched, or all are timed with BSMAMBA2_SSD_AUTOTUNE=1) and
+# BSMAMBA2_SSD_CHUNKS='{"kernel": 32}' the chunk lengths. Benchmarks pin one with ``force_config``.
 CONFIGS: dict[str, list[tuple[int, int, int]]] = {
     "fwd_single": [(8, 1, 0), (8, 2, 0)],
     "bwd_single": [(8, 1, 0)],
@@ -75,9 +76,22 @@ EXTRA_CONFIGS: dict[str, list[tuple[int, int, int]]] = {
     "bwd_chunked": [(4, 1, 0), (8, 1, 128)],
 }
 # Chunk length of the chunked kernels (forward and backward chunk independently: the backward re-runs the
-# state sweep with its own chunks). 64 or 32; the function computed does not depend on it.
-# On an H100 (Triton 3.6, paper shapes) the 32-step backward was 1.7× faster than the 64-step one (fewer spills).
+# state sweep with its own chunks). 64, 32 or 16; the function computed does not depend on it.
 CHUNK_T: dict[str, int] = {"fwd_chunked": 64, "bwd_chunked": 32}
+# What ships per architecture: the fastest variant among the triaged-safe candidates. Hopper (sm_90, H100 and
+# H200, Triton 3.6, paper shapes): the 32-step backward chunk ran the time path's fwd + bwd in 11.5 ms against
+# 22 ms with the 64-step one (fewer register spills); the 8-warp single-stage programs passed every triage.
+ArchConfig = dict[str, tuple[tuple[int, int, int], int | None]]  # kernel -> (launch configuration, chunk)
+ARCH_CONFIGS: dict[tuple[int, int], ArchConfig] = {
+    (9, 0): {
+        "fwd_single": ((8, 1, 0), None),
+        "bwd_single": ((8, 1, 0), None),
+        "fwd_chunked": ((8, 1, 0), 64),
+        "bwd_chunked": ((8, 1, 0), 32),
+    },
+}
+_env_configs: set[str] = set()  # kernels whose candidates (and first choice) the environment replaced
+_env_chunks: set[str] = set()
 
 
 def _configs_from_env() -> None:
@@ -89,6 +103,7 @@ def _configs_from_env() -> None:
                 if name not in CONFIGS:
                     raise KeyError(name)
                 CONFIGS[name] = [(int(w), int(st), int(r)) for w, st, r in cfgs]
+                _env_configs.add(name)
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"BSMAMBA2_SSD_CONFIGS is not valid ({e!r}): {raw!r}") from None
     raw = os.environ.get("BSMAMBA2_SSD_CHUNKS")
@@ -98,6 +113,7 @@ def _configs_from_env() -> None:
                 if name not in CHUNK_T or int(chunk) not in (16, 32, 64):
                     raise KeyError(name)
                 CHUNK_T[name] = int(chunk)
+                _env_chunks.add(name)
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"BSMAMBA2_SSD_CHUNKS is not valid ({e!r}): {raw!r}") from None
 
@@ -133,8 +149,24 @@ def force_config(
         _forced_chunk[name] = chunk
 
 
-def _chunk(name: str) -> int:
-    return _forced_chunk.get(name, CHUNK_T[name])
+def shipped_config(name: str, device: torch.device) -> tuple[tuple[int, int, int], int | None]:
+    """Kernel ``name``'s launch configuration and chunk on ``device`` when nothing is forced: the
+    environment's first candidate / chunk where set, else ``ARCH_CONFIGS`` for the device's architecture, else
+    the first candidate and ``CHUNK_T``."""
+    cap = torch.cuda.get_device_capability(device) if device.type == "cuda" else (0, 0)
+    cfg, chunk = ARCH_CONFIGS.get(cap, {}).get(name, (CONFIGS[name][0], CHUNK_T.get(name)))
+    if name in _env_configs:
+        cfg = CONFIGS[name][0]
+    if name in _env_chunks:
+        chunk = CHUNK_T[name]
+    return cfg, chunk
+
+
+def _chunk(name: str, device: torch.device) -> int:
+    if name in _forced_chunk:
+        return _forced_chunk[name]
+    chunk = shipped_config(name, device)[1]
+    return chunk if chunk is not None else CHUNK_T[name]
 
 
 def _options(cfg: tuple[int, int, int]) -> dict[str, int]:
@@ -142,22 +174,28 @@ def _options(cfg: tuple[int, int, int]) -> dict[str, int]:
     return {"num_warps": w, "num_stages": st, **({"maxnreg": r} if r else {})}
 
 
-def _launch(name: str, kernel: Any, grid: tuple[int, ...], *args: Any, **meta: Any) -> None:
+def _launch(
+    name: str, kernel: Any, grid: tuple[int, ...], device: torch.device, *args: Any, **meta: Any
+) -> None:
+    """Launch with the forced configuration, else the shipped one; Triton's autotuner times ``CONFIGS[name]``
+    only with BSMAMBA2_SSD_AUTOTUNE=1 (a benchmark's choice, never a user process's)."""
     if _INTERPRET:
         kernel[grid](*args, **meta)
         return
-    cfg = _forced.get(name)
-    if cfg is None and not CONFIGS[name]:
+    if not CONFIGS[name]:
         raise RuntimeError(f"no launch configuration left for SSD kernel {name!r} (see BSMAMBA2_SSD_CONFIGS)")
-    if cfg is None and (os.environ.get("BSMAMBA2_SSD_AUTOTUNE", "1") == "0" or len(CONFIGS[name]) == 1):
-        cfg = CONFIGS[name][0]
-    if cfg is not None:
-        kernel[grid](*args, **meta, **_options(cfg))
+    cfg = _forced.get(name)
+    if cfg is None and os.environ.get("BSMAMBA2_SSD_AUTOTUNE", "0") == "1" and len(CONFIGS[name]) > 1:
+        if name not in _tuned:
+            configs = [triton.Config({}, **_options(c)) for c in CONFIGS[name]]  # type: ignore[arg-type]
+            _tuned[name] = triton.autotune(configs, key=_TUNE_KEYS[name], reset_to_zero=_RESET.get(name))(
+                kernel
+            )
+        _tuned[name][grid](*args, **meta)
         return
-    if name not in _tuned:
-        configs = [triton.Config({}, **_options(c)) for c in CONFIGS[name]]  # type: ignore[arg-type]
-        _tuned[name] = triton.autotune(configs, key=_TUNE_KEYS[name], reset_to_zero=_RESET.get(name))(kernel)
-    _tuned[name][grid](*args, **meta)
+    if cfg is None:
+        cfg = shipped_config(name, device)[0]
+    kernel[grid](*args, **meta, **_options(cfg))
 
 
 # ---- single chunk (l <= 64): one program per (sequence, group), heads in a loop -------------------------------
@@ -545,7 +583,7 @@ def _forward(
     )
     if l <= CHUNK and init is None and not want_final:
         _launch(
-            "fwd_single", _fwd_single_kernel, (b * g,),
+            "fwd_single", _fwd_single_kernel, (b * g,), x.device,
             x, dt, A, B, C, Dp, y,
             l, h // g, g, p, n, *common,
             T=TS, BP=BP, BN=BN, HAS_D=D is not None, DOT=DOT, PREC=_precision(),
@@ -554,10 +592,10 @@ def _forward(
     final = x.new_empty(b, h, p, n, dtype=torch.float32) if want_final else None
     init_c = init.float().contiguous() if init is not None else None
     _launch(
-        "fwd_chunked", _fwd_chunked_kernel, (b * h,),
+        "fwd_chunked", _fwd_chunked_kernel, (b * h,), x.device,
         x, dt, A, B, C, Dp, y, init_c if init_c is not None else y, final if final is not None else y,
         l, h, h // g, p, n, *common,
-        T=_chunk("fwd_chunked"), BP=BP, BN=BN, HAS_D=D is not None, HAS_INIT=init is not None, STORE_FINAL=want_final,
+        T=_chunk("fwd_chunked", x.device), BP=BP, BN=BN, HAS_D=D is not None, HAS_INIT=init is not None, STORE_FINAL=want_final,
         DOT=DOT, PREC=_precision(),
     )  # fmt: skip
     return y, final
@@ -589,13 +627,13 @@ def _backward(
         dB = torch.empty(b, l, g, n, dtype=B.dtype, device=x.device)
         dC = torch.empty(b, l, g, n, dtype=C.dtype, device=x.device)
         _launch(
-            "bwd_single", _bwd_single_kernel, (b * g,),
+            "bwd_single", _bwd_single_kernel, (b * g,), x.device,
             x, dt, A, B, C, Dp, dy, dx, ddt, dB, dC, dA_part, dD_part,
             l, h, h // g, g, p, n, *strides,
             T=TS, BP=BP, BN=BN, HAS_D=D is not None, DOT=DOT, PREC=_precision(),
         )  # fmt: skip
     else:
-        T = _chunk("bwd_chunked")
+        T = _chunk("bwd_chunked", x.device)
         nchunks = triton.cdiv(l, T)
         scratch_dtype = {tl.bfloat16: torch.bfloat16, tl.float16: torch.float16}.get(DOT, torch.float32)
         scratch = torch.empty(b * h * nchunks * BP * BN, dtype=scratch_dtype, device=x.device)
@@ -606,7 +644,7 @@ def _backward(
         if init is not None:
             dinit = torch.empty(b, h, p, n, dtype=torch.float32, device=x.device)
         _launch(
-            "bwd_chunked", _bwd_chunked_kernel, (b * h,),
+            "bwd_chunked", _bwd_chunked_kernel, (b * h,), x.device,
             x, dt, A, B, C, Dp, dy,
             init_c if init_c is not None else dx, dfinal_c if dfinal_c is not None else dx, scratch,
             dx, ddt, dB32, dC32, dA_part, dD_part, dinit if dinit is not None else dx,
