@@ -775,3 +775,7 @@ def ssd_triton_bidirectional(
     D = D.contiguous() if D is not None else None
     y, _ = _SSDTriton.apply(x, dt, A.contiguous(), B, C, D, None, False, 2)
     return y
+
+
+# The both-directions form, found by the fused bidirectional block (mamba2_pair.pair_scan_of).
+ssd_triton.bidirectional = ssd_triton_bidirectional  # type: ignore[attr-defined]
