@@ -4,7 +4,7 @@ directions in one Triton launch) computes the official block's function, against
 * One bidirectional block at the paper's widths (dim 256, 16 heads × 64, d_state 128): output, the input's
   gradient and every parameter's gradient, against the eager block with the chunked scan in float64; float32
   (exact "ieee" products) ≤ 1e-4 per tensor, bf16 autocast ≤ 1e-2 over all gradients together (issue 13's
-  criterion), for 1, 62 and 801 steps and lengths that are no multiple of the kernels' chunks (100, 130).
+  criterion), for 1, 62 and 801 steps and lengths that are no multiple of the kernels' chunks (100, 801).
 * A converted official-format model through the new path (fused, Triton) gives the stored regression vector
   of the plain-PyTorch CPU run (tests/test_regression.py) in float32.
 """
@@ -57,7 +57,7 @@ def _run(block: torch.nn.Module, x: torch.Tensor, dy: torch.Tensor, autocast: bo
     return [y.detach(), x.grad] + [p.grad.detach().clone() for p in block.parameters() if p.grad is not None]
 
 
-@pytest.mark.parametrize("length", [1, 62, 100, 130, 801])
+@pytest.mark.parametrize("length", [1, 62, 100, 801])
 @pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16"])
 def test_gpu_paired_block_matches_reference(length: int, autocast: bool) -> None:
     torch.set_float32_matmul_precision("highest")
