@@ -65,6 +65,7 @@ def variants() -> list[dict[str, Any]]:
         dict(name="BSMamba2 paper old path (fused glue per direction; recompute)", cfg=paper, recompute=True, pair=False, **fused),
         dict(name="BSMamba2 paper new path (paired directions; recompute)", cfg=paper, recompute=True, pair=True, **fused),
         dict(name="BSMamba2 paper new path (paired directions; no recompute)", cfg=paper, pair=True, **fused),
+        dict(name="BSMamba2 paper new path + Triton conv (paired directions; recompute)", cfg=paper, recompute=True, pair=True, triton_conv=True, **fused),
         dict(name="BSMamba2 study old path (fused glue per direction)", cfg=study, batch=8, pair=False, **fused),
         dict(name="BSMamba2 study new path (paired directions)", cfg=study, batch=8, pair=True, **fused),
     ]  # fmt: skip
@@ -147,6 +148,7 @@ def run(rep: Report, dl: Deadline, batch: int, seconds: float, steps: int, profi
             torch.manual_seed(0)
             fused = bool(v.get("fused"))
             mamba2.PAIR_DIRECTIONS = bool(v.get("pair", True))
+            mamba2.TRITON_CONV = bool(v.get("triton_conv", False))
             model = build_model(v["cfg"], backend=v["backend"], device=DEV, fused=fused).train()
             if v.get("recompute"):
                 model.recompute = True

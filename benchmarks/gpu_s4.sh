@@ -11,7 +11,8 @@
 # Stages: (1) GPU tests (xdist) while mamba-ssm's autotuning candidates compile in the background;
 # (2) SSD microbenchmark (ours with the shipped configurations, both directions in one launch, mamba-ssm);
 # (3) training steps, one process per model: BS-RoFormer, BSMamba2 old path, new path (paper, batch 5 × 8 s,
-# recompute), and the study config (dim 128, depth 4, batch 8 × 8 s) old and new.
+# recompute), the study config (dim 128, depth 4, batch 8 × 8 s) old and new, and the new path with the
+# Triton conv kernel (mamba2.TRITON_CONV) in place of the compiled conv.
 set -u
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -27,7 +28,7 @@ LOG="$OUT/suite.log"
 T0=$(date +%s)
 TOTAL=${SUITE_SECONDS:-335} # all stages together; the device call's limit is 6 minutes
 # S4_STAGES: which stages, in this order (default all); e.g. S4_STAGES="study_new study_old" for a second call
-S4_STAGES=" ${S4_STAGES:-tests ssd train_new train_old train_roformer study_new study_old} "
+S4_STAGES=" ${S4_STAGES:-tests ssd train_new train_old train_roformer study_new study_old train_conv} "
 want() { [[ "$S4_STAGES" == *" $1 "* ]]; }
 
 log() { echo "[s4 +$(($(date +%s) - T0))s] $*" | tee -a "$LOG"; }
@@ -95,6 +96,7 @@ stage train_old "${CAP_TRAIN:-60}" "$PY" benchmarks/bench_train.py --tag old --o
 stage train_roformer "${CAP_ROFORMER:-45}" "$PY" benchmarks/bench_train.py --tag roformer --only "BS-RoFormer"
 stage study_new "${CAP_STUDY:-40}" "$PY" benchmarks/bench_train.py --tag study_new --only "study new path"
 stage study_old "${CAP_STUDY:-40}" "$PY" benchmarks/bench_train.py --tag study_old --only "study old path"
+stage train_conv "${CAP_TRAIN:-60}" "$PY" benchmarks/bench_train.py --tag conv --only "new path + Triton conv"
 
 # ---- summary ---------------------------------------------------------------------------------------------------
 log "done; total $(($(date +%s) - T0))s"

@@ -309,17 +309,23 @@ class PairedMamba2Block(BidirectionalBlock):
             dtype = torch.get_autocast_dtype(x.device.type)
             w_in, w_out = w_in.to(dtype), w_out.to(dtype)
         sizes = (m.d_inner, m.ngroups * m.d_state, m.nheads)
+        conv_w = torch.stack([mm.conv1d.weight[:, 0, :] for mm in ms])  # (2, ch, K)
+        conv_b = torch.stack([cast(Tensor, mm.conv1d.bias) for mm in ms])
+        conv = getattr(m.scan, "conv_silu", None) if TRITON_CONV else None
         with torch.autocast(x.device.type, enabled=False):
             z, xBC, dt = _fused("pair_in")(
                 x,
                 torch.stack([b.norm.weight for b in blocks]),
                 blocks[0].norm.eps,
                 w_in,
-                torch.stack([mm.conv1d.weight[:, 0, :] for mm in ms]),  # (2, ch, K)
-                torch.stack([cast(Tensor, mm.conv1d.bias) for mm in ms]),
+                conv_w,
+                conv_b,
                 torch.stack([mm.dt_bias for mm in ms]),
                 sizes,
+                conv is None,
             )
+        if conv is not None:  # the Triton conv + SiLU kernel (direction per sequence), outside the graph
+            xBC = conv(xBC, conv_w, conv_b)
         # the scan over the stacked batch (2·n sequences): x, B, C are views of the conv output, no copies
         two, n, l, _ = xBC.shape
         gn = m.ngroups * m.d_state
@@ -345,6 +351,9 @@ class PairedMamba2Block(BidirectionalBlock):
 # Fused bidirectional blocks run both directions at once (``PairedMamba2Block``). Benchmarks set this False
 # before building a model to measure the earlier form (two ``FusedMamba2Block`` calls, flipped copies).
 PAIR_DIRECTIONS = True
+# Paired blocks on the Triton backend run the conv + SiLU in conv_triton's kernel instead of inside the compiled
+# graph (an experiment for benchmarks until measured faster; same function).
+TRITON_CONV = False
 
 
 def build_block(dim: int, settings: Mamba2Config, options: BlockOptions) -> BidirectionalBlock | ForwardBlock:

@@ -57,9 +57,11 @@ def pair_in(
     conv_b: Tensor,
     dt_bias: Tensor,
     sizes: tuple[int, int, int],
+    conv: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Both blocks' way in: block RMSNorm (float32), in_proj (one batched GEMM in in_w's dtype), conv + SiLU,
-    Δ = softplus(dt + dt_bias) in float32.
+    Δ = softplus(dt + dt_bias) in float32. ``conv=False``: xBC before the convolution (a view of the GEMM's
+    output), for a conv kernel of its own (``conv_triton.conv_silu``).
 
     x (n, l, d); norm_w (2, d), in_w (2, 2·d_inner + 2·g·n + h, d), conv_w (2, ch, K), conv_b (2, ch),
     dt_bias (2, h); ``sizes`` = (d_inner, g·n, h) -> z (2, n, l, d_inner), xBC (2, n, l, ch), Δ (2, n, l, h).
@@ -73,7 +75,7 @@ def pair_in(
     z, xBC, dt = zxbcdt.split([d_inner, d_inner + 2 * gn, h], dim=-1)
     ct = torch.promote_types(xBC.dtype, torch.float32)
     dt = F.softplus(dt.to(ct) + dt_bias.to(ct)[:, None, None, :])
-    return z, directional_conv_silu(xBC, conv_w, conv_b), dt
+    return z, directional_conv_silu(xBC, conv_w, conv_b) if conv else xBC, dt
 
 
 def pair_out(y: Tensor, z: Tensor, norm_w: Tensor, eps: float, out_w: Tensor, x: Tensor) -> Tensor:

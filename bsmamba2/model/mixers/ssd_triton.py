@@ -46,6 +46,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from bsmamba2.model.mixers.conv_triton import conv_silu
 from bsmamba2.model.mixers.ssd_types import check_shapes
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -777,5 +778,6 @@ def ssd_triton_bidirectional(
     return y
 
 
-# The both-directions form, found by the fused bidirectional block (mamba2_pair.pair_scan_of).
+# The both-directions form and the conv kernel, found by the fused bidirectional block (PairedMamba2Block).
 ssd_triton.bidirectional = ssd_triton_bidirectional  # type: ignore[attr-defined]
+ssd_triton.conv_silu = conv_silu  # type: ignore[attr-defined]
