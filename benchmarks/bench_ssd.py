@@ -194,7 +194,39 @@ def speed_up_mamba(mods: list[Any]) -> None:
         )
 
 
-def run_main(rep: Report, dl: Deadline, only: str | None, warm: bool = False) -> None:
+def time_directions(rep: Report, shape: str) -> None:
+    """Both directions of a bidirectional layer (b sequences each, A and D per direction): two calls of our
+    kernels, one per direction, against one launch on the stacked batch (``ssd_triton_bidirectional``, the
+    backward half by reversed indexing). Forward and forward+backward medians."""
+    from bsmamba2.model.mixers.ssd_triton import ssd_triton, ssd_triton_bidirectional
+
+    b, l = SHAPES[shape]
+    ins = make_inputs(2 * b, l, seed=2)
+    ins["A"] = torch.stack([ins["A"], ins["A"].flip(0)])
+    ins["D"] = torch.stack([ins["D"], ins["D"].flip(0)])
+
+    def two_calls(x, dt, A, B, C, D):  # type: ignore[no-untyped-def]
+        ys = [
+            ssd_triton(x[s], dt[s], A[i], B[s], C[s], D[i])
+            for i, s in enumerate((slice(0, b), slice(b, None)))
+        ]
+        return torch.cat(ys)  # type: ignore[arg-type]
+
+    w = work(2 * b, l)
+    for name, fn in (
+        ("2 calls (one per direction)", two_calls),
+        ("1 launch (both directions)", ssd_triton_bidirectional),
+    ):
+        fwd, fwdbwd = fwd_bwd_closure(fn, ins)
+        fwdbwd()
+        sync()
+        t_f, t_fb = cuda_time_ms(fwd), cuda_time_ms(fwdbwd)
+        rep.add("directions", dict(shape=f"{shape} 2×{b}×{l}", method=name, fwd_ms=t_f, fwdbwd_ms=t_fb, tflops=w["fwdbwd_flop"] / t_fb / 1e9))  # fmt: skip
+    del ins
+    empty_cache()
+
+
+def run_main(rep: Report, dl: Deadline, only: str | None, warm: bool = False, quick: bool = False) -> None:
     peaks = measure_peaks()
     rep.extra["peaks"] = peaks
     rep.notes.append(
@@ -217,6 +249,8 @@ def run_main(rep: Report, dl: Deadline, only: str | None, warm: bool = False) ->
         except Exception as e:
             rep.error("import mamba_ssm", e)
     ms = methods(mamba)
+    if quick:  # the plain-PyTorch reference is slow and not what the comparison is about
+        ms.pop("chunked c64 (pytorch)", None)
     if only == "compiled":
         ms = {}
         compiled = torch.compile(ssd_chunked, dynamic=False)
@@ -266,8 +300,13 @@ def run_main(rep: Report, dl: Deadline, only: str | None, warm: bool = False) ->
                         memory_floor_ms=(w["fwd_bytes"] + w["bwd_bytes"]) / peaks["copy_gbps"] / 1e6,
                     ),
                 )
-            if group is ours and only is None:
+            if group is ours and only is None and not quick:
                 attempt(rep, f"sweep {shape}", lambda shape=shape, ins=ins: sweep(rep, dl, shape, ins))
+            if group is ours and only is None and dl.ok(20):
+                del ins
+                empty_cache()
+                attempt(rep, f"directions {shape}", lambda shape=shape: time_directions(rep, shape))
+                continue
             del ins
             empty_cache()
 
@@ -550,7 +589,11 @@ def triage_all(procs: int, budget: float) -> None:
         configs: dict[str, list[list[int]]] = {}
         chunks: dict[str, int] = {}
         for kind in st.CONFIGS:
-            for chunk in [64, 32] if kind.endswith("chunked") else [None]:
+            # the module's shipped chunk first: the later stages get the fastest variant that passed, not 64
+            chunk_order = (
+                sorted((64, 32), key=lambda c, k=kind: c != st.CHUNK_T[k]) if kind in st.CHUNK_T else []
+            )
+            for chunk in chunk_order or [None]:
                 ok = [
                     list(c)
                     for c in st.CONFIGS[kind]
@@ -599,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--triage-all", action="store_true")
     ap.add_argument("--triage-one", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--procs", type=int, default=8)
+    ap.add_argument("--quick", action="store_true", help="no launch sweep, no plain-PyTorch row")
     args = ap.parse_args(argv)
     if not have_device():
         print("bench_ssd: needs a CUDA GPU (or BENCH_SMOKE=1 for a CPU check of the script)")
@@ -616,7 +660,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rep = Report("ssd" if args.only is None else f"ssd_{args.only}" + ("_warm" if args.warm else ""))
     dl = Deadline(args.budget)
-    attempt(rep, "main", lambda: run_main(rep, dl, args.only, args.warm))
+    attempt(rep, "main", lambda: run_main(rep, dl, args.only, args.warm, args.quick))
     if args.warm:
         rep.save()
         return 0
@@ -641,6 +685,7 @@ def main(argv: list[str] | None = None) -> int:
         ["shape", "ours", "baseline", "ours_ms", "baseline_ms", "speedup"],
         "Forward+backward speed-up of our kernel (same run, same inputs)",
     )
+    rep.table("directions", ["shape", "method", "fwd_ms", "fwdbwd_ms", "tflops"], "Both directions of a layer: two calls vs one launch (ours)")  # fmt: skip
     rep.table("accuracy", ["shape", "method", "y", "dx", "ddt", "dA", "dB", "dC", "dD"], "‖Δ‖/‖ref‖ against float64 (same bf16 inputs)")  # fmt: skip
     rep.table("floors", ["shape", "gflop_fwdbwd", "gb_fwdbwd", "compute_floor_ms", "memory_floor_ms"], "Floors (METHOD.md's two numbers)")  # fmt: skip
     rep.table("sweep", ["shape", "kernel", "num_warps", "num_stages", "maxnreg", "chunk", "timed", "ms"], "Launch-configuration sweep of our kernels")  # fmt: skip

@@ -44,24 +44,31 @@ ONLY: list[str] = []
 
 
 def variants() -> list[dict[str, Any]]:
+    """The models timed. ``pair``: fused bidirectional blocks as ``PairedMamba2Block`` (the new path: both
+    directions at once) or as two ``FusedMamba2Block`` calls on flipped copies (the old path)."""
     from bsmamba2.config import ModelConfig
 
     paper = ModelConfig.tiny() if SMOKE else ModelConfig.paper()
     roformer = ModelConfig.tiny("roformer") if SMOKE else ModelConfig.roformer_paper()
+    # the study config (configs/study_bsmamba2.yaml): dim 128, depth 4, batch 8, fused glue, no recompute
+    study = (
+        paper
+        if SMOKE
+        else paper.replace(dim=128, depth=4, mamba2=dict(expand=2, d_state=64, headdim=32), mask_mlp_mult=2)
+    )
+    fused = dict(backend="triton", fused=True)
     return [
         dict(name="BSMamba2, SSD triton", cfg=paper, backend="triton"),
         dict(name="BSMamba2, SSD chunked (PyTorch)", cfg=paper, backend="chunked"),
         dict(name="BS-RoFormer (Table I baseline)", cfg=roformer, backend="auto"),
         dict(name="BSMamba2, SSD triton, recompute", cfg=paper, backend="triton", recompute=True),
-        dict(
-            name="BSMamba2, SSD triton + fused, recompute",
-            cfg=paper,
-            backend="triton",
-            recompute=True,
-            fused=True,
-        ),
-        dict(name="BSMamba2, SSD triton + fused", cfg=paper, backend="triton", fused=True),
-    ]
+        dict(name="BSMamba2 paper old path (fused glue per direction; recompute)", cfg=paper, recompute=True, pair=False, **fused),
+        dict(name="BSMamba2 paper new path (paired directions; recompute)", cfg=paper, recompute=True, pair=True, **fused),
+        dict(name="BSMamba2 paper new path (paired directions; no recompute)", cfg=paper, pair=True, **fused),
+        dict(name="BSMamba2 paper new path + Triton conv (paired directions; recompute)", cfg=paper, recompute=True, pair=True, triton_conv=True, **fused),
+        dict(name="BSMamba2 study old path (fused glue per direction)", cfg=study, batch=8, pair=False, **fused),
+        dict(name="BSMamba2 study new path (paired directions)", cfg=study, batch=8, pair=True, **fused),
+    ]  # fmt: skip
 
 
 def train_step_factory(model: torch.nn.Module, batch: int, seconds: float, sr: int, stems: int) -> Any:
@@ -135,9 +142,13 @@ def run(rep: Report, dl: Deadline, batch: int, seconds: float, steps: int, profi
             rep.errors.append(f"{v['name']}: skipped (time budget)")
             continue
 
-        def one(v: dict[str, Any] = v) -> None:
+        def one(v: dict[str, Any] = v, batch: int = v.get("batch", batch) if not SMOKE else batch) -> None:
+            from bsmamba2.model.mixers import mamba2
+
             torch.manual_seed(0)
             fused = bool(v.get("fused"))
+            mamba2.PAIR_DIRECTIONS = bool(v.get("pair", True))
+            mamba2.TRITON_CONV = bool(v.get("triton_conv", False))
             model = build_model(v["cfg"], backend=v["backend"], device=DEV, fused=fused).train()
             if v.get("recompute"):
                 model.recompute = True
@@ -153,6 +164,7 @@ def run(rep: Report, dl: Deadline, batch: int, seconds: float, steps: int, profi
                 ms, spread = cuda_time_steps(step, warmup=2, reps=steps)
                 row.update(step_ms=ms, spread_ms=spread, peak_mem_gib=max_allocated_gib())
                 row["clips_per_s"] = batch / (ms / 1e3)
+                row["steps_per_s"] = 1e3 / ms
                 # forward + backward ≈ 3 forwards; recompute's extra forward is not useful work
                 row["useful_tflops"] = 3 * batch * forward_tflops(v["cfg"], seconds) / (ms / 1e3)
                 if profile and any(p in v["name"] for p in profile):
@@ -173,8 +185,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=8.0)
     ap.add_argument("--steps", type=int, default=6)
     ap.add_argument("--profile", default="", help="comma-separated substrings of variant names to profile")
-    ap.add_argument("--only", default="", help="comma-separated substrings: run only matching variants")
+    ap.add_argument(
+        "--only",
+        default="",
+        help="comma-separated substrings: run only matching variants (names hold no commas from 'old path' on)",
+    )
     ap.add_argument("--budget", type=float, default=float(os.environ.get("BENCH_BUDGET", 300)))
+    ap.add_argument("--tag", default="", help="results file stages/train_TAG.json (one per process)")
+    ap.add_argument(
+        "--sweep-configs", action="store_true", help="use bench_ssd's fastest swept SSD configurations"
+    )
     args = ap.parse_args(argv)
     if not have_device():
         print("bench_train: needs a CUDA GPU (or BENCH_SMOKE=1 for a CPU check of the script)")
@@ -184,12 +204,17 @@ def main(argv: list[str] | None = None) -> int:
     prof = [p for p in args.profile.split(",") if p]
     global ONLY
     ONLY = [p for p in args.only.split(",") if p]
-    rep = Report("train")
-    attempt(rep, "ssd configs", lambda: apply_best_ssd_configs(rep))
+    rep = Report("train" + (f"_{args.tag}" if args.tag else ""))
+    if args.sweep_configs:
+        attempt(rep, "ssd configs", lambda: apply_best_ssd_configs(rep))
+    else:
+        rep.notes.append(
+            "SSD kernel launch configurations: the ones shipped for this GPU (ssd_triton.ARCH_CONFIGS)."
+        )
     attempt(rep, "main", lambda: run(rep, Deadline(args.budget), args.batch, args.seconds, args.steps, prof))
     rep.table(
         "train",
-        ["model", "params_m", "batch", "step_ms", "spread_ms", "clips_per_s", "useful_tflops", "peak_mem_gib", "first_step_s", "status"],
+        ["model", "params_m", "batch", "step_ms", "spread_ms", "steps_per_s", "clips_per_s", "useful_tflops", "peak_mem_gib", "first_step_s", "status"],
         "Training step (bf16 autocast, paper loss, clip 3, fused AdamW; median of timed steps)",
     )  # fmt: skip
     rep.table(

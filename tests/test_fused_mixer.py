@@ -11,6 +11,8 @@ function as the eager prenorm block, with the same parameters.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,6 +21,7 @@ import bsmamba2.model.mixers.mamba2 as mm
 from bsmamba2.config import ModelConfig
 from bsmamba2.model import build_model
 from bsmamba2.model.dualpath import PreNormBlock
+from bsmamba2.model.mixers import mamba2_pair
 
 
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -63,22 +66,90 @@ def test_fused_build_keeps_the_parameters() -> None:
     assert build_model(roformer, fused=True).state_dict().keys() == build_model(roformer).state_dict().keys()
 
 
-def test_functional_forms_match_module_float64(monkeypatch: pytest.MonkeyPatch) -> None:
+def _uncompiled(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The module-free functions stand in for their compiled versions: checks the math, not the compiler."""
+    monkeypatch.setitem(mm._compiled, "in", mm.block_in)
+    monkeypatch.setitem(mm._compiled, "out", mm.block_out)
+    monkeypatch.setitem(mm._compiled, "pair_in", mm.pair_in)
+    monkeypatch.setitem(mm._compiled, "pair_out", mm.pair_out)
+
+
+@pytest.mark.parametrize("paired", [True, False], ids=["paired", "two-blocks"])
+def test_functional_forms_match_module_float64(monkeypatch: pytest.MonkeyPatch, paired: bool) -> None:
+    """Both fused forms (directions stacked in one ``PairedMamba2Block``, or two ``FusedMamba2Block`` calls
+    on flipped copies) equal the eager model: outputs and every parameter gradient."""
     torch.manual_seed(0)
     cfg = ModelConfig.tiny()
     ref = build_model(cfg, backend="torch").double()
     with torch.no_grad():
         for p in ref.parameters():
             p.add_(0.05 * torch.randn_like(p))  # move off the initialisation (ones, zeros)
-    # the uncompiled functions stand in for their compiled versions: this checks the math, not the compiler
-    monkeypatch.setitem(mm._compiled, "in", mm.block_in)
-    monkeypatch.setitem(mm._compiled, "out", mm.block_out)
+    _uncompiled(monkeypatch)
+    monkeypatch.setattr(mm, "PAIR_DIRECTIONS", paired)
     fused = _fused_copy(ref, cfg)
+    assert any(isinstance(m, mm.PairedMamba2Block) for m in fused.modules()) == paired
     wave = 0.1 * torch.randn(2, 2, 9000, dtype=torch.float64)
     a, b = _run(ref, wave), _run(fused, wave)
     assert len(a) == len(b) > 10
     for x, y in zip(a, b):
         assert _rel(y, x) < 1e-12
+
+
+def test_directional_conv_is_the_flipped_causal_conv() -> None:
+    """Direction 1 of ``directional_conv_silu`` is the causal conv of the flipped sequence, flipped back."""
+    torch.manual_seed(1)
+    convs = [torch.nn.Conv1d(6, 6, 4, groups=6, padding=3).double() for _ in range(2)]
+    x = torch.randn(2, 3, 11, 6, dtype=torch.float64)  # (two, n, l, ch)
+    got = mamba2_pair.directional_conv_silu(
+        x, torch.stack([c.weight[:, 0] for c in convs]), torch.stack([c.bias for c in convs])
+    )
+    fwd = F.silu(convs[0](x[0].transpose(1, 2))[..., :11].transpose(1, 2))
+    bwd = F.silu(convs[1](x[1].flip(1).transpose(1, 2))[..., :11].transpose(1, 2)).flip(1)
+    assert _rel(got[0], fwd) < 1e-14 and _rel(got[1], bwd) < 1e-14
+
+
+def test_paired_block_with_triton_interpreter() -> None:
+    """The paired block through the Triton kernels' both-directions launch (interpreter, float32) equals the
+    eager model on the reference scan: the stacked batch, strided views and reversed indexing reach the
+    kernels correctly (time path chunked, band path single-chunk)."""
+    pytest.importorskip("triton")
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    path = os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
+    )
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=path)
+    cmd = [sys.executable, __file__, "--paired-interpret"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("paired ok") == 2, proc.stdout
+
+
+def _paired_interpret() -> None:
+    """Subprocess body of ``test_paired_block_with_triton_interpreter`` (TRITON_INTERPRET=1 already set)."""
+    torch.set_num_threads(1)
+    for name, fn in (
+        ("in", mm.block_in),
+        ("out", mm.block_out),
+        ("pair_in", mm.pair_in),
+        ("pair_out", mm.pair_out),
+    ):
+        mm._compiled[name] = fn
+    torch.manual_seed(0)
+    cfg = ModelConfig.tiny(dim=16, depth=1, mamba2=dict(headdim=8, d_state=16))
+    ref = build_model(cfg, backend="torch")
+    wave = 0.1 * torch.randn(1, cfg.audio_channels, 6000)
+    a = _run(ref, wave)
+    for triton_conv in (False, True):  # the conv inside the compiled graph, or conv_triton's kernel
+        mm.TRITON_CONV = triton_conv
+        fused = _fused_copy(ref, cfg, backend="triton")
+        assert any(isinstance(m, mm.PairedMamba2Block) for m in fused.modules())
+        b = _run(fused, wave)
+        worst = max(_rel(y, x) for x, y in zip(a, b))
+        assert len(a) == len(b) > 10 and worst < 1e-4, worst
+        print(f"paired ok (triton conv {triton_conv}): {len(a)} tensors, worst {worst:.1e}")
 
 
 gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -109,3 +180,10 @@ def test_gpu_compiled_fused_matches_eager(autocast: bool) -> None:
     assert _rel(flat[1], flat[0]) < 1e-2
     for x, y in zip(outs[0], outs[1]):
         assert _rel(y, x) < 5e-2
+
+
+if __name__ == "__main__":
+    import sys
+
+    if sys.argv[1:] == ["--paired-interpret"]:
+        _paired_interpret()

@@ -66,12 +66,14 @@ def compare(
     fn,
     ins: dict[str, torch.Tensor],
     with_states: bool = False,
+    ref=ssd_chunked,
 ) -> dict[str, float]:
-    """Relative errors ‖fn − ref‖/‖ref‖ of y (and the final state) and of every gradient, ref = float64 chunked."""
+    """Relative errors ‖fn − ref‖/‖ref‖ of y (and the final state) and of every gradient, ref in float64
+    (default: the chunked reference)."""
     names = ["x", "dt", "A", "B", "C", "D"] + (["s0"] if with_states else [])
     results = {}
     for tag, f, conv in (
-        ("ref", ssd_chunked, lambda t: t.detach().double()),
+        ("ref", ref, lambda t: t.detach().double()),
         ("fn", fn, lambda t: t.detach().clone()),
     ):
         args = {k: conv(ins[k]).requires_grad_(True) for k in names}
@@ -103,6 +105,32 @@ def compare(
         # relative error; absolute where the exact value is zero (dA of a length-1 sequence: no decay acts)
         errs[k] = diff / scale if scale > 1e-9 else diff
     return errs
+
+
+def bidirectional_reference(x, dt, A, B, C, D, **_: object) -> torch.Tensor:
+    """What ``ssd_triton_bidirectional`` computes, from the reference: the first half of the batch forward,
+    the second half along the flipped sequence, flipped back; A, D (2, h) = one row per direction."""
+    n = x.shape[0] // 2
+    fwd = ssd_chunked(x[:n], dt[:n], A[0], B[:n], C[:n], D[0], chunk_size=64)
+    flip = [t[n:].flip(1) for t in (x, dt, B, C)]
+    bwd = ssd_chunked(flip[0], flip[1], A[1], flip[2], flip[3], D[1], chunk_size=64)
+    assert isinstance(fwd, torch.Tensor) and isinstance(bwd, torch.Tensor)
+    return torch.cat([fwd, bwd.flip(1)])
+
+
+def bidirectional_inputs(ins: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """``make_inputs`` of an even batch with a second row of A and D (the backward direction's weights)."""
+    gen = torch.Generator().manual_seed(seed)
+    h = ins["A"].shape[0]
+    A2 = -(torch.rand(h, generator=gen) * 15 + 1).to(ins["A"].device)
+    D2 = torch.randn(h, generator=gen).to(ins["D"].device)
+    return dict(ins, A=torch.stack([ins["A"], A2]), D=torch.stack([ins["D"], D2]))
+
+
+def _bidirectional(x, dt, A, B, C, D, **_: object) -> torch.Tensor:
+    from bsmamba2.model.mixers.ssd_triton import ssd_triton_bidirectional
+
+    return ssd_triton_bidirectional(x, dt, A, B, C, D)
 
 
 # ---- CPU: the Triton interpreter, in a subprocess ------------------------------------------------------------
@@ -145,6 +173,24 @@ def _run_interpret_cases(full: bool) -> int:
         print(
             f"{'ok  ' if ok else 'FAIL'} {case} {dtype} states={states} chunks={chunks}: {worst} {errs[worst]:.2e}"
         )
+    # both directions in one launch (reversed indexing for the second half of the batch)
+    cases = [dict(l=1, b=2, h=2, p=16, g=1, n=16), dict(l=40, b=2, h=4, p=16, g=2, n=16)]
+    cases.append(dict(l=75, b=2, h=2, p=16, g=1, n=16))  # chunked, not a multiple of the chunks
+    if full:
+        cases += [dict(l=62, b=4, h=4, p=16, g=1, n=16), dict(l=801, b=2, h=2, p=16, g=1, n=16)]
+        cases.append(dict(l=130, b=2, h=2, p=16, g=1, n=16, dtype="bfloat16"))
+    st.force_config("fwd_chunked", *st.CONFIGS["fwd_chunked"][0], chunk=64)
+    st.force_config("bwd_chunked", *st.CONFIGS["bwd_chunked"][0], chunk=32)
+    for i, case in enumerate(cases):
+        case = dict(case)
+        dtype = getattr(torch, case.pop("dtype", "float32"))
+        ins = bidirectional_inputs(make_inputs(**case, dtype=dtype, seed=300 + i, dt_range=(0.01, 1.0)), i)
+        errs = compare(_bidirectional, ins, ref=bidirectional_reference)
+        tol = 1e-4 if dtype == torch.float32 else 1e-2
+        worst = max(errs, key=lambda k: errs[k])
+        ok = errs[worst] < tol
+        failures += not ok
+        print(f"{'ok  ' if ok else 'FAIL'} bidirectional {case} {dtype}: {worst} {errs[worst]:.2e}")
     return failures
 
 
@@ -152,7 +198,11 @@ def _run_interpret_cases(full: bool) -> int:
 def test_triton_interpreter_matches_reference(full: bool) -> None:
     if full and os.environ.get("BSMAMBA2_TEST_INTERPRET") != "1":
         pytest.skip("set BSMAMBA2_TEST_INTERPRET=1 for the long interpreter run (about a minute)")
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    # the repository first, then the caller's path (PYTHONPATH=.tsite: a Triton installed beside the venv)
+    path = os.pathsep.join(
+        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
+    )
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=path)
     proc = subprocess.run(
         [sys.executable, __file__, "--interpret", "full" if full else "quick"],
         env=env,
@@ -161,6 +211,33 @@ def test_triton_interpreter_matches_reference(full: bool) -> None:
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_shipped_configurations_are_candidates() -> None:
+    """Each architecture's shipped launch configuration is one the triage checks (a default or an extra
+    candidate), for every kernel, with a chunk the chunked kernels accept."""
+    from bsmamba2.model.mixers import ssd_triton as st
+
+    for arch, table in st.ARCH_CONFIGS.items():
+        assert set(table) == set(st.CONFIGS), arch
+        for name, (cfg, chunk) in table.items():
+            assert cfg in st.CONFIGS[name] + st.EXTRA_CONFIGS[name], (arch, name)
+            assert (chunk in (16, 32, 64)) if name.endswith("chunked") else chunk is None, (arch, name)
+
+
+def test_environment_overrides_the_shipped_configuration() -> None:
+    code = (
+        "import torch; from bsmamba2.model.mixers import ssd_triton as st; "
+        "print(st.shipped_config('bwd_chunked', torch.device('cpu')), st._chunk('fwd_chunked', torch.device('cpu')))"
+    )
+    env = dict(
+        os.environ,
+        BSMAMBA2_SSD_CONFIGS='{"bwd_chunked": [[4, 2, 0]]}',
+        BSMAMBA2_SSD_CHUNKS='{"fwd_chunked": 16}',
+    )
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["((4,", "2,", "0),", "32)", "16"]
 
 
 # ---- GPU: the compiled kernels --------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ convolution, Δ and A, the gated norm and the output projection around it, in th
 * ``Mamba2.step``: the same function on a piece of a sequence, carrying the state (``Mamba2State``) across
   pieces, for streaming;
 * ``FusedMamba2Block``: a whole prenorm block with the memory-bound work around the scan compiled by
-  torch.compile (the module-free functions below), same parameters and function.
+  torch.compile (the module-free functions below), same parameters and function;
+* ``PairedMamba2Block``: the fused bidirectional block, both directions as one stacked computation (compiled
+  ``mamba2_pair`` glue, one SSD launch for both directions on the Triton backend, no flipped copies).
 
 ``build_block`` makes the official bidirectional block of either form; the registry calls it.
 """
@@ -28,6 +30,7 @@ from torch import Tensor, nn
 from bsmamba2.config import Mamba2Config
 from bsmamba2.model.dualpath import BidirectionalBlock, ForwardBlock, PreNormBlock
 from bsmamba2.model.mixers.base import BlockOptions, SequenceMixer
+from bsmamba2.model.mixers.mamba2_pair import pair_in, pair_out, pair_scan_of
 from bsmamba2.model.mixers.ssd import ssd_chunked, ssd_recurrent
 from bsmamba2.model.mixers.ssd_types import SSDFn
 from bsmamba2.model.norms import GatedRMSNorm, block_rms_norm, gated_rms_norm
@@ -99,7 +102,12 @@ def _fused(name: str) -> Callable[..., Any]:
     """``block_in`` / ``block_out`` under torch.compile, built once per process (module-free functions, so
     every mixer of a model shares one compiled graph per input shape)."""
     if name not in _compiled:
-        fns: dict[str, Callable[..., Any]] = {"in": block_in, "out": block_out}
+        fns: dict[str, Callable[..., Any]] = {
+            "in": block_in,
+            "out": block_out,
+            "pair_in": pair_in,
+            "pair_out": pair_out,
+        }
         _compiled[name] = torch.compile(fns[name], dynamic=False)
     return _compiled[name]
 
@@ -278,13 +286,88 @@ class FusedMamba2Block(PreNormBlock):
             return _fused("out")(y.to(z.dtype), z, m.norm.weight, m.norm.eps, w_out, x, flip)
 
 
+class PairedMamba2Block(BidirectionalBlock):
+    """The bidirectional block with both directions computed at once (``mamba2_pair``): the weights of the
+    forward and backward ``FusedMamba2Block``s stacked along a direction axis, one batched GEMM per projection,
+    one compiled graph per side of the scan, and the scan of both directions in one call (one launch per
+    kernel with the Triton backend, the backward direction by reversed indexing: no flipped copies).
+
+    Same parameters (``forward_blocks.0``, ``backward_blocks.0``, ``linear``) and function as
+    ``BidirectionalBlock``; needs torch.compile like ``FusedMamba2Block``.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:  # (n, l, d) -> (n, l, d)
+        blocks = [
+            cast(FusedMamba2Block, self.forward_blocks[0]),
+            cast(FusedMamba2Block, self.backward_blocks[0]),
+        ]
+        ms = [cast(Mamba2, b.mixer) for b in blocks]
+        m = ms[0]
+        w_in = torch.stack([mm.in_proj.weight for mm in ms])  # (2, 2·d_inner + 2·g·n + h, d)
+        w_out = torch.stack([mm.out_proj.weight for mm in ms])  # (2, d, d_inner)
+        if torch.is_autocast_enabled(x.device.type):  # the compiled graphs see autocast's casts explicitly
+            dtype = torch.get_autocast_dtype(x.device.type)
+            w_in, w_out = w_in.to(dtype), w_out.to(dtype)
+        sizes = (m.d_inner, m.ngroups * m.d_state, m.nheads)
+        conv_w = torch.stack([mm.conv1d.weight[:, 0, :] for mm in ms])  # (2, ch, K)
+        conv_b = torch.stack([cast(Tensor, mm.conv1d.bias) for mm in ms])
+        conv = getattr(m.scan, "conv_silu", None) if TRITON_CONV else None
+        with torch.autocast(x.device.type, enabled=False):
+            z, xBC, dt = _fused("pair_in")(
+                x,
+                torch.stack([b.norm.weight for b in blocks]),
+                blocks[0].norm.eps,
+                w_in,
+                conv_w,
+                conv_b,
+                torch.stack([mm.dt_bias for mm in ms]),
+                sizes,
+                conv is None,
+            )
+        if conv is not None:  # the Triton conv + SiLU kernel (direction per sequence), outside the graph
+            xBC = conv(xBC, conv_w, conv_b)
+        # the scan over the stacked batch (2·n sequences): x, B, C are views of the conv output, no copies
+        two, n, l, _ = xBC.shape
+        gn = m.ngroups * m.d_state
+        xs, B, C = xBC.reshape(two * n, l, -1).split([m.d_inner, gn, gn], dim=-1)
+        A = -torch.exp(torch.stack([mm.A_log for mm in ms]).to(dt.dtype))  # (2, h): one row per direction
+        D = torch.stack([mm.D for mm in ms]).to(dt.dtype)
+        y = pair_scan_of(m.scan, m.chunk_size)(
+            rearrange(xs, "b l (h p) -> b l h p", p=m.headdim),
+            dt.reshape(two * n, l, m.nheads),
+            A,
+            rearrange(B, "b l (g n) -> b l g n", g=m.ngroups),
+            rearrange(C, "b l (g n) -> b l g n", g=m.ngroups),
+            D,
+        )  # (2·n, l, h, p)
+        y = y.reshape(two, n, l, m.d_inner)
+        with torch.autocast(x.device.type, enabled=False):
+            f_b = _fused("pair_out")(
+                y.to(z.dtype), z, torch.stack([mm.norm.weight for mm in ms]), m.norm.eps, w_out, x
+            )
+        return x + self.linear(f_b)
+
+
+# Fused bidirectional blocks run both directions at once (``PairedMamba2Block``). Benchmarks set this False
+# before building a model to measure the earlier form (two ``FusedMamba2Block`` calls, flipped copies).
+PAIR_DIRECTIONS = True
+# Paired blocks on the Triton backend run the conv + SiLU in conv_triton's kernel instead of inside the compiled
+# graph (an experiment for benchmarks until measured faster; same function).
+TRITON_CONV = False
+
+
 def build_block(dim: int, settings: Mamba2Config, options: BlockOptions) -> BidirectionalBlock | ForwardBlock:
     """The official bidirectional Mamba2 block (OFFICIAL_SPEC §1.5), (n, l, dim) -> (n, l, dim): eager
-    prenorm blocks, or ``FusedMamba2Block``s when ``options.fused``, around mixers scanning with
-    ``options.scan``. With ``options.causal``, its forward branch alone (``ForwardBlock``, streamable)."""
+    prenorm blocks, or when ``options.fused`` a ``PairedMamba2Block`` of ``FusedMamba2Block``s, around mixers
+    scanning with ``options.scan``. With ``options.causal``, its forward branch alone (``ForwardBlock``,
+    streamable)."""
     block_cls = FusedMamba2Block if options.fused else PreNormBlock
 
     def make() -> PreNormBlock:  # the settings' fields are Mamba2's keyword arguments
         return block_cls(dim, Mamba2(dim, **dataclasses.asdict(settings), scan=options.scan))
 
-    return ForwardBlock(dim, make) if options.causal else BidirectionalBlock(dim, make)
+    if options.causal:
+        return ForwardBlock(dim, make)
+    return (
+        PairedMamba2Block(dim, make) if options.fused and PAIR_DIRECTIONS else BidirectionalBlock(dim, make)
+    )

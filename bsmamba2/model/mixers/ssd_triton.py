@@ -46,22 +46,24 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from bsmamba2.model.mixers.conv_triton import conv_silu
 from bsmamba2.model.mixers.ssd_types import check_shapes
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 CHUNK = 64  # the longest sequence the single-chunk kernels take
 
-# Launch configurations (num_warps, num_stages, maxnreg; 0 = the compiler's choice) tried per kernel. On a GPU,
-# Triton's autotuner times them on the first call for each set of sizes and keeps the fastest for the process
-# (compiled kernels are cached on disk); a kernel with one candidate is simply launched with it.
-# Only 8-warp programs are candidates by default: on an H100 with Triton 3.6 a 4-warp variant of the
-# single-chunk forward kernel (head dim 32) hit an illegal memory access, which matches Triton's open Hopper
-# wgmma issues for several-dot kernels at 4 warps (triton-lang/triton#10486, #11366); every 8-warp variant ran
-# correctly there. ``EXTRA_CONFIGS`` are further candidates that benchmarks try only after a triage run has
-# shown them to be safe on the machine at hand.
-# Environment: BSMAMBA2_SSD_AUTOTUNE=0 uses the first candidate without timing; BSMAMBA2_SSD_CONFIGS='{"kernel":
-# [[num_warps, num_stages, maxnreg], ...], ...}' replaces the candidates and BSMAMBA2_SSD_CHUNKS='{"kernel": 32}'
-# the chunk lengths below. Benchmarks pin one with ``force_config``.
+# Launch configurations (num_warps, num_stages, maxnreg; 0 = the compiler's choice) per kernel.
+# A user process never times candidates: it launches the configuration shipped for its GPU architecture
+# (``ARCH_CONFIGS``, keyed by CUDA compute capability; ``CONFIGS[name][0]`` elsewhere). ``CONFIGS`` are the
+# candidates Triton's autotuner times when asked to (BSMAMBA2_SSD_AUTOTUNE=1, benchmarks). Only 8-warp programs
+# are candidates by default: on an H100 with Triton 3.6 a 4-warp variant of the single-chunk forward kernel
+# (head dim 32) hit an illegal memory access, which matches Triton's open Hopper wgmma issues for several-dot
+# kernels at 4 warps (triton-lang/triton#10486, #11366); every 8-warp variant ran correctly there.
+# ``EXTRA_CONFIGS`` are further candidates that benchmarks try only after a triage run has shown them to be
+# safe on the machine at hand.
+# Environment: BSMAMBA2_SSD_CONFIGS='{"kernel": [[num_warps, num_stages, maxnreg], ...], ...}' replaces a
+# kernel's candidates (the first is launched, or all are timed with BSMAMBA2_SSD_AUTOTUNE=1) and
+# BSMAMBA2_SSD_CHUNKS='{"kernel": 32}' the chunk lengths. Benchmarks pin one with ``force_config``.
 CONFIGS: dict[str, list[tuple[int, int, int]]] = {
     "fwd_single": [(8, 1, 0), (8, 2, 0)],
     "bwd_single": [(8, 1, 0)],
@@ -75,9 +77,22 @@ EXTRA_CONFIGS: dict[str, list[tuple[int, int, int]]] = {
     "bwd_chunked": [(4, 1, 0), (8, 1, 128)],
 }
 # Chunk length of the chunked kernels (forward and backward chunk independently: the backward re-runs the
-# state sweep with its own chunks). 64 or 32; the function computed does not depend on it.
-# On an H100 (Triton 3.6, paper shapes) the 32-step backward was 1.7× faster than the 64-step one (fewer spills).
+# state sweep with its own chunks). 64, 32 or 16; the function computed does not depend on it.
 CHUNK_T: dict[str, int] = {"fwd_chunked": 64, "bwd_chunked": 32}
+# What ships per architecture: the fastest variant among the triaged-safe candidates. Hopper (sm_90, H100 and
+# H200, Triton 3.6, paper shapes): the 32-step backward chunk ran the time path's fwd + bwd in 11.5 ms against
+# 22 ms with the 64-step one (fewer register spills); the 8-warp single-stage programs passed every triage.
+ArchConfig = dict[str, tuple[tuple[int, int, int], int | None]]  # kernel -> (launch configuration, chunk)
+ARCH_CONFIGS: dict[tuple[int, int], ArchConfig] = {
+    (9, 0): {
+        "fwd_single": ((8, 1, 0), None),
+        "bwd_single": ((8, 1, 0), None),
+        "fwd_chunked": ((8, 1, 0), 64),
+        "bwd_chunked": ((8, 1, 0), 32),
+    },
+}
+_env_configs: set[str] = set()  # kernels whose candidates (and first choice) the environment replaced
+_env_chunks: set[str] = set()
 
 
 def _configs_from_env() -> None:
@@ -89,6 +104,7 @@ def _configs_from_env() -> None:
                 if name not in CONFIGS:
                     raise KeyError(name)
                 CONFIGS[name] = [(int(w), int(st), int(r)) for w, st, r in cfgs]
+                _env_configs.add(name)
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"BSMAMBA2_SSD_CONFIGS is not valid ({e!r}): {raw!r}") from None
     raw = os.environ.get("BSMAMBA2_SSD_CHUNKS")
@@ -98,6 +114,7 @@ def _configs_from_env() -> None:
                 if name not in CHUNK_T or int(chunk) not in (16, 32, 64):
                     raise KeyError(name)
                 CHUNK_T[name] = int(chunk)
+                _env_chunks.add(name)
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"BSMAMBA2_SSD_CHUNKS is not valid ({e!r}): {raw!r}") from None
 
@@ -133,8 +150,24 @@ def force_config(
         _forced_chunk[name] = chunk
 
 
-def _chunk(name: str) -> int:
-    return _forced_chunk.get(name, CHUNK_T[name])
+def shipped_config(name: str, device: torch.device) -> tuple[tuple[int, int, int], int | None]:
+    """Kernel ``name``'s launch configuration and chunk on ``device`` when nothing is forced: the
+    environment's first candidate / chunk where set, else ``ARCH_CONFIGS`` for the device's architecture, else
+    the first candidate and ``CHUNK_T``."""
+    cap = torch.cuda.get_device_capability(device) if device.type == "cuda" else (0, 0)
+    cfg, chunk = ARCH_CONFIGS.get(cap, {}).get(name, (CONFIGS[name][0], CHUNK_T.get(name)))
+    if name in _env_configs:
+        cfg = CONFIGS[name][0]
+    if name in _env_chunks:
+        chunk = CHUNK_T[name]
+    return cfg, chunk
+
+
+def _chunk(name: str, device: torch.device) -> int:
+    if name in _forced_chunk:
+        return _forced_chunk[name]
+    chunk = shipped_config(name, device)[1]
+    return chunk if chunk is not None else CHUNK_T[name]
 
 
 def _options(cfg: tuple[int, int, int]) -> dict[str, int]:
@@ -142,68 +175,87 @@ def _options(cfg: tuple[int, int, int]) -> dict[str, int]:
     return {"num_warps": w, "num_stages": st, **({"maxnreg": r} if r else {})}
 
 
-def _launch(name: str, kernel: Any, grid: tuple[int, ...], *args: Any, **meta: Any) -> None:
+def _launch(
+    name: str, kernel: Any, grid: tuple[int, ...], device: torch.device, *args: Any, **meta: Any
+) -> None:
+    """Launch with the forced configuration, else the shipped one; Triton's autotuner times ``CONFIGS[name]``
+    only with BSMAMBA2_SSD_AUTOTUNE=1 (a benchmark's choice, never a user process's)."""
     if _INTERPRET:
         kernel[grid](*args, **meta)
         return
-    cfg = _forced.get(name)
-    if cfg is None and not CONFIGS[name]:
+    if not CONFIGS[name]:
         raise RuntimeError(f"no launch configuration left for SSD kernel {name!r} (see BSMAMBA2_SSD_CONFIGS)")
-    if cfg is None and (os.environ.get("BSMAMBA2_SSD_AUTOTUNE", "1") == "0" or len(CONFIGS[name]) == 1):
-        cfg = CONFIGS[name][0]
-    if cfg is not None:
-        kernel[grid](*args, **meta, **_options(cfg))
+    cfg = _forced.get(name)
+    if cfg is None and os.environ.get("BSMAMBA2_SSD_AUTOTUNE", "0") == "1" and len(CONFIGS[name]) > 1:
+        if name not in _tuned:
+            configs = [triton.Config({}, **_options(c)) for c in CONFIGS[name]]  # type: ignore[arg-type]
+            _tuned[name] = triton.autotune(configs, key=_TUNE_KEYS[name], reset_to_zero=_RESET.get(name))(
+                kernel
+            )
+        _tuned[name][grid](*args, **meta)
         return
-    if name not in _tuned:
-        configs = [triton.Config({}, **_options(c)) for c in CONFIGS[name]]  # type: ignore[arg-type]
-        _tuned[name] = triton.autotune(configs, key=_TUNE_KEYS[name], reset_to_zero=_RESET.get(name))(kernel)
-    _tuned[name][grid](*args, **meta)
+    if cfg is None:
+        cfg = shipped_config(name, device)[0]
+    kernel[grid](*args, **meta, **_options(cfg))
+
+
+# ---- direction: a sequence scanned from its last step back, by reversed indexing (no flipped copies) --------
+@triton.jit
+def _mem_rows(rows, di, L, REV: tl.constexpr):
+    """Memory rows of logical steps ``rows`` (0 = the first step the scan sees): the same rows for a sequence
+    scanned forward (di 0), counted from the end for one scanned backward (di 1). Logical rows >= L stay
+    masked by the callers, whatever row they map to."""
+    if REV:
+        rows = tl.where(di == 1, L - 1 - rows, rows)
+    return rows
 
 
 # ---- single chunk (l <= 64): one program per (sequence, group), heads in a loop -------------------------------
 @triton.jit
 def _fwd_single_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, y_ptr,
-    L, HPG, G, P, N,
+    L, NSEQ, HPG, G, P, N,
     sx_b, sx_l, sx_h, sx_p,
     sdt_b, sdt_l, sdt_h,
     sb_b, sb_l, sb_g, sb_n,
     sc_b, sc_l, sc_g, sc_n,
     sy_b, sy_l, sy_h, sy_p,
     T: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
-    HAS_D: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr,
+    HAS_D: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr, REV: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     bi = (pid // G).to(tl.int64)
     gi = pid % G
+    di = (bi // NSEQ).to(tl.int32)  # 0: scanned forward; 1: from the last step back (see _mem_rows)
     t = tl.arange(0, T)
+    mt = _mem_rows(t, di, L, REV)  # the memory row of each logical step
     pp = tl.arange(0, BP)
     nn = tl.arange(0, BN)
     tm = t < L
     xm = tm[:, None] & (pp < P)[None, :]
     bm = tm[:, None] & (nn < N)[None, :]
-    Bm = tl.load(B_ptr + bi * sb_b + gi * sb_g + t[:, None] * sb_l + nn[None, :] * sb_n, mask=bm, other=0.0)
-    Cm = tl.load(C_ptr + bi * sc_b + gi * sc_g + t[:, None] * sc_l + nn[None, :] * sc_n, mask=bm, other=0.0)
+    Bm = tl.load(B_ptr + bi * sb_b + gi * sb_g + mt[:, None] * sb_l + nn[None, :] * sb_n, mask=bm, other=0.0)
+    Cm = tl.load(C_ptr + bi * sc_b + gi * sc_g + mt[:, None] * sc_l + nn[None, :] * sc_n, mask=bm, other=0.0)
     CB = tl.dot(
         Cm.to(DOT), tl.trans(Bm.to(DOT)), input_precision=PREC
     )  # (T, T): C_i·B_j, shared by the heads
     causal = t[:, None] >= t[None, :]
     for hh in range(0, HPG):
         hi = gi * HPG + hh
-        A = tl.load(A_ptr + hi).to(tl.float32)
+        A = tl.load(A_ptr + di * (G * HPG) + hi).to(tl.float32)
         x = tl.load(
-            x_ptr + bi * sx_b + hi * sx_h + t[:, None] * sx_l + pp[None, :] * sx_p, mask=xm, other=0.0
+            x_ptr + bi * sx_b + hi * sx_h + mt[:, None] * sx_l + pp[None, :] * sx_p, mask=xm, other=0.0
         )
         x = x.to(tl.float32)  # (T, BP)
-        dt = tl.load(dt_ptr + bi * sdt_b + hi * sdt_h + t * sdt_l, mask=tm, other=0.0).to(tl.float32)  # (T,)
+        dt = tl.load(dt_ptr + bi * sdt_b + hi * sdt_h + mt * sdt_l, mask=tm, other=0.0).to(tl.float32)  # (T,)
         cum = tl.cumsum(dt * A, axis=0)  # (T,) log-decay from the start to step i (inclusive)
         Lm = tl.exp(tl.where(causal, cum[:, None] - cum[None, :], float("-inf")))  # (T, T) decay j -> i
         xdt = x * dt[:, None]
         y = tl.dot((CB * Lm).to(DOT), xdt.to(DOT), input_precision=PREC)  # (T, BP)
         if HAS_D:
-            y += tl.load(D_ptr + hi).to(tl.float32) * x
+            y += tl.load(D_ptr + di * (G * HPG) + hi).to(tl.float32) * x
         tl.store(
-            y_ptr + bi * sy_b + hi * sy_h + t[:, None] * sy_l + pp[None, :] * sy_p,
+            y_ptr + bi * sy_b + hi * sy_h + mt[:, None] * sy_l + pp[None, :] * sy_p,
             y.to(y_ptr.dtype.element_ty),
             mask=xm,
         )
@@ -213,27 +265,29 @@ def _fwd_single_kernel(
 def _bwd_single_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dy_ptr,
     dx_ptr, ddt_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr,
-    L, H, HPG, G, P, N,
+    L, NSEQ, H, HPG, G, P, N,
     sx_b, sx_l, sx_h, sx_p,
     sdt_b, sdt_l, sdt_h,
     sb_b, sb_l, sb_g, sb_n,
     sc_b, sc_l, sc_g, sc_n,
     sdy_b, sdy_l, sdy_h, sdy_p,
     T: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
-    HAS_D: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr,
+    HAS_D: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr, REV: tl.constexpr,
 ):  # fmt: skip
     """dx, ddt (layouts of x, dt, contiguous); dB, dC (layout of B, contiguous); dA, dD partials (b, h) fp32."""
     pid = tl.program_id(0)
     bi = (pid // G).to(tl.int64)
     gi = pid % G
+    di = (bi // NSEQ).to(tl.int32)  # 0: scanned forward; 1: from the last step back (see _mem_rows)
     t = tl.arange(0, T)
+    mt = _mem_rows(t, di, L, REV)  # the memory row of each logical step
     pp = tl.arange(0, BP)
     nn = tl.arange(0, BN)
     tm = t < L
     xm = tm[:, None] & (pp < P)[None, :]
     bm = tm[:, None] & (nn < N)[None, :]
-    Bm = tl.load(B_ptr + bi * sb_b + gi * sb_g + t[:, None] * sb_l + nn[None, :] * sb_n, mask=bm, other=0.0)
-    Cm = tl.load(C_ptr + bi * sc_b + gi * sc_g + t[:, None] * sc_l + nn[None, :] * sc_n, mask=bm, other=0.0)
+    Bm = tl.load(B_ptr + bi * sb_b + gi * sb_g + mt[:, None] * sb_l + nn[None, :] * sb_n, mask=bm, other=0.0)
+    Cm = tl.load(C_ptr + bi * sc_b + gi * sc_g + mt[:, None] * sc_l + nn[None, :] * sc_n, mask=bm, other=0.0)
     Bm = Bm.to(DOT)
     Cm = Cm.to(DOT)
     CB = tl.dot(Cm, tl.trans(Bm), input_precision=PREC)  # (T, T)
@@ -241,13 +295,13 @@ def _bwd_single_kernel(
     Gacc = tl.zeros((T, T), dtype=tl.float32)  # Σ_h (dY_h·X_hᵀ) ∘ L_h: the gradient w.r.t. CB
     for hh in range(0, HPG):
         hi = gi * HPG + hh
-        A = tl.load(A_ptr + hi).to(tl.float32)
-        xo = t[:, None] * sx_l + pp[None, :] * sx_p
+        A = tl.load(A_ptr + di * H + hi).to(tl.float32)
+        xo = mt[:, None] * sx_l + pp[None, :] * sx_p
         x = tl.load(x_ptr + bi * sx_b + hi * sx_h + xo, mask=xm, other=0.0).to(tl.float32)
         dy = tl.load(
-            dy_ptr + bi * sdy_b + hi * sdy_h + t[:, None] * sdy_l + pp[None, :] * sdy_p, mask=xm, other=0.0
+            dy_ptr + bi * sdy_b + hi * sdy_h + mt[:, None] * sdy_l + pp[None, :] * sdy_p, mask=xm, other=0.0
         ).to(tl.float32)
-        dt = tl.load(dt_ptr + bi * sdt_b + hi * sdt_h + t * sdt_l, mask=tm, other=0.0).to(tl.float32)
+        dt = tl.load(dt_ptr + bi * sdt_b + hi * sdt_h + mt * sdt_l, mask=tm, other=0.0).to(tl.float32)
         cum = tl.cumsum(dt * A, axis=0)
         Lm = tl.exp(tl.where(causal, cum[:, None] - cum[None, :], float("-inf")))
         xdt = x * dt[:, None]
@@ -262,20 +316,20 @@ def _bwd_single_kernel(
         dx = dxdt * dt[:, None]
         dD_h = tl.sum(tl.sum(dy * x, axis=1), axis=0)
         if HAS_D:
-            dx += tl.load(D_ptr + hi).to(tl.float32) * dy
+            dx += tl.load(D_ptr + di * H + hi).to(tl.float32) * dy
         # dx and ddt are written contiguous (b, l, h, p) / (b, l, h)
         tl.store(
-            dx_ptr + (bi * L * (G * HPG) + hi) * P + t[:, None] * (G * HPG * P) + pp[None, :],
+            dx_ptr + (bi * L * (G * HPG) + hi) * P + mt[:, None] * (G * HPG * P) + pp[None, :],
             dx.to(dx_ptr.dtype.element_ty),
             mask=xm,
         )
-        tl.store(ddt_ptr + bi * L * H + hi + t * H, ddt.to(ddt_ptr.dtype.element_ty), mask=tm)
+        tl.store(ddt_ptr + bi * L * H + hi + mt * H, ddt.to(ddt_ptr.dtype.element_ty), mask=tm)
         tl.store(dA_ptr + bi * H + hi, tl.sum(da * dt, axis=0))
         tl.store(dD_ptr + bi * H + hi, dD_h)
     Gd = Gacc.to(DOT)
     dB = tl.dot(tl.trans(Gd), Cm, input_precision=PREC)  # (T, BN)
     dC = tl.dot(Gd, Bm, input_precision=PREC)
-    bo = (bi * L * G + gi) * N + t[:, None] * (G * N) + nn[None, :]
+    bo = (bi * L * G + gi) * N + mt[:, None] * (G * N) + nn[None, :]
     tl.store(dB_ptr + bo, dB.to(dB_ptr.dtype.element_ty), mask=bm)
     tl.store(dC_ptr + bo, dC.to(dC_ptr.dtype.element_ty), mask=bm)
 
@@ -284,7 +338,7 @@ def _bwd_single_kernel(
 @triton.jit
 def _fwd_chunked_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, y_ptr, init_ptr, final_ptr,
-    L, H, HPG, P, N,
+    L, NSEQ, H, HPG, P, N,
     sx_b, sx_l, sx_h, sx_p,
     sdt_b, sdt_l, sdt_h,
     sb_b, sb_l, sb_g, sb_n,
@@ -292,22 +346,23 @@ def _fwd_chunked_kernel(
     sy_b, sy_l, sy_h, sy_p,
     T: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
     HAS_D: tl.constexpr, HAS_INIT: tl.constexpr, STORE_FINAL: tl.constexpr,
-    DOT: tl.constexpr, PREC: tl.constexpr,
+    DOT: tl.constexpr, PREC: tl.constexpr, REV: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     bi = (pid // H).to(tl.int64)
     hi = pid % H
     gi = hi // HPG
+    di = (bi // NSEQ).to(tl.int32)  # 0: scanned forward; 1: from the last step back (see _mem_rows)
     t = tl.arange(0, T)
     pp = tl.arange(0, BP)
     nn = tl.arange(0, BN)
     pm = pp < P
     nm = nn < N
     causal = t[:, None] >= t[None, :]
-    A = tl.load(A_ptr + hi).to(tl.float32)
+    A = tl.load(A_ptr + di * H + hi).to(tl.float32)
     Dh = 0.0
     if HAS_D:
-        Dh = tl.load(D_ptr + hi).to(tl.float32)
+        Dh = tl.load(D_ptr + di * H + hi).to(tl.float32)
     x_base = x_ptr + bi * sx_b + hi * sx_h
     y_base = y_ptr + bi * sy_b + hi * sy_h
     dt_base = dt_ptr + bi * sdt_b + hi * sdt_h
@@ -322,12 +377,13 @@ def _fwd_chunked_kernel(
     for c0 in range(0, L, T):
         rows = c0 + t
         tm = rows < L
+        mr = _mem_rows(rows, di, L, REV)
         xm = tm[:, None] & pm[None, :]
         bm = tm[:, None] & nm[None, :]
-        x = tl.load(x_base + rows[:, None] * sx_l + pp[None, :] * sx_p, mask=xm, other=0.0).to(tl.float32)
-        dt = tl.load(dt_base + rows * sdt_l, mask=tm, other=0.0).to(tl.float32)
-        Bm = tl.load(b_base + rows[:, None] * sb_l + nn[None, :] * sb_n, mask=bm, other=0.0).to(DOT)
-        Cm = tl.load(c_base + rows[:, None] * sc_l + nn[None, :] * sc_n, mask=bm, other=0.0).to(DOT)
+        x = tl.load(x_base + mr[:, None] * sx_l + pp[None, :] * sx_p, mask=xm, other=0.0).to(tl.float32)
+        dt = tl.load(dt_base + mr * sdt_l, mask=tm, other=0.0).to(tl.float32)
+        Bm = tl.load(b_base + mr[:, None] * sb_l + nn[None, :] * sb_n, mask=bm, other=0.0).to(DOT)
+        Cm = tl.load(c_base + mr[:, None] * sc_l + nn[None, :] * sc_n, mask=bm, other=0.0).to(DOT)
         a = dt * A
         cum = tl.cumsum(a, axis=0)  # (T,) chunk-local log-decay up to step i; padded steps add 0
         cl = tl.sum(a, axis=0)  # log-decay across the whole chunk
@@ -340,7 +396,7 @@ def _fwd_chunked_kernel(
         )
         y = tl.dot((CB * Lm).to(DOT), xdt.to(DOT), y, input_precision=PREC)
         y += Dh * x
-        tl.store(y_base + rows[:, None] * sy_l + pp[None, :] * sy_p, y.to(y_ptr.dtype.element_ty), mask=xm)
+        tl.store(y_base + mr[:, None] * sy_l + pp[None, :] * sy_p, y.to(y_ptr.dtype.element_ty), mask=xm)
         xw = (xdt * tl.exp(cl - cum)[:, None]).to(DOT)  # inputs decayed to the chunk's end
         S = tl.dot(tl.trans(xw), Bm, S * tl.exp(cl), input_precision=PREC)  # (BP, BN)
     if STORE_FINAL:
@@ -351,7 +407,7 @@ def _fwd_chunked_kernel(
 def _bwd_chunked_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, dy_ptr, init_ptr, dfinal_ptr, scratch_ptr,
     dx_ptr, ddt_ptr, dB_ptr, dC_ptr, dA_ptr, dD_ptr, dinit_ptr,
-    L, H, HPG, G, P, N,
+    L, NSEQ, H, HPG, G, P, N,
     sx_b, sx_l, sx_h, sx_p,
     sdt_b, sdt_l, sdt_h,
     sb_b, sb_l, sb_g, sb_n,
@@ -359,7 +415,7 @@ def _bwd_chunked_kernel(
     sdy_b, sdy_l, sdy_h, sdy_p,
     T: tl.constexpr, BP: tl.constexpr, BN: tl.constexpr,
     HAS_D: tl.constexpr, HAS_INIT: tl.constexpr, HAS_DFINAL: tl.constexpr,
-    DOT: tl.constexpr, PREC: tl.constexpr,
+    DOT: tl.constexpr, PREC: tl.constexpr, REV: tl.constexpr,
 ):  # fmt: skip
     """dx (b,l,h,p), ddt (b,l,h) contiguous; dB, dC (b,l,g,n) fp32 zero-filled (atomics); dA, dD (b·h) fp32."""
     pid = tl.program_id(0)
@@ -367,16 +423,17 @@ def _bwd_chunked_kernel(
     bi = (pid // H).to(tl.int64)
     hi = pid % H
     gi = hi // HPG
+    di = (bi // NSEQ).to(tl.int32)  # 0: scanned forward; 1: from the last step back (see _mem_rows)
     t = tl.arange(0, T)
     pp = tl.arange(0, BP)
     nn = tl.arange(0, BN)
     pm = pp < P
     nm = nn < N
     causal = t[:, None] >= t[None, :]
-    A = tl.load(A_ptr + hi).to(tl.float32)
+    A = tl.load(A_ptr + di * H + hi).to(tl.float32)
     Dh = 0.0
     if HAS_D:
-        Dh = tl.load(D_ptr + hi).to(tl.float32)
+        Dh = tl.load(D_ptr + di * H + hi).to(tl.float32)
     x_base = x_ptr + bi * sx_b + hi * sx_h
     dy_base = dy_ptr + bi * sdy_b + hi * sdy_h
     dt_base = dt_ptr + bi * sdt_b + hi * sdt_h
@@ -397,12 +454,13 @@ def _bwd_chunked_kernel(
     for ci in range(0, nchunks - 1):
         rows = ci * T + t
         tm = rows < L
+        mr = _mem_rows(rows, di, L, REV)
         x = tl.load(
-            x_base + rows[:, None] * sx_l + pp[None, :] * sx_p, mask=tm[:, None] & pm[None, :], other=0.0
+            x_base + mr[:, None] * sx_l + pp[None, :] * sx_p, mask=tm[:, None] & pm[None, :], other=0.0
         )
-        dt = tl.load(dt_base + rows * sdt_l, mask=tm, other=0.0).to(tl.float32)
+        dt = tl.load(dt_base + mr * sdt_l, mask=tm, other=0.0).to(tl.float32)
         Bm = tl.load(
-            b_base + rows[:, None] * sb_l + nn[None, :] * sb_n, mask=tm[:, None] & nm[None, :], other=0.0
+            b_base + mr[:, None] * sb_l + nn[None, :] * sb_n, mask=tm[:, None] & nm[None, :], other=0.0
         )
         a = dt * A
         cum = tl.cumsum(a, axis=0)
@@ -424,13 +482,14 @@ def _bwd_chunked_kernel(
         ci = nchunks - 1 - k
         rows = ci * T + t
         tm = rows < L
+        mr = _mem_rows(rows, di, L, REV)
         xm = tm[:, None] & pm[None, :]
         bm = tm[:, None] & nm[None, :]
-        x = tl.load(x_base + rows[:, None] * sx_l + pp[None, :] * sx_p, mask=xm, other=0.0).to(tl.float32)
-        dy = tl.load(dy_base + rows[:, None] * sdy_l + pp[None, :] * sdy_p, mask=xm, other=0.0).to(tl.float32)
-        dt = tl.load(dt_base + rows * sdt_l, mask=tm, other=0.0).to(tl.float32)
-        Bm = tl.load(b_base + rows[:, None] * sb_l + nn[None, :] * sb_n, mask=bm, other=0.0).to(DOT)
-        Cm = tl.load(c_base + rows[:, None] * sc_l + nn[None, :] * sc_n, mask=bm, other=0.0).to(DOT)
+        x = tl.load(x_base + mr[:, None] * sx_l + pp[None, :] * sx_p, mask=xm, other=0.0).to(tl.float32)
+        dy = tl.load(dy_base + mr[:, None] * sdy_l + pp[None, :] * sdy_p, mask=xm, other=0.0).to(tl.float32)
+        dt = tl.load(dt_base + mr * sdt_l, mask=tm, other=0.0).to(tl.float32)
+        Bm = tl.load(b_base + mr[:, None] * sb_l + nn[None, :] * sb_n, mask=bm, other=0.0).to(DOT)
+        Cm = tl.load(c_base + mr[:, None] * sc_l + nn[None, :] * sc_n, mask=bm, other=0.0).to(DOT)
         S0 = tl.load(scratch + ci * BP * BN + so)  # (BP, BN) state entering this chunk, DOT dtype
         a = dt * A
         cum = tl.cumsum(a, axis=0)
@@ -456,7 +515,7 @@ def _bwd_chunked_kernel(
         da += tl.sum(q, axis=0) - tl.cumsum(q, axis=0) + q  # Σ_{i>=k} q_i
         da += tl.exp(cl) * tl.sum(tl.sum(dS * S0.to(tl.float32), axis=1), axis=0)  # earlier → later chunks
         dC = tl.dot(ML_d, Bm, dCo, input_precision=PREC)
-        bo = (bi * L * G + gi) * N + rows[:, None] * (G * N) + nn[None, :]
+        bo = (bi * L * G + gi) * N + mr[:, None] * (G * N) + nn[None, :]
         tl.atomic_add(dC_ptr + bo, dC, mask=bm, sem="relaxed")
         # dB: through the state at the chunk's end, then the intra part
         dB = tl.dot(xdt_d, dS_d, input_precision=PREC) * e_out[:, None]  # (T, BN)
@@ -472,11 +531,11 @@ def _bwd_chunked_kernel(
         dA_acc += tl.sum(da * dt, axis=0)
         dD_acc += tl.sum(tl.sum(dy * x, axis=1), axis=0)
         tl.store(
-            dx_ptr + (bi * L * H + hi) * P + rows[:, None] * (H * P) + pp[None, :],
+            dx_ptr + (bi * L * H + hi) * P + mr[:, None] * (H * P) + pp[None, :],
             dx.to(dx_ptr.dtype.element_ty),
             mask=xm,
         )
-        tl.store(ddt_ptr + bi * L * H + hi + rows * H, ddt.to(ddt_ptr.dtype.element_ty), mask=tm)
+        tl.store(ddt_ptr + bi * L * H + hi + mr * H, ddt.to(ddt_ptr.dtype.element_ty), mask=tm)
         # state gradient entering this chunk
         dye = (dy * e_in[:, None]).to(DOT)
         dS = tl.dot(tl.trans(dye), Cm, dS * tl.exp(cl), input_precision=PREC)
@@ -529,8 +588,11 @@ def _forward(
     D: Tensor | None,
     init: Tensor | None,
     want_final: bool,
+    ndir: int = 1,
 ) -> tuple[Tensor, Tensor | None]:
+    """``ndir`` = 2: the second half of the batch is scanned from its last step back; A, D are (ndir, h)."""
     b, l, h, p = x.shape
+    nseq = b // ndir
     g, n = B.shape[-2:]
     y = torch.empty_like(x, memory_format=torch.contiguous_format)  # (b, l, h, p)
     DOT = _dot_dtype(x.dtype)
@@ -545,20 +607,20 @@ def _forward(
     )
     if l <= CHUNK and init is None and not want_final:
         _launch(
-            "fwd_single", _fwd_single_kernel, (b * g,),
+            "fwd_single", _fwd_single_kernel, (b * g,), x.device,
             x, dt, A, B, C, Dp, y,
-            l, h // g, g, p, n, *common,
-            T=TS, BP=BP, BN=BN, HAS_D=D is not None, DOT=DOT, PREC=_precision(),
+            l, nseq, h // g, g, p, n, *common,
+            T=TS, BP=BP, BN=BN, HAS_D=D is not None, DOT=DOT, PREC=_precision(), REV=ndir == 2,
         )  # fmt: skip
         return y, None
     final = x.new_empty(b, h, p, n, dtype=torch.float32) if want_final else None
     init_c = init.float().contiguous() if init is not None else None
     _launch(
-        "fwd_chunked", _fwd_chunked_kernel, (b * h,),
+        "fwd_chunked", _fwd_chunked_kernel, (b * h,), x.device,
         x, dt, A, B, C, Dp, y, init_c if init_c is not None else y, final if final is not None else y,
-        l, h, h // g, p, n, *common,
-        T=_chunk("fwd_chunked"), BP=BP, BN=BN, HAS_D=D is not None, HAS_INIT=init is not None, STORE_FINAL=want_final,
-        DOT=DOT, PREC=_precision(),
+        l, nseq, h, h // g, p, n, *common,
+        T=_chunk("fwd_chunked", x.device), BP=BP, BN=BN, HAS_D=D is not None, HAS_INIT=init is not None, STORE_FINAL=want_final,
+        DOT=DOT, PREC=_precision(), REV=ndir == 2,
     )  # fmt: skip
     return y, final
 
@@ -573,8 +635,11 @@ def _backward(
     init: Tensor | None,
     dy: Tensor,
     dfinal: Tensor | None,
+    ndir: int = 1,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None, Tensor | None]:
+    """Gradients of ``_forward``'s inputs (dA, dD in the layout of A, D)."""
     b, l, h, p = x.shape
+    nseq = b // ndir
     g, n = B.shape[-2:]
     DOT = _dot_dtype(x.dtype)
     BP, BN, TS = _tiles(p, n, l)
@@ -589,13 +654,13 @@ def _backward(
         dB = torch.empty(b, l, g, n, dtype=B.dtype, device=x.device)
         dC = torch.empty(b, l, g, n, dtype=C.dtype, device=x.device)
         _launch(
-            "bwd_single", _bwd_single_kernel, (b * g,),
+            "bwd_single", _bwd_single_kernel, (b * g,), x.device,
             x, dt, A, B, C, Dp, dy, dx, ddt, dB, dC, dA_part, dD_part,
-            l, h, h // g, g, p, n, *strides,
-            T=TS, BP=BP, BN=BN, HAS_D=D is not None, DOT=DOT, PREC=_precision(),
+            l, nseq, h, h // g, g, p, n, *strides,
+            T=TS, BP=BP, BN=BN, HAS_D=D is not None, DOT=DOT, PREC=_precision(), REV=ndir == 2,
         )  # fmt: skip
     else:
-        T = _chunk("bwd_chunked")
+        T = _chunk("bwd_chunked", x.device)
         nchunks = triton.cdiv(l, T)
         scratch_dtype = {tl.bfloat16: torch.bfloat16, tl.float16: torch.float16}.get(DOT, torch.float32)
         scratch = torch.empty(b * h * nchunks * BP * BN, dtype=scratch_dtype, device=x.device)
@@ -606,17 +671,17 @@ def _backward(
         if init is not None:
             dinit = torch.empty(b, h, p, n, dtype=torch.float32, device=x.device)
         _launch(
-            "bwd_chunked", _bwd_chunked_kernel, (b * h,),
+            "bwd_chunked", _bwd_chunked_kernel, (b * h,), x.device,
             x, dt, A, B, C, Dp, dy,
             init_c if init_c is not None else dx, dfinal_c if dfinal_c is not None else dx, scratch,
             dx, ddt, dB32, dC32, dA_part, dD_part, dinit if dinit is not None else dx,
-            l, h, h // g, g, p, n, *strides,
+            l, nseq, h, h // g, g, p, n, *strides,
             T=T, BP=BP, BN=BN, HAS_D=D is not None, HAS_INIT=init is not None,
-            HAS_DFINAL=dfinal is not None, DOT=DOT, PREC=_precision(),
+            HAS_DFINAL=dfinal is not None, DOT=DOT, PREC=_precision(), REV=ndir == 2,
         )  # fmt: skip
         dB, dC = dB32.to(B.dtype), dC32.to(C.dtype)
-    dA = dA_part.view(b, h).sum(0).to(A.dtype)
-    dD = dD_part.view(b, h).sum(0).to(D.dtype) if D is not None else None
+    dA = dA_part.view(ndir, nseq, h).sum(1).view(A.shape).to(A.dtype)
+    dD = dD_part.view(ndir, nseq, h).sum(1).view(D.shape).to(D.dtype) if D is not None else None
     return dx, ddt, dA, dB, dC, dD, dinit
 
 
@@ -632,9 +697,11 @@ class _SSDTriton(torch.autograd.Function):
         D: Tensor | None,
         init: Tensor | None,
         want_final: bool,
+        ndir: int = 1,
     ) -> tuple[Tensor, Tensor]:
-        y, final = _forward(x, dt, A, B, C, D, init, want_final)
+        y, final = _forward(x, dt, A, B, C, D, init, want_final, ndir)
         ctx.save_for_backward(x, dt, A, B, C, D, init)  # type: ignore[arg-type]
+        ctx.ndir = ndir  # type: ignore[attr-defined]
         ctx.set_materialize_grads(False)
         if final is None:
             return y, y.new_empty(0)
@@ -649,8 +716,9 @@ class _SSDTriton(torch.autograd.Function):
             dy = torch.zeros_like(x)
         if dfinal is not None and dfinal.numel() == 0:
             dfinal = None
-        dx, ddt, dA, dB, dC, dD, dinit = _backward(x, dt, A, B, C, D, init, dy, dfinal)
-        return dx, ddt, dA, dB, dC, dD, dinit, None
+        ndir = ctx.ndir  # type: ignore[attr-defined]
+        dx, ddt, dA, dB, dC, dD, dinit = _backward(x, dt, A, B, C, D, init, dy, dfinal, ndir)
+        return dx, ddt, dA, dB, dC, dD, dinit, None, None
 
 
 def ssd_triton(
@@ -684,3 +752,32 @@ def ssd_triton(
         return y
     y, final = _SSDTriton.apply(x, dt, A, B, C, D, initial_state, return_final_state)
     return (y, final) if return_final_state else y
+
+
+def ssd_triton_bidirectional(
+    x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Tensor | None = None
+) -> Tensor:
+    """Both directions of a bidirectional layer in one launch per kernel: the first half of the batch scanned
+    forward, the second half from its last step back, by reversed indexing (no flipped copies).
+
+    x (2·b, l, h, p), dt (2·b, l, h), B/C (2·b, l, g, n) in sequence order; A (2, h), D (2, h) or None: row 0
+    for the forward half, row 1 for the backward half -> y (2·b, l, h, p) in sequence order, with
+    y[b:] = flip(ssd(flip(x[b:]), ..., A[1], ..., D[1])) along l and y[:b] = ssd(x[:b], ..., A[0], ..., D[0]).
+    """
+    b2, l, h, p = x.shape
+    if b2 % 2 or A.shape != (2, h) or (D is not None and D.shape != (2, h)):
+        raise ValueError(
+            f"bidirectional SSD needs an even batch and A, D of shape (2, {h}); got x{tuple(x.shape)} "
+            f"A{tuple(A.shape)} D{None if D is None else tuple(D.shape)}"
+        )
+    check_shapes(x, dt, A[0], B, C)
+    if l == 0 or b2 == 0:
+        return x.new_zeros(b2, l, h, p) + 0 * (dt.sum() + A.sum() + B.sum() + C.sum())
+    D = D.contiguous() if D is not None else None
+    y, _ = _SSDTriton.apply(x, dt, A.contiguous(), B, C, D, None, False, 2)
+    return y
+
+
+# The both-directions form and the conv kernel, found by the fused bidirectional block (PairedMamba2Block).
+ssd_triton.bidirectional = ssd_triton_bidirectional  # type: ignore[attr-defined]
+ssd_triton.conv_silu = conv_silu  # type: ignore[attr-defined]
