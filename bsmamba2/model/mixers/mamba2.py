@@ -348,9 +348,10 @@ class PairedMamba2Block(BidirectionalBlock):
         return x + self.linear(f_b)
 
 
-# Fused bidirectional blocks run both directions at once (``PairedMamba2Block``). Benchmarks set this False
-# before building a model to measure the earlier form (two ``FusedMamba2Block`` calls, flipped copies).
-PAIR_DIRECTIONS = True
+# Fused bidirectional blocks may run both directions at once (``PairedMamba2Block``). Off by default: on the
+# H200 (2026-12-01) its training step was 703 ms against 693 ms for two ``FusedMamba2Block`` calls with
+# flipped copies (BENCHMARKS.md), so it does not pay yet. Benchmarks and tests set it to build either form.
+PAIR_DIRECTIONS = False
 # Paired blocks on the Triton backend run the conv + SiLU in conv_triton's kernel instead of inside the compiled
 # graph (an experiment for benchmarks until measured faster; same function).
 TRITON_CONV = False
