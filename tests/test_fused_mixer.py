@@ -137,6 +137,7 @@ def _paired_interpret() -> None:
         ("pair_out", mm.pair_out),
     ):
         mm._compiled[name] = fn
+    mm.PAIR_DIRECTIONS = True  # the paired block is opt-in
     torch.manual_seed(0)
     cfg = ModelConfig.tiny(dim=16, depth=1, mamba2=dict(headdim=8, d_state=16))
     ref = build_model(cfg, backend="torch")
