@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 from bsmamba2.atomic import atomic_write  # noqa: E402
+from bsmamba2.device import tune_cpu_allocator  # noqa: E402
 from bsmamba2.streaming import CausalStream  # noqa: E402
 
 
@@ -94,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=20.0, help="stream length for the RTF (default 20)")
     parser.add_argument("--long", type=float, default=600.0, help="long stream for the memory check, s")
     args = parser.parse_args(argv)
+    tune_cpu_allocator()  # as the CLI does: freed blocks reused, not page-faulted back in
     torch.set_num_threads(args.threads)
     torch.set_grad_enabled(False)
     device = torch.device(args.device)
