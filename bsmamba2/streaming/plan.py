@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from bsmamba2.model.bands import GroupedBands
 from bsmamba2.model.dualpath import BidirectionalBlock, ForwardBlock, PreNormBlock
 from bsmamba2.model.mixers.mamba2 import Mamba2
-from bsmamba2.model.norms import block_rms_norm, gated_rms_norm
+from bsmamba2.model.norms import gated_rms_norm
 from bsmamba2.model.separator_net import BandSplitSeparator, SpecStreamState
 
 RESCALE_BELOW = 1e-18  # S̃ is folded back into S before a scale drops below this (1/scale stays finite)
@@ -55,8 +55,10 @@ class _Mixer:
         m = cast(Mamba2, block.mixer)
         self.sizes = (m.d_inner, m.ngroups * m.d_state, m.nheads)
         self.h, self.p, self.g, self.n = m.nheads, m.headdim, m.ngroups, m.d_state
-        self.norm_w, self.norm_eps = block.norm.weight.detach(), block.norm.eps
-        self.w_in = m.in_proj.weight.detach().t().contiguous()  # (d, 2·d_inner + 2·g·n + h)
+        self.norm_eps = block.norm.eps
+        # the prenorm's weight folded into in_proj: (x̂ · w) Wᵀ = x̂ (diag(w) Wᵀ), x̂ = x / rms(x)
+        w_in = block.norm.weight.detach().double()[:, None] * m.in_proj.weight.detach().double().t()
+        self.w_in = w_in.to(m.in_proj.weight.dtype).contiguous()  # (d, 2·d_inner + 2·g·n + h)
         self.conv_w = m.conv1d.weight.detach()[:, 0, :].t().contiguous()  # (w, conv_dim)
         assert m.conv1d.bias is not None  # built with bias=True
         self.conv_b = m.conv1d.bias.detach()
@@ -76,19 +78,16 @@ class FramePlan:
         self.cfg = model.cfg
         self.bands = GroupedBands(model.band_split, list(model.mask_estimators))  # type: ignore[arg-type]
         self.final_norm = model.final_norm
-        self.time: list[tuple[_Mixer, Tensor, Tensor]] = []  # (mixer, linear weightᵀ, bias) per layer
+        self.time: list[tuple[_Mixer, Tensor, Tensor]] = []  # (mixer, folded way out, bias) per layer
         self.band: list[_BandBlock] = []
         for layer in model.layers:
             assert isinstance(layer, nn.ModuleList)
             fwd = cast(ForwardBlock, layer[0])
-            lin = fwd.linear
-            self.time.append(
-                (
-                    _Mixer(cast(PreNormBlock, fwd.forward_blocks[0])),
-                    lin.weight.detach().t(),
-                    lin.bias.detach(),
-                )
-            )
+            mix = _Mixer(cast(PreNormBlock, fwd.forward_blocks[0]))
+            # y = u + Linear(u + g·W_outᵀ) = u + [g ‖ u] · [W_outᵀ·W_linᵀ ; W_linᵀ] + bias: one product
+            lin = fwd.linear.weight.detach().double().t()  # (d, d)
+            out = torch.cat([mix.w_out.double() @ lin, lin]).to(mix.w_out.dtype)  # (d_inner + d, d)
+            self.time.append((mix, out, fwd.linear.bias.detach()))
             self.band.append(_BandBlock(cast(BidirectionalBlock, layer[1])))
         self.dtype = next(model.parameters()).dtype
 
@@ -141,8 +140,8 @@ class FramePlan:
         layers = []
         for (mix, lin_w, lin_b), band, st in zip(self.time, self.band, state.layers, strict=True):
             u = rearrange(z, "b l k d -> (b k) l d")
-            y, st = _time_step(mix, u, st)
-            y = torch.addmm(u.flatten(0, 1), (u + y).flatten(0, 1), lin_w, beta=1.0).view_as(u) + lin_b
+            gated, st = _time_step(mix, u, st)  # (m, l, d_inner)
+            y = torch.addmm(lin_b, torch.cat([gated, u], dim=-1).flatten(0, 1), lin_w).view_as(u) + u
             z = band(rearrange(y, "(b k) l d -> (b l) k d", b=b)).view(z.shape)
             layers.append(st)
         masks = self.bands.masks(self.final_norm(z))  # (b, s, l, f·c·2)
@@ -156,11 +155,11 @@ class FramePlan:
 
 
 def _time_step(mix: _Mixer, x: Tensor, st: _TimeState) -> tuple[Tensor, _TimeState]:
-    """The prenorm Mamba2 block's mixer output for the next l frames x (m, l, d) -> (m, l, d) (without the
-    residual), and the state after them."""
+    """The prenorm Mamba2 block's mixer for the next l frames x (m, l, d) up to its gated norm ->
+    (m, l, d_inner) (``out_proj`` is folded into the caller's product), and the state after them."""
     m, l, _ = x.shape
     d_inner, gn, h = mix.sizes
-    u = block_rms_norm(x, mix.norm_w, mix.norm_eps)
+    u = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + mix.norm_eps)  # the prenorm, weight in w_in
     z, xBC, dt = (u @ mix.w_in).split([d_inner, d_inner + 2 * gn, h], dim=-1)
     acc = st.ssm.dtype
     dt = F.softplus(dt.to(acc) + mix.dt_bias.to(acc))  # (m, l, h)
@@ -196,7 +195,7 @@ def _time_step(mix: _Mixer, x: Tensor, st: _TimeState) -> tuple[Tensor, _TimeSta
     y = torch.stack(ys, dim=1) + xs.view(m, l, h, mix.p) * mix.D.to(acc)[:, None]  # (m, l, h, p)
     y = gated_rms_norm(y.flatten(2), z.to(acc), mix.gate_w, mix.gate_eps).to(x.dtype)
     tail = xp[:, xp.shape[1] - (w - 1) :].clone()
-    return y @ mix.w_out, _TimeState(conv=tail, ssm=st.ssm, scale=scale)
+    return y, _TimeState(conv=tail, ssm=st.ssm, scale=scale)
 
 
 class _BandBlock:
@@ -206,16 +205,20 @@ class _BandBlock:
         fw = _Mixer(cast(PreNormBlock, block.forward_blocks[0]))
         bw = _Mixer(cast(PreNormBlock, block.backward_blocks[0]))
         self.mix = fw
-        self.norm_w = torch.stack([fw.norm_w, bw.norm_w])[:, None, None]  # (e, 1, 1, d)
-        self.w_in = torch.stack([fw.w_in, bw.w_in])  # (e, d, ·)
+        self.w_in = torch.cat([fw.w_in, bw.w_in], dim=1)  # (d, e·c), c = 2·d_inner + 2·g·n + h
         self.conv_w = torch.stack([fw.conv_w, bw.conv_w], dim=1)[:, :, None, None]  # (w, e, 1, 1, conv_dim)
         self.conv_b = torch.stack([fw.conv_b, bw.conv_b])[:, None, None]  # (e, 1, 1, conv_dim)
         self.dt_bias = torch.stack([fw.dt_bias, bw.dt_bias])[:, None, None]  # (e, 1, 1, h)
         self.A = torch.stack([fw.A, bw.A])[:, None, None]  # (e, 1, 1, h)
         self.D = torch.stack([fw.D, bw.D])[:, None, :, None, None]  # (e, 1, h, 1, 1)
         self.gate_w = torch.stack([fw.gate_w, bw.gate_w])[:, None]  # (e, 1, d_inner)
-        self.w_out = torch.stack([fw.w_out, bw.w_out])  # (e, d_inner, d)
-        self.lin_w = block.linear.weight.detach().t()  # (2·d, d)
+        # x + Linear([x + g_f·W_fᵀ ‖ x + flip(g_b·W_bᵀ)]) = x + [g_f ‖ flip(g_b) ‖ x] · W + bias, with
+        # W = [W_fᵀ·L₁ᵀ ; W_bᵀ·L₂ᵀ ; (L₁ + L₂)ᵀ] (L = [L₁ L₂] the merge's weight; flips commute with products)
+        d = fw.w_out.shape[1]
+        lin = block.linear.weight.detach().double()
+        l1, l2 = lin[:, :d].t(), lin[:, d:].t()
+        w_out = torch.cat([fw.w_out.double() @ l1, bw.w_out.double() @ l2, l1 + l2])
+        self.w_out = w_out.to(fw.w_out.dtype).contiguous()  # (2·d_inner + d, d)
         self.lin_b = block.linear.bias.detach()
         self._masks: dict[tuple[int, torch.device], Tensor] = {}
 
@@ -229,9 +232,11 @@ class _BandBlock:
         mix = self.mix
         n, k, d = x.shape
         d_inner, gn, h = mix.sizes
-        xs = torch.stack([x, x.flip(1)])  # (e, n, k, d): the backward branch reads the bands reversed
-        u = block_rms_norm(xs, self.norm_w, mix.norm_eps).view(2, n * k, d)
-        z, xBC, dt = torch.bmm(u, self.w_in).split([d_inner, d_inner + 2 * gn, h], dim=-1)
+        u = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + mix.norm_eps)  # both prenorms (weights in w_in)
+        both = (u.reshape(n * k, d) @ self.w_in).view(n, k, 2, -1)  # (n, k, e, c): both directions, one product
+        # (e, n·k, c); the backward branch reads the bands reversed
+        proj = torch.stack([both[:, :, 0], both[:, :, 1].flip(1)]).view(2, n * k, -1)
+        z, xBC, dt = proj.split([d_inner, d_inner + 2 * gn, h], dim=-1)
         acc = torch.promote_types(x.dtype, torch.float32)
         dt = F.softplus(dt.to(acc).view(2, n, k, h) + self.dt_bias)  # (e, n, k, h)
         w = self.conv_w.shape[0]
@@ -255,7 +260,6 @@ class _BandBlock:
         X = (xh * rearrange(dt, "e n k h -> e n h k")[..., None]).view(2, n, g, h // g, k, -1)
         y = (L @ X).view(2, n, h, k, -1) + xh * self.D  # (e, n, h, k, p)
         y = rearrange(y, "e n h k p -> e (n k) (h p)")
-        y = gated_rms_norm(y, z.to(acc), self.gate_w, mix.gate_eps).to(x.dtype)
-        out = torch.bmm(y, self.w_out).view(2, n, k, d)  # (e, n, k, d)
-        both = torch.cat([x + out[0], x + out[1].flip(1)], dim=-1)  # (n, k, 2d): forward ‖ backward branch
-        return torch.addmm(self.lin_b, both.view(n * k, 2 * d), self.lin_w).view(n, k, d) + x
+        y = gated_rms_norm(y, z.to(acc), self.gate_w, mix.gate_eps).to(x.dtype).view(2, n, k, -1)
+        cat = torch.cat([y[0], y[1].flip(1), x], dim=-1).view(n * k, -1)  # (n·k, 2·d_inner + d)
+        return torch.addmm(self.lin_b, cat, self.w_out).view(n, k, d) + x
