@@ -233,7 +233,9 @@ class _BandBlock:
         n, k, d = x.shape
         d_inner, gn, h = mix.sizes
         u = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + mix.norm_eps)  # both prenorms (weights in w_in)
-        both = (u.reshape(n * k, d) @ self.w_in).view(n, k, 2, -1)  # (n, k, e, c): both directions, one product
+        both = (u.reshape(n * k, d) @ self.w_in).view(
+            n, k, 2, -1
+        )  # (n, k, e, c): both directions, one product
         # (e, n·k, c); the backward branch reads the bands reversed
         proj = torch.stack([both[:, :, 0], both[:, :, 1].flip(1)]).view(2, n * k, -1)
         z, xBC, dt = proj.split([d_inner, d_inner + 2 * gn, h], dim=-1)
