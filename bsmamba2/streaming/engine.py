@@ -2,8 +2,8 @@
 
 ``CausalStream(model)`` carries everything a stream needs between blocks: the input samples of the frame
 under way, the model's per-layer state (``BandSplitSeparator.step_spec``: each time block's conv tail and SSM
-state, and the frames waiting for their lookahead), the overlap-add tail of the inverse STFT, and the output
-samples already final. ``push`` returns exactly as many samples as it was given: the offline causal model's
+state, and the frames waiting for their lookahead; run by ``FramePlan`` where the model fits it, in the plan's
+own state form), the overlap-add tail of the inverse STFT, and the output samples already final. ``push`` returns exactly as many samples as it was given: the offline causal model's
 output delayed by ``latency = cfg.latency`` samples (the first ``latency`` are silence), whatever the block
 sizes. ``flush`` returns the last ``latency`` samples and starts a new stream; ``reset`` drops the stream.
 
