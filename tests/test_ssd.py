@@ -118,3 +118,8 @@ def test_recurrent_matches_naive(length: int) -> None:
     torch.testing.assert_close(f2, f1, rtol=1e-12, atol=1e-12)
     assert torch.equal(f2, s0) == (length == 0)  # the initial state is neither ignored nor changed in place
     assert torch.equal(s0, _inputs(2, length, 4, 3, 2, 5, seed=length)[6].detach())
+
+    s1 = s0.clone()
+    y3, f3 = ssd_recurrent(x, dt, A, B, C, D, initial_state=s1, return_final_state=True, inplace=True)
+    torch.testing.assert_close(y3, y1, rtol=1e-12, atol=1e-12)
+    assert f3 is s1 and torch.equal(f3, f2)  # inplace: the state tensor itself carries the result

@@ -150,6 +150,27 @@ def test_bad_blocks_are_refused_and_leave_the_stream_as_it_was() -> None:
     torch.testing.assert_close(got, _offline(model, x)[0], rtol=0, atol=1e-5)
 
 
+def test_bad_blocks_in_a_mono_stream() -> None:
+    """A mono stream (its channel count taken from the first block) refuses a stereo block and an Inf sample
+    mid-stream and carries on as if they had not been pushed; the output is the offline one of the mono
+    input (downmixed model output: the model is stereo)."""
+    model = _model(seed=5)
+    x = 0.5 * torch.randn(1, 2400, generator=torch.Generator().manual_seed(10))
+    sep = StreamingSeparator(model)
+    outs = [sep.push(x[0, :700])]  # 1-D: mono
+    assert sep.channels == 1
+    with pytest.raises(AudioError, match="1 channel"):
+        sep.push(x[:, 700:900].repeat(2, 1))
+    inf = x[:, 700:900].clone()
+    inf[0, 3] = float("inf")
+    with pytest.raises(AudioError, match="Inf"):
+        sep.push(inf)
+    outs += [sep.push(x[:, 700:]), sep.flush()]
+    got = torch.cat([o["vocals"] for o in outs], dim=-1)
+    ref = _offline(model, x.repeat(2, 1))[0].mean(dim=0, keepdim=True)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-5)
+
+
 def test_bidirectional_models_do_not_stream() -> None:
     with pytest.raises(NotStreamableError, match="block mode"):
         CausalStream(build_model(ModelConfig.tiny()))

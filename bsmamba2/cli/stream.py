@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from torch import Tensor
 
 from bsmamba2 import audio
@@ -63,6 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--precision", default="fp32", choices=PRECISIONS, help="autocast precision (default fp32)"
     )
     parser.add_argument("--backend", default="auto", choices=BACKENDS, help=BACKEND_HELP)
+    parser.add_argument(
+        "--threads", type=int, default=0,
+        help="CPU threads (default: torch's); small blocks often run best on 1, above all on a busy machine",
+    )  # fmt: skip
     parser.add_argument("--format", default="wav", choices=FORMATS, help="output format (default wav)")
     parser.add_argument(
         "--bit-depth", default="float", choices=BIT_DEPTHS, help="output samples (default float)"
@@ -155,6 +160,8 @@ def _separator(args: argparse.Namespace, rate: int, channels: int) -> StreamingS
         if args.model
         else (DEFAULT_CAUSAL_MODEL if DEFAULT_CAUSAL_MODEL.exists() else DEFAULT_MODEL)
     )
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     dev = resolve_device(args.device)
     dtype = resolve_precision(dev, args.precision)
     model = load_model(path, device=dev, backend=args.backend)

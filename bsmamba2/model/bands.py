@@ -32,6 +32,25 @@ class BandSplit(nn.Module):
         parts = x.split(self.band_features, dim=-1)
         return torch.stack([net(part) for net, part in zip(self.to_features, parts, strict=True)], dim=-2)
 
+    def layout(self) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """Per run of equal-width bands (``width_runs``): (γ·√n (G, n), weightᵀ (G, n, d), bias (G, 1, d)),
+        stacked from the parameters (differentiable; ``detach`` for a snapshot)."""
+        norms = [cast(RMSNorm, cast(nn.Sequential, m)[0]) for m in self.to_features]
+        projs = [cast(nn.Linear, cast(nn.Sequential, m)[1]) for m in self.to_features]
+        out = []
+        for first, count, _ in width_runs(self.band_features):
+            band = range(first, first + count)
+            gamma = torch.stack([norms[k].gamma * norms[k].scale for k in band])
+            w = torch.stack([projs[k].weight.t() for k in band])
+            b = torch.stack([projs[k].bias for k in band])[:, None]
+            out.append((gamma, w, b))
+        return out
+
+    def forward_grouped(self, x: Tensor) -> Tensor:
+        """``forward`` with each run of equal-width bands as one batched product (7 for the paper's bands);
+        same function, other rounding."""
+        return split_runs(x, width_runs(self.band_features), self.layout())
+
 
 class MaskEstimator(nn.Module):
     """Per-band MLP: Linear(d, mult·d) → Tanh → Linear(mult·d, 2·features) → GLU. One per stem.
@@ -43,6 +62,7 @@ class MaskEstimator(nn.Module):
     def __init__(self, band_features: tuple[int, ...], dim: int, mlp_mult: int = 4) -> None:
         super().__init__()
         hidden = dim * mlp_mult
+        self.band_features = band_features
         self.to_freqs = nn.ModuleList(
             nn.Sequential(
                 nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 2 * n)),
@@ -55,71 +75,96 @@ class MaskEstimator(nn.Module):
         bands = z.unbind(dim=-2)
         return torch.cat([net(band) for net, band in zip(self.to_freqs, bands, strict=True)], dim=-1)
 
-
-class GroupedBands:
-    """The band split and the mask estimators of a model, with runs of bands of equal width computed as one
-    batched product each (7 groups for the paper's 62 bands): the same function in a few dozen kernels
-    instead of hundreds, for streaming, where a frame's work is small and the kernel count dominates.
-
-    Inference only: it holds stacked copies of the weights taken when it is made (``of``), so a model
-    trained further needs a new one. Rounding differs from the per-band modules' (another summation order).
-    """
-
-    def __init__(self, split: BandSplit, estimators: list[MaskEstimator]) -> None:
-        widths = split.band_features
-        self.groups: list[tuple[int, int, int]] = []  # (first band, bands, features per band)
-        k = 0
-        while k < len(widths):
-            j = k
-            while j < len(widths) and widths[j] == widths[k]:
-                j += 1
-            self.groups.append((k, j - k, widths[k]))
-            k = j
-        norms = [cast(RMSNorm, cast(nn.Sequential, m)[0]) for m in split.to_features]
-        projs = [cast(nn.Linear, cast(nn.Sequential, m)[1]) for m in split.to_features]
-        # per stem, per band: the MLP Linear -> Tanh -> Linear before the GLU
-        mlps = [
-            [cast(nn.Sequential, cast(nn.Sequential, net)[0]) for net in est.to_freqs] for est in estimators
-        ]
-        first = [[cast(nn.Linear, mlp[0]) for mlp in stem] for stem in mlps]
-        second = [[cast(nn.Linear, mlp[2]) for mlp in stem] for stem in mlps]
-        with torch.no_grad():
-            self.split_w = self._stack([[p.weight for p in projs]])  # per group (G, d, n)
-            self.split_b = self._stack([[p.bias for p in projs]])  # (G, d)
-            self.gamma = self._stack([[m.gamma * m.scale for m in norms]])  # (G, n)
-            self.w1 = self._stack([[lin.weight for lin in stem] for stem in first])  # (s, G, hidden, d)
-            self.b1 = self._stack([[lin.bias for lin in stem] for stem in first])  # (s, G, hidden)
-            self.w2 = self._stack([[lin.weight for lin in stem] for stem in second])  # (s, G, 2n, hidden)
-            self.b2 = self._stack([[lin.bias for lin in stem] for stem in second])  # (s, G, 2n)
-
-    def _stack(self, per_stem: list[list[Tensor]]) -> list[Tensor]:
-        """Per group, the bands' tensors stacked on a band axis (and a stem axis first if there are several)."""
+    def layout(self) -> list[tuple[Tensor, Tensor, Tensor, Tensor]]:
+        """Per run of equal-width bands: (W₁ᵀ (G, d, hidden), b₁ (G, 1, hidden), W₂ᵀ (G, hidden, 2n),
+        b₂ (G, 1, 2n)), stacked from the parameters (differentiable)."""
+        mlps = [cast(nn.Sequential, cast(nn.Sequential, net)[0]) for net in self.to_freqs]
+        first_l = [cast(nn.Linear, mlp[0]) for mlp in mlps]
+        second = [cast(nn.Linear, mlp[2]) for mlp in mlps]
         out = []
-        for first, count, _ in self.groups:
-            parts = [torch.stack(list(bands[first : first + count])) for bands in per_stem]
-            out.append(parts[0].detach().clone() if len(parts) == 1 else torch.stack(parts))
+        for first, count, _ in width_runs(self.band_features):
+            band = range(first, first + count)
+            out.append(
+                (
+                    torch.stack([first_l[k].weight.t() for k in band]),
+                    torch.stack([first_l[k].bias for k in band])[:, None],
+                    torch.stack([second[k].weight.t() for k in band]),
+                    torch.stack([second[k].bias for k in band])[:, None],
+                )
+            )
         return out
 
+    def forward_grouped(self, z: Tensor) -> Tensor:
+        """``forward`` with each run of equal-width bands as one batched product; same function, other
+        rounding."""
+        return mask_runs(z, width_runs(self.band_features), self.layout())
+
+
+def width_runs(widths: tuple[int, ...]) -> list[tuple[int, int, int]]:
+    """Runs of consecutive bands of equal feature width: (first band, band count G, features per band n)."""
+    runs: list[tuple[int, int, int]] = []
+    k = 0
+    while k < len(widths):
+        j = k
+        while j < len(widths) and widths[j] == widths[k]:
+            j += 1
+        runs.append((k, j - k, widths[k]))
+        k = j
+    return runs
+
+
+def split_runs(
+    x: Tensor, runs: list[tuple[int, int, int]], layout: list[tuple[Tensor, Tensor, Tensor]]
+) -> Tensor:
+    """The band split from a ``BandSplit.layout``: x (b, t, Σ features) -> (b, t, k, d). Each run of G bands
+    of width n: the repo's RMSNorm per band, then one (G-batched) product."""
+    b, t, _ = x.shape
+    outs, off = [], 0
+    for (_, count, n), (gamma, w, bias) in zip(runs, layout, strict=True):
+        xg = x[..., off : off + count * n].reshape(b * t, count, n)  # (b·t, G, n)
+        xg = F.normalize(xg, dim=-1) * gamma  # (√n folded into gamma)
+        y = torch.baddbmm(bias, xg.transpose(0, 1), w)  # (G, b·t, d)
+        outs.append(y.transpose(0, 1))
+        off += count * n
+    return torch.cat(outs, dim=1).view(b, t, -1, outs[0].shape[-1])  # (b, t, k, d)
+
+
+def mask_runs(
+    z: Tensor, runs: list[tuple[int, int, int]], layout: list[tuple[Tensor, Tensor, Tensor, Tensor]]
+) -> Tensor:
+    """One stem's mask heads from a ``MaskEstimator.layout``: z (b, t, k, d) -> (b, t, Σ features). Each run
+    of G bands: Linear -> Tanh -> Linear -> GLU as two G-batched products."""
+    b, t, k, d = z.shape
+    zt = z.reshape(b * t, k, d).transpose(0, 1)  # (k, b·t, d)
+    outs = []
+    for (first, count, _), (w1, b1, w2, b2) in zip(runs, layout, strict=True):
+        h = torch.tanh(torch.baddbmm(b1, zt[first : first + count], w1))  # (G, b·t, hidden)
+        o = F.glu(torch.baddbmm(b2, h, w2), dim=-1)  # (G, b·t, n)
+        outs.append(o.transpose(0, 1).reshape(b * t, -1))  # (b·t, G·n)
+    return torch.cat(outs, dim=-1).view(b, t, -1)
+
+
+class GroupedBands:
+    """The band split and the mask estimators of a model as run-batched products (``width_runs``: 7 runs
+    for the paper's 62 bands), from detached copies of the weights taken when it is made: the same function
+    in a few dozen kernels instead of hundreds, for streaming and inference. A model trained further needs a
+    new one (``BandSplit.forward_grouped`` / ``MaskEstimator.forward_grouped`` use the live parameters).
+    Rounding differs from the per-band modules' (another summation order)."""
+
+    def __init__(self, split: BandSplit, estimators: list[MaskEstimator]) -> None:
+        self.groups = width_runs(split.band_features)  # (first band, bands, features per band)
+        with torch.no_grad():
+            self.split_layout = [(g.clone(), w.contiguous(), b.clone()) for g, w, b in split.layout()]
+            self.mask_layouts = [
+                [
+                    (w1.contiguous(), b1.clone(), w2.contiguous(), b2.clone())
+                    for w1, b1, w2, b2 in est.layout()
+                ]
+                for est in estimators
+            ]
+
     def split(self, x: Tensor) -> Tensor:  # x (b, t, sum(features)) -> (b, t, k, d), as BandSplit
-        outs, off = [], 0
-        for (_, count, n), w, bias, gamma in zip(
-            self.groups, self.split_w, self.split_b, self.gamma, strict=True
-        ):
-            xg = x[..., off : off + count * n].unflatten(-1, (count, n))  # (b, t, G, n)
-            xg = F.normalize(xg, dim=-1) * gamma  # the repo's RMSNorm per band (√n folded into gamma)
-            outs.append(torch.einsum("btgn,gdn->btgd", xg, w) + bias)
-            off += count * n
-        return torch.cat(outs, dim=-2)
+        return split_runs(x, self.groups, self.split_layout)
 
     def masks(self, z: Tensor) -> Tensor:  # z (b, t, k, d) -> (b, s, t, sum(features)), as the estimators
-        outs = []
-        for (first, count, _), w1, b1, w2, b2 in zip(
-            self.groups, self.w1, self.b1, self.w2, self.b2, strict=True
-        ):
-            if w1.dim() == 3:  # one stem: give it its stem axis
-                w1, b1, w2, b2 = w1[None], b1[None], w2[None], b2[None]
-            zg = z[:, :, first : first + count]  # (b, t, G, d)
-            h = torch.tanh(torch.einsum("btgd,sghd->bstgh", zg, w1) + b1[:, None])  # (b, s, t, G, hidden)
-            o = torch.einsum("bstgh,sgoh->bstgo", h, w2) + b2[:, None]  # (b, s, t, G, 2n)
-            outs.append(F.glu(o, dim=-1).flatten(-2))  # (b, s, t, G·n)
-        return torch.cat(outs, dim=-1)
+        return torch.stack([mask_runs(z, self.groups, lay) for lay in self.mask_layouts], dim=1)

@@ -2,6 +2,8 @@
 
 - :mod:`~bsmamba2.streaming.engine`: ``CausalStream``, a causal model as a stream at the model's rate
   (carried state: framing buffer, per-layer SSM state and conv tail, overlap-add tail);
+- :mod:`~bsmamba2.streaming.plan`: ``FramePlan``, the engine's per-frame network step in few kernels (the
+  model's ``step_spec`` function, with the weights laid out for one-frame steps);
 - :mod:`~bsmamba2.streaming.separator`: ``StreamingSeparator``, the Python API (any rate, mono or stereo,
   the residual stem, checked blocks);
 - :mod:`~bsmamba2.streaming.blocks`: block mode for bidirectional models (short blocks with lookahead and

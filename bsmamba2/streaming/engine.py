@@ -2,8 +2,8 @@
 
 ``CausalStream(model)`` carries everything a stream needs between blocks: the input samples of the frame
 under way, the model's per-layer state (``BandSplitSeparator.step_spec``: each time block's conv tail and SSM
-state, and the frames waiting for their lookahead), the overlap-add tail of the inverse STFT, and the output
-samples already final. ``push`` returns exactly as many samples as it was given: the offline causal model's
+state, and the frames waiting for their lookahead; run by ``FramePlan`` where the model fits it, in the plan's
+own state form), the overlap-add tail of the inverse STFT, and the output samples already final. ``push`` returns exactly as many samples as it was given: the offline causal model's
 output delayed by ``latency = cfg.latency`` samples (the first ``latency`` are silence), whatever the block
 sizes. ``flush`` returns the last ``latency`` samples and starts a new stream; ``reset`` drops the stream.
 
@@ -26,6 +26,7 @@ from torch import Tensor
 from bsmamba2.model.framing import analyse, envelope, left_pad, synthesise
 from bsmamba2.model.mixers.base import NotStreamableError
 from bsmamba2.model.separator_net import BandSplitSeparator, SpecStreamState
+from bsmamba2.streaming.plan import FramePlan
 
 
 class CausalStream:
@@ -47,8 +48,12 @@ class CausalStream:
         self.n_fft, self.hop = cfg.n_fft, cfg.hop_length
         self.latency = cfg.latency  # samples
         self._env = envelope(self.n_fft, self.hop, self.device)  # (hop,)
-        # Band split and mask heads batched by band width: a frame's work is small, so kernel count rules.
-        # A snapshot of the weights: a stream made before further training keeps the old ones.
+        # A frame's work is small, so kernel count and passes over the state rule: the plan runs the same
+        # function in fewer (a snapshot of the weights: a stream made before further training keeps the old
+        # ones). Models it does not fit, and autocast, take the model's own step with the band split and
+        # mask heads batched by band width.
+        plain = dtype is None or dtype == torch.float32
+        self._plan = FramePlan(model) if plain and FramePlan.supports(model) else None
         self._grouped = model.grouped_bands()
         self.reset()
 
@@ -58,7 +63,11 @@ class CausalStream:
         c, s = self.cfg.audio_channels, self.cfg.num_stems
         pad = left_pad(self.n_fft, self.hop)
         self._input = torch.zeros(c, pad, device=self.device)  # from the next frame's first sample on
-        self._state: SpecStreamState = self.model.stream_state(1, self.device)
+        self._state: SpecStreamState = (
+            self.model.stream_state(1, self.device)
+            if self._plan is None
+            else self._plan.stream_state(1, self.device)
+        )
         self._tail = torch.zeros(s, c, self.n_fft - self.hop, device=self.device)  # overlap-add, not final
         self._skip = pad  # synthesised samples before the signal's first (the left padding's)
         self._ready = torch.zeros(s, c, self.latency, device=self.device)  # final output not returned yet
@@ -79,9 +88,10 @@ class CausalStream:
             X = analyse(self._input[:, :used], self.n_fft, self.hop)  # (c, f, frames)
             self._input = self._input[:, frames * self.hop :]  # the next frame starts here
             with torch.inference_mode(), self._autocast():
-                S, self._state = self.model.step_spec(
-                    X[None], self._state, self._grouped
-                )  # (1, s, c, f, t ≤ frames)
+                if self._plan is not None:
+                    S, self._state = self._plan.step(X[None], self._state)  # (1, s, c, f, t ≤ frames)
+                else:
+                    S, self._state = self.model.step_spec(X[None], self._state, self._grouped)
             self._emit(S[0])
         out, self._ready = self._ready[..., : x.shape[-1]], self._ready[..., x.shape[-1] :]
         return out

@@ -4,8 +4,9 @@ A sequence mixer maps (b, l, d) -> (b, l, d): b independent sequences of length 
 path, every band along time or every frame along bands). A mixer that is causal along l can also run a
 sequence in pieces: ``init_state(batch, device, dtype)`` gives the state before the first step, and
 ``step(x (b, l', d), state) -> (y (b, l', d), new_state)`` continues from it, so that the pieces' outputs,
-concatenated, equal ``forward`` on the whole sequence. Mixers that look at the whole sequence at once
-(attention) keep ``streamable`` False and say so when asked to step.
+concatenated, equal ``forward`` on the whole sequence. ``step`` consumes the state it is given (a mixer may
+update its tensors in place: a stream's state is its biggest tensor); copy it to branch a stream. Mixers
+that look at the whole sequence at once (attention) keep ``streamable`` False and say so when asked to step.
 """
 
 from __future__ import annotations

@@ -198,21 +198,48 @@ class Mamba2(SequenceMixer):
         """The next piece u (b, l, d_model), l ≥ 1, of sequences whose earlier part left ``state``.
 
         Returns (y (b, l, d_model), the state after this piece); pieces run one after another from
-        ``init_state`` give what ``forward`` gives on the whole sequence."""
+        ``init_state`` give what ``forward`` gives on the whole sequence. ``state`` is consumed: for pieces of
+        up to ``RECURRENT_STEPS`` its SSM tensor is updated in place (as mamba_ssm's ``step`` does), so a
+        caller that branches a stream copies the state first."""
         z, xBC, dt = self._project(u)
         K = self.conv1d.weight.shape[-1]
         # The convolution sees the previous K - 1 inputs, then this piece: no padding, exactly l outputs.
         xp = torch.cat([state.conv.to(xBC.dtype), xBC], dim=1)  # (b, K - 1 + l, conv_dim)
-        conv = F.conv1d(xp.transpose(1, 2), self.conv1d.weight, self.conv1d.bias, groups=self.conv1d.groups)
-        # A piece of a few steps (a stream's frame or two) runs the plain recurrence, in the state's dtype:
-        # the chunked forms cost a dozen kernels whatever the length. Same function, other rounding.
-        short = u.shape[1] <= RECURRENT_STEPS
-        x, dt, A, B, C, D = self._scan_inputs(F.silu(conv.transpose(1, 2)), dt)
+        l = u.shape[1]
+        # A piece of a few steps (a stream's frame or two) runs the convolution as K multiply-adds and the
+        # plain recurrence, in the state's dtype: the general forms cost more kernels and layout copies than
+        # the arithmetic. Same function, other rounding.
+        short = l <= RECURRENT_STEPS
+        if short:
+            w = self.conv1d.weight[:, 0, :]  # (conv_dim, K)
+            bias = self.conv1d.bias
+            assert bias is not None  # built with bias=True
+            conv = bias + xp[:, 0:l] * w[:, 0]
+            for k in range(1, K):
+                conv = conv + xp[:, k : k + l] * w[:, k]  # (b, l, conv_dim)
+        else:
+            conv = F.conv1d(
+                xp.transpose(1, 2), self.conv1d.weight, self.conv1d.bias, groups=self.conv1d.groups
+            ).transpose(1, 2)
+        x, dt, A, B, C, D = self._scan_inputs(F.silu(conv), dt)
         if short:
             x, B, C = x.to(state.ssm.dtype), B.to(state.ssm.dtype), C.to(state.ssm.dtype)
-        out = (ssd_recurrent if short else self.scan)(
-            x, dt, A, B, C, D, chunk_size=self.chunk_size, initial_state=state.ssm, return_final_state=True
-        )
+        if short:  # the carried SSM state is updated in place: ``state`` is consumed
+            out = ssd_recurrent(
+                x, dt, A, B, C, D, initial_state=state.ssm, return_final_state=True, inplace=True
+            )
+        else:
+            out = self.scan(
+                x,
+                dt,
+                A,
+                B,
+                C,
+                D,
+                chunk_size=self.chunk_size,
+                initial_state=state.ssm,
+                return_final_state=True,
+            )
         assert isinstance(out, tuple)
         y, ssm = out
         y = self.out_proj(self.norm(rearrange(y, "b l h p -> b l (h p)"), z))

@@ -79,22 +79,30 @@ def ssd_recurrent(
     chunk_size: int = 256,
     initial_state: Tensor | None = None,
     return_final_state: bool = False,
+    inplace: bool = False,
 ) -> Tensor | tuple[Tensor, Tensor]:
     """``ssd_naive``'s recurrence in few passes over the state, for streaming a few steps at a time.
 
     The state (b, h, p, n) is the big tensor of a step (a stream's frame reads and writes all of it), so each
-    step touches it three times: decay (a new tensor), the rank-one input added in place, the read-out. Heads
-    share their group's B and C by broadcasting, not by copies. Runs in the dtype of x (the caller promotes).
+    step touches it three times, in place: decay, the rank-one input, the read-out. Heads share their group's
+    B and C by broadcasting, not by copies. ``inplace``: update ``initial_state`` itself (it must have x's
+    dtype) instead of a copy; a fresh tensor per step costs several times the arithmetic on CPU (cold memory).
+    Runs in the dtype of x (the caller promotes).
     """
     b, l, h, p, g, n = check_shapes(x, dt, A, B, C)
-    S = x.new_zeros(b, h, p, n) if initial_state is None else initial_state.to(x.dtype)
+    if initial_state is None:
+        S = x.new_zeros(b, h, p, n)
+    elif inplace and initial_state.dtype == x.dtype:
+        S = initial_state
+    else:
+        S = initial_state.to(x.dtype, copy=True)
     ys = []
     for t in range(l):
         decay = torch.exp(dt[:, t] * A)  # (b, h)
-        S = S * decay[:, :, None, None]  # (b, h, p, n)
+        S.mul_(decay[:, :, None, None])  # (b, h, p, n)
         Sg = S.view(b, g, h // g, p, n)
         xdt = (dt[:, t, :, None] * x[:, t]).view(b, g, h // g, p, 1)  # Δ·x, (b, g, k, p, 1)
-        Sg.addcmul_(xdt, B[:, t, :, None, None, :])  # += Δ·x ⊗ B, in place on the new state
+        Sg.addcmul_(xdt, B[:, t, :, None, None, :])  # += Δ·x ⊗ B
         ys.append(torch.einsum("bgkpn,bgn->bgkp", Sg, C[:, t]).reshape(b, h, p))  # (b, h, p)
     y = torch.stack(ys, dim=1) if ys else x.new_zeros(b, 0, h, p)  # (b, l, h, p)
     if D is not None:
