@@ -64,7 +64,9 @@ def ssd_fast(
         states_io = initial_state is not None or return_final_state
         rows = _block_rows(b, l, h, cs, acc)
         if grad or states_io or rows >= b:
-            y, final = _scan(x, dt, A, B, C, cs, dtype, acc, initial_state, return_final_state, inplace=not grad)
+            y, final = _scan(
+                x, dt, A, B, C, cs, dtype, acc, initial_state, return_final_state, inplace=not grad
+            )
         else:  # inference without states: blocks of sequences, written into one output
             y = x.new_empty(b, l, h, p, dtype=dtype)
             for i in range(0, b, rows):
