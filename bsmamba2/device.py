@@ -211,7 +211,7 @@ def time_precisions(model: nn.Module, seconds: float = 1.0, reps: int = 1) -> di
 
 def measured_cpu_precision(model: nn.Module, cache: Path | None = None) -> torch.dtype | None:
     """bf16 or fp32 (None), whichever ran ``model`` faster here: timed once on a second of noise
-    (``time_precisions``, a few seconds at most) and remembered in ``cache`` (default
+    (``time_precisions``: about 2.5 s of audio through the model, once) and remembered in ``cache`` (default
     ``cache_dir()/cpu_precision.json``) per CPU, torch version, thread count and model config."""
     path = cache if cache is not None else cache_dir() / "cpu_precision.json"
     key = _precision_key(model)
