@@ -91,6 +91,31 @@ def baselines(seconds: float) -> list[tuple[str, Callable[[], torch.nn.Module]]]
     return [("BS-RoFormer baseline (paper size)", roformer), ("htdemucs (demucs 4)", htdemucs)]
 
 
+def finish(rep: Report, seconds: float, reps: int, native_bf16: bool) -> None:
+    """Notes and the table; the report's JSON and Markdown written to $OUT (``--out``)."""
+    from bsmamba2.atomic import atomic_write
+
+    rep.notes.append(
+        f"Seconds of processing per second of audio (lower is better): best of {reps} forward(s) of one "
+        f"{seconds:g} s stereo clip, batch 1, {torch.get_num_threads()} threads, glibc malloc tuned as the CLI "
+        "does. *auto* = what `--precision auto` picks for that model on this CPU (measured on 1 s, "
+        "bsmamba2.device.measured_cpu_precision). `load` = the 1-minute load average after the row."
+    )
+    if not native_bf16:
+        rep.notes.append(
+            "No AMX / AVX512-BF16 on this CPU: bf16 would be emulated (slower), so it is not run."
+        )
+    rep.table("cpu", ["model", "path", "fp32", "bf16", "auto", "load"], "CPU inference, s per s of audio")
+    rep.finish()
+    out = Path(os.environ.get("OUT") or "bench_out")
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / "bench_cpu.md") as tmp:
+        tmp.write_text(rep.markdown() + "\n")
+    with atomic_write(out / "bench_cpu.json") as tmp:
+        data = dict(info=rep.info, extra=rep.extra, rows=rep.rows, errors=rep.errors)
+        tmp.write_text(json.dumps(data, indent=1, default=str))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="a 4 s clip and one timed pass per row")
@@ -107,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
         seconds, reps = 1.0, 1
     if args.out is not None:
         os.environ["OUT"] = str(args.out)
-    from bsmamba2.atomic import atomic_write
     from bsmamba2.device import measured_cpu_precision, tune_cpu_allocator
 
     tune_cpu_allocator()  # as `bsmamba2 separate` does
@@ -169,25 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         attempt(
             rep, name, lambda name=name, make=make_baseline: row(name, "torch eager", timed(make(), name))
         )
-    rep.notes.append(
-        f"Seconds of processing per second of audio (lower is better): best of {reps} forward(s) of one "
-        f"{seconds:g} s stereo clip, batch 1, {torch.get_num_threads()} threads, glibc malloc tuned as the CLI "
-        "does. *auto* = what `--precision auto` picks for that model on this CPU (measured on 1 s, "
-        "bsmamba2.device.measured_cpu_precision). `load` = the 1-minute load average after the row."
-    )
-    if not native_bf16:
-        rep.notes.append(
-            "No AMX / AVX512-BF16 on this CPU: bf16 would be emulated (slower), so it is not run."
-        )
-    rep.table("cpu", ["model", "path", "fp32", "bf16", "auto", "load"], "CPU inference, s per s of audio")
-    rep.finish()
-    out = Path(os.environ.get("OUT") or "bench_out")
-    out.mkdir(parents=True, exist_ok=True)
-    with atomic_write(out / "bench_cpu.md") as tmp:
-        tmp.write_text(rep.markdown() + "\n")
-    with atomic_write(out / "bench_cpu.json") as tmp:
-        data = dict(info=rep.info, extra=rep.extra, rows=rep.rows, errors=rep.errors)
-        tmp.write_text(json.dumps(data, indent=1, default=str))
+    finish(rep, seconds, reps, native_bf16)
     return 0
 
 
