@@ -140,12 +140,13 @@ class Separator:
         from bsmamba2.model.mixers.ssd import resolve_backend
 
         dev = resolve_device(device)
-        dtype = resolve_precision(dev, precision)
+        resolve_precision(dev, precision)  # a bad name fails before the model loads
         try:
             backend = resolve_backend(backend, dev)
         except ValueError as e:
             raise UserError(f"backend: {e}") from None
         model = load_model(path, device=dev, backend=backend, fused=fused)
+        dtype = resolve_precision(dev, precision, model=model)  # auto on CPU: the measured faster one
         log_once(f"model {Path(path).name} on {describe(dev, dtype)}")
         return cls(
             model,

@@ -1,22 +1,32 @@
 """Device and precision choice, and the torchrun process layout (inference and training share both).
 
-``auto`` picks CUDA, then Apple MPS, then CPU. Precision ``auto`` means bf16 autocast where the hardware runs
-it natively (CUDA GPUs with bf16, CPUs with AMX or AVX512-BF16) and fp32 elsewhere; emulated bf16 on an
-ordinary CPU is slower than fp32 and only loses accuracy. The official code used fp16 autocast on CUDA
+``auto`` picks CUDA, then Apple MPS, then CPU. Precision ``auto`` means bf16 autocast on CUDA GPUs with bf16,
+fp32 on CPUs without native bf16 (emulated bf16 is slower than fp32 and only loses accuracy), and on CPUs with
+AMX or AVX512-BF16 whichever of the two ran the model faster: which one wins depends on the CPU and the model
+(2026-12-01: the bundled model ran slower in bf16 than in fp32 on a 2-core Xeon with AMX, faster on a 2-core
+AMD EPYC with AVX512-BF16), so it is measured once per CPU, model and thread count and cached
+(``measured_cpu_precision``). The official code used fp16 autocast on CUDA
 (OFFICIAL_SPEC §7); ``fp16`` is available to reproduce it.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import logging
 import os
+import platform
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
+from bsmamba2.atomic import atomic_write
 from bsmamba2.errors import UserError
 from bsmamba2.model.mixers import ssd
 
@@ -134,9 +144,12 @@ def cpu_has_native_bf16() -> bool:
     return False
 
 
-def resolve_precision(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+def resolve_precision(
+    device: torch.device, precision: str = "auto", model: nn.Module | None = None
+) -> torch.dtype | None:
     """Autocast dtype for ``device`` (None = plain fp32). 'auto': bf16 on CUDA with bf16 support (else fp16,
-    as the official code), bf16 on CPUs with native bf16, fp32 otherwise (MPS included)."""
+    as the official code); on CPUs with native bf16 the faster of fp32 and bf16 for ``model``
+    (``measured_cpu_precision``), bf16 when no model is given; fp32 otherwise (MPS included)."""
     precision = precision.lower()
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
@@ -147,8 +160,77 @@ def resolve_precision(device: torch.device, precision: str = "auto") -> torch.dt
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
+        return torch.bfloat16 if model is None else measured_cpu_precision(model)
     return None
+
+
+def cache_dir() -> Path:
+    """The user cache folder of bsmamba2: $XDG_CACHE_HOME/bsmamba2 (default ~/.cache/bsmamba2)."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "bsmamba2"
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="ignore").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _precision_key(model: nn.Module) -> str:
+    """What the fp32/bf16 race depends on: the CPU, torch, the thread count and the model (config, backend)."""
+    cfg: Any = getattr(model, "cfg", None)
+    arch = cfg.to_dict() if hasattr(cfg, "to_dict") else type(model).__name__
+    what = [_cpu_name(), torch.__version__, torch.get_num_threads(), arch, getattr(model, "backend", "")]
+    return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def time_precisions(model: nn.Module, seconds: float = 1.0, reps: int = 1) -> dict[str, float]:
+    """Seconds of ``model`` (a waveform model with a ``cfg``: (b, c, n) -> (b, s, c, n)) on ``seconds`` of
+    noise in fp32 and in bf16 autocast, best of ``reps`` each after a short warm-up, the two interleaved so
+    that a load change hits both."""
+    cfg: Any = model.cfg
+    p = next(model.parameters())
+    n = max(cfg.n_fft, round(seconds * cfg.sample_rate))
+    wave = 0.1 * torch.randn(1, cfg.audio_channels, n, generator=torch.Generator().manual_seed(0))
+    wave = wave.to(p.device)
+    best = {"fp32": float("inf"), "bf16": float("inf")}
+    with torch.inference_mode():
+        for rep in range(reps + 1):
+            for name in best:
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=name == "bf16"):
+                    t = time.perf_counter()
+                    model(wave if rep else wave[..., : max(cfg.n_fft, n // 4)])  # rep 0: warm-up
+                    if rep:
+                        best[name] = min(best[name], time.perf_counter() - t)
+    return best
+
+
+def measured_cpu_precision(model: nn.Module, cache: Path | None = None) -> torch.dtype | None:
+    """bf16 or fp32 (None), whichever ran ``model`` faster here: timed once on a second of noise
+    (``time_precisions``: about 2.5 s of audio through the model, once) and remembered in ``cache`` (default
+    ``cache_dir()/cpu_precision.json``) per CPU, torch version, thread count and model config."""
+    path = cache if cache is not None else cache_dir() / "cpu_precision.json"
+    key = _precision_key(model)
+    try:
+        known = json.loads(path.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    if key not in known:
+        times = time_precisions(model)
+        known[key] = min(times, key=lambda name: times[name])
+        log_once(f"CPU precision measured: fp32 {times['fp32']:.2f} s, bf16 {times['bf16']:.2f} s")
+        try:
+            with atomic_write(path) as tmp:
+                tmp.write_text(json.dumps(known, indent=1, sort_keys=True))
+        except OSError as e:  # a read-only home: measure again next time
+            log.debug("cannot cache the CPU precision in %s: %s", path, e)
+    return torch.bfloat16 if known[key] == "bf16" else None
 
 
 def describe(device: torch.device, dtype: torch.dtype | None) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
@@ -69,7 +70,9 @@ class BidirectionalBlock(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (n, l, d) -> (n, l, d)
         f = self.forward_blocks[0](x)
         b = self.backward_blocks[0](x, flip=True)  # = block(x.flip(1)).flip(1)
-        return x + self.linear(torch.cat([f, b], dim=-1))
+        # Linear([f ; b]) as W_f·f + W_b·b: the same product without copying both into a (n, l, 2d) tensor.
+        w_f, w_b = self.linear.weight.chunk(2, dim=1)
+        return x + (F.linear(f, w_f, self.linear.bias) + F.linear(b, w_b))
 
 
 class ForwardBlock(SequenceMixer):
