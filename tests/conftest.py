@@ -6,7 +6,8 @@ Everything is small enough for CPU tests that take seconds.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -147,3 +148,15 @@ def no_loading(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
     monkeypatch.setattr(Separator, "from_pretrained", staticmethod(load))
     return calls
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Keep the user cache (measured CPU precision, compile caches) out of the tester's home folder."""
+    old = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("xdg_cache"))
+    yield
+    if old is None:
+        os.environ.pop("XDG_CACHE_HOME", None)
+    else:
+        os.environ["XDG_CACHE_HOME"] = old
