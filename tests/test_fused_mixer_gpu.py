@@ -29,6 +29,11 @@ pytestmark = [pytest.mark.gpu, gpu]
 DIM = 256
 
 
+@pytest.fixture(autouse=True)
+def _paired(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(mm, "PAIR_DIRECTIONS", True)  # the paired block is opt-in (mamba2.PAIR_DIRECTIONS)
+
+
 def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a.double() - b.double()).norm() / b.double().norm().clamp_min(1e-30)).item()
 
@@ -79,7 +84,11 @@ def test_gpu_paired_block_matches_reference(length: int, autocast: bool) -> None
     assert _rel(flat[0], flat[1]) < 1e-2
 
 
-def test_gpu_converted_official_model_through_new_path(tmp_path: Path) -> None:
+@pytest.mark.parametrize("paired", [True, False], ids=["paired", "default"])
+def test_gpu_converted_official_model_through_new_path(
+    tmp_path: Path, paired: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mm, "PAIR_DIRECTIONS", paired)
     """test_regression's converted official model, fused + Triton on the GPU, float32: the stored output."""
     from bsmamba2.checkpoints import load_model
     from bsmamba2.checkpoints.official_layout import official_state_shapes
@@ -98,7 +107,7 @@ def test_gpu_converted_official_model_through_new_path(tmp_path: Path) -> None:
     path = tmp_path / "official.pt"
     torch.save(official, path)
     model = load_model(path, device="cuda", backend="triton", fused=True)
-    assert any(isinstance(m, mm.PairedMamba2Block) for m in model.modules())
+    assert any(isinstance(m, mm.PairedMamba2Block) for m in model.modules()) == paired
     x = torch.from_numpy(fixed_input(0.5, seed=5))[None].cuda()
     with torch.no_grad():
         y = model(x).cpu().double().numpy()
