@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# One device call (< 10 minutes) for the speed issues' tables: the GPU tests, then `bsmamba2 separate` as users
+# run it (benchmarks/bench_cli.py) and streaming on the GPU, while the CPU tables run pinned to their own cores
+# of the same machine: benchmarks/bench_cpu.py on 2 cores (cores 0-1, 2 threads) and benchmarks/bench_stream.py
+# on 1 core (core 2). The GPU side is pinned to cores 4-15, so the CPU rows see otherwise idle cores (they share
+# the memory bus with the GPU side; that is stated with the numbers).
+#
+#   bash scripts/gpu_bench_all.sh        # from the repository root; carry .whl (soundfile, soxr, demucs, julius)
+#
+# Results under $OUT: gpu_tests.log, cli/, stream_gpu/, cpu/, stream_cpu/, and each part's log.
+set -u
+cd "$(dirname "$0")/.." || exit 1
+O=${OUT:-bench_out}
+mkdir -p "$O"
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/bsm_site .whl/*.whl \
+    >"$O/pip.log" 2>&1
+  export PYTHONPATH="/tmp/bsm_site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+export PYTHONPATH="$PWD:$PYTHONPATH" PYTHONUNBUFFERED=1
+T0=$(date +%s)
+say() { echo "[bench_all +$(($(date +%s) - T0))s] $*"; }
+say "$(nvidia-smi -L 2>&1 | head -1); $(nproc) cores; $(python3 -c 'import torch; print("torch", torch.__version__)')"
+
+# CPU side, in the background on its own cores
+(taskset -c 0,1 timeout 420 python3 benchmarks/bench_cpu.py --quick --threads 2 --out "$O/cpu" >"$O/cpu.log" 2>&1
+ echo "cpu rc=$?" >>"$O/status.txt") &
+(taskset -c 2 timeout 200 python3 benchmarks/bench_stream.py --threads 1 --seconds 10 --long 60 \
+   --out "$O/stream_cpu" >"$O/stream_cpu.log" 2>&1
+ echo "stream_cpu rc=$?" >>"$O/status.txt") &
+
+# GPU side, one thing at a time
+XDIST=""
+python3 -c "import xdist" 2>/dev/null && XDIST="-n 6"
+taskset -c 4-15 timeout 160 python3 -m pytest -v -m gpu $XDIST -p no:cacheprovider -rfE tests/ >"$O/gpu_tests.log" 2>&1
+echo "gpu_tests rc=$?" >>"$O/status.txt"
+say "gpu tests: $(grep -cE ' PASSED' "$O/gpu_tests.log") passed, $(grep -cE ' FAILED| ERROR' "$O/gpu_tests.log") failed"
+taskset -c 4-15 timeout 270 python3 benchmarks/bench_cli.py --songs 10 --seconds 240 --budget 220 --out "$O/cli" \
+  >"$O/cli.log" 2>&1
+echo "cli rc=$?" >>"$O/status.txt"
+say "cli done"
+taskset -c 4-15 timeout 40 python3 benchmarks/bench_stream.py --device cuda --seconds 10 --long 0 \
+  --out "$O/stream_gpu" >"$O/stream_gpu.log" 2>&1
+echo "stream_gpu rc=$?" >>"$O/status.txt"
+wait
+say "all done"
+cat "$O/status.txt"
+grep -E "FAILED|ERROR" "$O/gpu_tests.log" | head -20
