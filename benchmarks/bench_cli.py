@@ -13,9 +13,9 @@ Sections, in this order (each is written to ``--out`` as soon as it is done, so 
    per-stage seconds the CLI reports (``--timings``: load, decode, model, encode; start-up = wall − run)
    and the peak GPU memory. The first row is the CLI's defaults as they are; the others name their flags.
 3. The models alone through the package's chunk engine (``apply_model``) on a tensor already on the device:
-   BSMamba2 eager at several batch sizes, with the compiled glue, and eager replayed as a CUDA graph
-   (``bsmamba2.cudagraph``; both checked against eager at the same batch size), the BS-RoFormer baseline (74.5M) and htdemucs (pip ``demucs``,
-   random weights: the arithmetic is the trained model's), all at the CLI's chunking and precision.
+   BSMamba2 eager at several batch sizes and with the compiled glue (checked against eager at the same batch
+   size), the BS-RoFormer baseline (74.5M) and htdemucs (pip ``demucs``, random weights: the arithmetic is
+   the trained model's), all at the CLI's chunking and precision.
 
     python benchmarks/bench_cli.py [--songs 10] [--seconds 240] [--out DIR] [--budget 240] [--paper]
     python benchmarks/bench_cli.py --quick      # CPU smoke test of the script itself (numbers mean nothing)
@@ -51,7 +51,6 @@ GPU_VARIANTS: list[tuple[str, list[str], dict[str, str]]] = [
     ("eager, batch 16", ["--no-fused", "--batch-size", "16"], {}),
     # warm only, in the caches of "eager, batch 16" (a row whose env sets BSMAMBA2_IO_THREADS reuses them)
     ("eager, batch 16, no I/O threads", ["--no-fused", "--batch-size", "16"], NO_IO_THREADS),
-    ("eager as a CUDA graph, batch 16", ["--no-fused", "--cuda-graph", "--batch-size", "16"], {}),
     ("eager, batch 8", ["--no-fused", "--batch-size", "8"], {}),
     ("compiled glue, batch 4", ["--fused", "--batch-size", "4"], {}),
 ]
@@ -249,7 +248,7 @@ def cli_row(
     audio_one, audio_all = b.args.seconds, b.args.seconds * len(songs)
     row: dict[str, Any] = {
         "flags": " ".join([*(f"{k}={v}" for k, v in extra.items()), *flags]) or "(defaults)",
-        "settings": {k: cold.get(k) for k in ("device", "batch_size", "fused", "cuda_graph")},
+        "settings": {k: cold.get(k) for k in ("device", "batch_size", "fused")},
         "one song, cold (s)": "" if same else cold["wall (s)"],
         "first-call cost, cold - warm (s)": "" if same else cold["wall (s)"] - warm["wall (s)"],
         "one song, warm (s)": warm["wall (s)"],
@@ -278,9 +277,9 @@ def _same_as_defaults(b: Bench, flags: list[str]) -> bool:
     if not rows:
         return False
     s = rows[0]["settings"]
-    fused, graph = "--fused" in flags, "--cuda-graph" in flags
+    fused = "--fused" in flags
     batch = int(flags[flags.index("--batch-size") + 1]) if "--batch-size" in flags else s["batch_size"]
-    return bool(s["fused"]) == fused and bool(s.get("cuda_graph")) == graph and s["batch_size"] == batch
+    return bool(s["fused"]) == fused and s["batch_size"] == batch
 
 
 # ---- 3. the models alone -----------------------------------------------------------------------------------
@@ -353,7 +352,6 @@ def model_section(b: Bench) -> None:
 
     from bsmamba2.api import Separator
     from bsmamba2.config import ModelConfig
-    from bsmamba2.cudagraph import CudaGraphModel
     from bsmamba2.model import build_model
 
     device = "cpu" if b.args.quick else b.args.device
@@ -370,7 +368,7 @@ def model_section(b: Bench) -> None:
     fused = (lambda: Separator.from_pretrained(None, device=dev, fused=True).model) if cuda else None
     # most telling first, the budget may cut the tail: the defaults' batch, the baselines, then the variants
     eager_row = lambda n: (f"BSMamba2 {b.model_name}, eager, batch {n}", lambda: eager.model, n, False)  # noqa: E731
-    rows: list[tuple[str, Callable[[], Any] | None, int, bool]] = [eager_row(n) for n in (4, 16)]
+    rows: list[tuple[str, Callable[[], Any], int, bool]] = [eager_row(n) for n in (4, 16)]
     if cuda:
         rows.append((f"BSMamba2 {b.model_name}, compiled glue, batch 16", fused, 16, True))
     if b.args.quick:  # stand-ins of the baselines' code paths at a size a 2-core CPU runs in seconds
@@ -386,7 +384,6 @@ def model_section(b: Bench) -> None:
     rows += [eager_row(n) for n in ((2,) if b.args.quick else (8, 32))]
     if cuda:
         rows += [
-            (f"BSMamba2 {b.model_name}, eager as a CUDA graph, batch 16", None, 16, True),
             (f"BSMamba2 {b.model_name}, compiled glue, batch 4", fused, 4, True),
         ]
     for name, make, batch, compare in rows:
@@ -394,7 +391,7 @@ def model_section(b: Bench) -> None:
             continue
 
         def one(make: Any = make, batch: int = batch, compare: bool = compare) -> dict[str, Any]:
-            model = CudaGraphModel(eager.model) if make is None else make()
+            model = make()
             return time_model(b, model, batch, b.model_outputs.get(batch) if compare else None)
 
         run_row(b, name, one, "model")

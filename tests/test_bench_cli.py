@@ -32,7 +32,6 @@ def test_quick_mode_writes_every_section(tmp_path: Path) -> None:
         "device": "cpu",
         "batch_size": 4,
         "fused": False,
-        "cuda_graph": False,
     }
     for kind in ("cold", "warm", "folder"):
         stages = rows["defaults"]["stages"][kind]

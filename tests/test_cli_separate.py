@@ -349,18 +349,17 @@ def _parsed(*argv: str) -> argparse.Namespace:
 def test_batch_size_and_fused_follow_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
     args = _parsed("--device", "cpu")
     cli_separate._device_defaults(args)
-    assert (args.batch_size, args.fused, args.cuda_graph) == (options.DEFAULT_BATCH_SIZE, False, False)
+    assert (args.batch_size, args.fused) == (options.DEFAULT_BATCH_SIZE, False)
     monkeypatch.setattr(cli_separate, "resolve_device", lambda name: torch.device("cuda"))
     monkeypatch.setattr(cli_separate, "CUDA_BATCH_SIZE", 7)
     monkeypatch.setattr(cli_separate, "CUDA_FUSED", True)
-    monkeypatch.setattr(cli_separate, "CUDA_GRAPH", True)
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere")
     args = _parsed()
     cli_separate._device_defaults(args)
-    assert (args.batch_size, args.fused, args.cuda_graph) == (7, True, True)
-    args = _parsed("--batch-size", "2", "--no-fused", "--no-cuda-graph")  # what the user says wins
+    assert (args.batch_size, args.fused) == (7, True)
+    args = _parsed("--batch-size", "2", "--no-fused")  # what the user says wins
     cli_separate._device_defaults(args)
-    assert (args.batch_size, args.fused, args.cuda_graph) == (2, False, False)
+    assert (args.batch_size, args.fused) == (2, False)
     assert _parsed("--engine", "onnx").fused is None
     args = _parsed("--engine", "onnx")
     cli_separate._device_defaults(args)

@@ -380,7 +380,7 @@ def test_gpu_auto_backend_is_triton_on_cuda() -> None:
 
     assert resolve_backend("auto", torch.device("cuda")) == "triton"
     assert resolve_backend("torch", torch.device("cuda")) == "torch"
-    assert resolve_backend("auto", torch.device("cpu")) == "torch"
+    assert resolve_backend("auto", torch.device("cpu")) == "fast"  # the plain-PyTorch fast path off CUDA
 
 
 if __name__ == "__main__":

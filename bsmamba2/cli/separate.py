@@ -8,8 +8,8 @@ failing file is reported in one line and the batch goes on; the exit code is 1 i
 is needed.
 
 Speed (issue 12): each file is decoded ahead and encoded behind the model on threads
-(:mod:`bsmamba2.batchrun`); on CUDA the batch size, the compiled glue and CUDA-graph replay default to
-``CUDA_BATCH_SIZE`` / ``CUDA_FUSED`` / ``CUDA_GRAPH``, chosen from ``benchmarks/bench_cli.py`` on an H200.
+(:mod:`bsmamba2.batchrun`); on CUDA the batch size and the compiled glue default to
+``CUDA_BATCH_SIZE`` / ``CUDA_FUSED``, chosen from ``benchmarks/bench_cli.py`` on an H200.
 ``--timings FILE`` writes the seconds spent per stage (load, decode, model, encode) as JSON.
 """
 
@@ -32,7 +32,6 @@ from bsmamba2.atomic import atomic_write
 from bsmamba2.batchrun import StageTimes, stage_clock
 from bsmamba2.cli import options
 from bsmamba2.cli.inputs import DEFAULT_OUT, Job, find_inputs
-from bsmamba2.cudagraph import with_cuda_graphs
 from bsmamba2.device import dist_env, resolve_device
 from bsmamba2.errors import UserError
 from bsmamba2.progress import ChunkBar
@@ -43,7 +42,6 @@ log = logging.getLogger(__name__)
 # set from benchmarks/bench_cli.py on an H200 (BENCHMARKS.md, issue 12).
 CUDA_BATCH_SIZE = 4
 CUDA_FUSED = False
-CUDA_GRAPH = False
 # Where the compiled glue's kernels are kept between runs (unless TORCHINDUCTOR_CACHE_DIR says otherwise):
 # torch's own default lives in /tmp, which a reboot empties.
 INDUCTOR_CACHE = Path.home() / ".cache" / "bsmamba2" / "inductor"
@@ -72,11 +70,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--fused", action=argparse.BooleanOptionalAction, default=None,
         help="compile the glue around each Mamba2 scan (torch.compile; the first run compiles, later runs reuse "
         f"the cache); default: {'on' if CUDA_FUSED else 'off'} on CUDA, off elsewhere",
-    )  # fmt: skip
-    parser.add_argument(
-        "--cuda-graph", action=argparse.BooleanOptionalAction, default=None,
-        help="replay each batch as a CUDA graph (bsmamba2.cudagraph; captured on the first batch); "
-        f"default: {'on' if CUDA_GRAPH else 'off'} on CUDA",
     )  # fmt: skip
     parser.set_defaults(batch_size=None)  # resolved per device in run(): see CUDA_BATCH_SIZE
     for action in parser._actions:
@@ -126,8 +119,6 @@ def _device_defaults(args: argparse.Namespace) -> None:
         args.batch_size = CUDA_BATCH_SIZE if cuda else options.DEFAULT_BATCH_SIZE
     if args.fused is None:
         args.fused = cuda and CUDA_FUSED and args.engine != "onnx"
-    if args.cuda_graph is None:
-        args.cuda_graph = cuda and CUDA_GRAPH and args.engine != "onnx"
     if args.fused:
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(INDUCTOR_CACHE))
 
@@ -154,14 +145,11 @@ def _run_jobs(
         engine=args.engine,
         **options.model_settings(args),
     )
-    if args.cuda_graph:
-        sep.model = with_cuda_graphs(sep.model)
     times.add("load", time.perf_counter() - t)
     times.info.update(
         device=str(sep.device),
         batch_size=sep.batch_size,
         fused=bool(args.fused),
-        cuda_graph=bool(args.cuda_graph),
     )
     names = sep.check_stems(args.stems)
     done = skipped = 0
