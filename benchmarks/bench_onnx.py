@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.common import SMOKE, Deadline, Report, attempt, cpu_flags  # noqa: E402
 
 SR = 44100
-CHUNK_S = 8.0
+CHUNK_S = 8.0  # the paper's chunk (OFFICIAL_SPEC §7); --chunk changes it for both engines
 
 
 def configs() -> list[tuple[str, Callable[[], nn.Module]]]:
@@ -51,11 +51,13 @@ def configs() -> list[tuple[str, Callable[[], nn.Module]]]:
     ]
 
 
-def timed(model: nn.Module, song: torch.Tensor, dtype: torch.dtype | None) -> tuple[float, torch.Tensor]:
-    """(seconds, stems) of one pass over ``song`` after a warm-up on a quarter chunk."""
+def timed(
+    model: nn.Module, song: torch.Tensor, dtype: torch.dtype | None, chunk_s: float = CHUNK_S
+) -> tuple[float, torch.Tensor]:
+    """(seconds, stems) of one pass over ``song`` in chunks of ``chunk_s`` after a warm-up on a quarter chunk."""
     from bsmamba2.apply import apply_model
 
-    seg = int((0.5 if SMOKE else CHUNK_S) * SR)
+    seg = int((0.5 if SMOKE else chunk_s) * SR)
     with torch.inference_mode():
         apply_model(model, song[:, : seg // 4], segment=seg // 4, overlap=0.0, batch_size=1, dtype=dtype)
         t = time.perf_counter()
@@ -89,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seconds", type=float, default=16.0, help="audio length (default 16 s: two chunks)")
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads for both engines (default 2)")
+    ap.add_argument(
+        "--chunk", type=float, default=CHUNK_S, help=f"chunk length in seconds (default {CHUNK_S:g})"
+    )
     ap.add_argument("--budget", type=float, default=float(os.environ.get("BENCH_BUDGET", 3600)))
     ap.add_argument("--only", default="", help="run only the configs whose name contains this text")
     ap.add_argument("--keep", type=Path, default=None, help="keep the exported .onnx files in this folder")
@@ -142,11 +147,11 @@ def main(argv: list[str] | None = None) -> int:
         ) -> None:
             model = build()
             state["model"] = model
-            sec, ref = timed(model, song, None)
+            sec, ref = timed(model, song, None, args.chunk)
             state["ref"] = ref
             row(name, "torch", "fp32", sec, ref, ref)
             if native_bf16:
-                sec, out = timed(model, song, torch.bfloat16)
+                sec, out = timed(model, song, torch.bfloat16, args.chunk)
                 row(name, "torch", "bf16 autocast", sec, out, ref)
 
         attempt(rep, f"{name} torch", torch_runs)
@@ -156,15 +161,15 @@ def main(argv: list[str] | None = None) -> int:
 
         def onnx_runs(name: str = name, path: Path = path, state: dict[str, Any] = state) -> None:
             t = time.perf_counter()
-            export_onnx(state["model"], path, source=name)
+            export_onnx(state.pop("model"), path, source=name)  # the torch model is not needed after this
             rep.add(
                 "export", dict(model=name, export_s=time.perf_counter() - t, mb=path.stat().st_size / 1e6)
             )
-            sec, out = timed(OnnxModel(path), song, None)
+            sec, out = timed(OnnxModel(path), song, None, args.chunk)
             row(name, "onnxruntime", "fp32", sec, out, state["ref"])
             if vnni:
                 q = quantize_int8(path, path.with_name(path.stem + ".int8.onnx"))
-                sec, out = timed(OnnxModel(q), song, None)
+                sec, out = timed(OnnxModel(q), song, None, args.chunk)
                 row(name, "onnxruntime", "int8 dynamic (MatMul)", sec, out, state["ref"])
 
         attempt(rep, f"{name} onnxruntime", onnx_runs)
@@ -172,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     rep.extra["load_after"] = load_after
     before = rep.extra["load_before"]
     rep.notes.append(
-        f"{args.seconds:g} s of audio in {CHUNK_S:g} s chunks, no overlap, batch 1, {args.threads} threads for "
+        f"{args.seconds:g} s of audio in {args.chunk:g} s chunks, no overlap, batch 1, {args.threads} threads for "
         f"both engines; onnxruntime {onnxruntime.__version__}. Load average (1/5/15 min) before: "
         f"{before[0]:.1f}/{before[1]:.1f}/{before[2]:.1f}, after: {load_after[0]:.1f}/{load_after[1]:.1f}/"
         f"{load_after[2]:.1f} on {os.cpu_count()} cores. SNR: the stems against torch fp32's."

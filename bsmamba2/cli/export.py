@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-o", "--out", type=Path, required=True, help="the .onnx file to write")
     parser.add_argument(
         "--backend", default="torch", choices=BACKENDS,
-        help="Mamba2 scan to export: always the plain-PyTorch chunked SSD (triton and auto switch to it)",
+        help="Mamba2 scan: the export always runs the plain-PyTorch chunked SSD (triton switches to it)",
     )  # fmt: skip
     parser.add_argument(
         "--opset",
@@ -49,11 +49,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"{out} exists (--overwrite to replace it)")
     if args.opset < MIN_OPSET:
         raise UserError(f"--opset must be at least {MIN_OPSET}, got {args.opset}")
-    if args.backend != "torch":
-        log.info(
-            "--backend %s: the Triton kernels cannot be exported; exporting the plain-PyTorch SSD",
-            args.backend,
-        )
+    if args.backend == "triton":
+        log.info("--backend triton: the Triton kernels cannot be exported; exporting the plain-PyTorch SSD")
     path = Path(args.model) if args.model is not None else DEFAULT_MODEL
     if args.model is None and not path.exists():
         raise CheckpointError(
