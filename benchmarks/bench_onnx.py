@@ -9,6 +9,10 @@ an SNR in dB. ONNX Runtime's CPU provider has no bf16 kernels (MatMul, Add and E
 NOT_IMPLEMENTED in onnxruntime 1.32), so a bf16 graph is not measured. The load average of the machine is
 recorded before and after: on a shared machine it says how much the numbers can be trusted.
 
+Memory: ONNX Runtime's CPU peak grows by about 21 MB per STFT frame for the paper config (bundled model: 5 MB,
+against about 2 MB in torch), so 8 s chunks of the paper config (801 frames) need about 17 GB and were killed
+by the OOM killer on a 24 GB machine; ``--chunk 2`` keeps it near 4 GB.
+
     python benchmarks/bench_onnx.py [--seconds 16] [--threads 2] [--only bundled]
 """
 
