@@ -3,6 +3,7 @@ torch engine's, and bad arguments or files end in one line."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import soundfile as sf
 from onnx_samples import small_files
 
 from bsmamba2 import cli
+from bsmamba2.onnx import exporter
 
 FAST = ["--segment", "0.25", "--bit-depth", "float", "--device", "cpu"]
 
@@ -65,7 +67,7 @@ def test_exported_bundled_model_separates_like_torch(
     ("args", "message"),
     [
         (["-o", "model.txt"], "must name a .onnx file"),
-        (["--opset", "16", "-o", "m.onnx"], "opset must be at least 17"),
+        (["--opset", "17", "-o", "m.onnx"], "opset must be at least 18"),
         (["no_such_model.safetensors", "-o", "m.onnx"], "no such model file"),
     ],
 )
@@ -102,3 +104,28 @@ def test_separate_with_a_corrupt_onnx_file(
     err = capsys.readouterr().err
     one_line_error(err)
     assert "not a readable ONNX model" in err
+
+
+def test_triton_switch_and_a_failed_check_leave_no_file(
+    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """--backend triton is switched to the reference with a log line; a graph that fails its self-check
+    (forced here) is reported in one line and never written."""
+    weights, _ = small_files(tmp_path_factory)
+
+    def differs(path: Path, core: object, frames: object = None, name: str | None = None) -> float:
+        raise exporter.ExportError(f"{name}: the exported graph differs from torch by 1.00e+00 (relative)")
+
+    monkeypatch.setattr(exporter, "check_export", differs)
+    out = tmp_path / "m.onnx"
+    with caplog.at_level(logging.INFO):
+        assert cli.main(["export", str(weights), "-o", str(out), "--backend", "triton"]) == 1
+    assert "Triton kernels cannot be exported" in caplog.text
+    err = capsys.readouterr().err
+    one_line_error(err)
+    assert "differs from torch" in err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if ".part" in p.name]

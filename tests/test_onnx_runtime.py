@@ -152,3 +152,10 @@ def test_missing_onnxruntime_names_the_extra(
     with pytest.raises(UserError) as e:
         Separator.from_pretrained(files[1], device="cpu")
     assert "pip install bsmamba2[onnx]" in one_line(e)
+
+
+def test_sessions_free_tensors_after_their_last_use(files: tuple[Path, Path]) -> None:
+    """Buffer reuse across same-shaped tensors holds a whole layer's buffers (2.7x the peak RSS of the paper
+    config, BENCHMARKS.md): the engine's sessions run without it."""
+    _, onnx_file = files
+    assert OnnxModel(onnx_file).session.get_session_options().enable_mem_reuse is False

@@ -77,6 +77,11 @@ def open_session(path: str | os.PathLike[str], device: torch.device, threads: in
     opts = rt.SessionOptions()
     opts.intra_op_num_threads = threads or torch.get_num_threads()
     opts.log_severity_level = 3  # errors only: constant-folding notes are not the user's business
+    # ORT's planner hands a dead tensor's buffer to a later tensor of the same (symbolic) shape and holds
+    # every such buffer until it is reused: with six identical layers, the buffers of one whole layer stay
+    # allocated (paper config, 201 frames: 4.9 GB peak RSS, 1.8 GB without reuse; torch: 2.5 GB). Without
+    # it each tensor is freed after its last use, to the arena, which serves the next layer's tensors.
+    opts.enable_mem_reuse = False
     try:
         return rt.InferenceSession(str(p), opts, providers=providers_for(device))
     except _load_errors() as e:
