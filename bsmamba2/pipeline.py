@@ -14,8 +14,10 @@ model and the chunk settings (and the progress callback) already bound.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +39,11 @@ from bsmamba2.audio import (
     resample,
     to_layout,
 )
+from bsmamba2.audio.wav import truncated_wav
 from bsmamba2.errors import UserError
 from bsmamba2.stems import add_residual, output_names, residual_name
+
+log = logging.getLogger(__name__)
 
 EngineFactory = Callable[[int], OverlapAdd]
 
@@ -107,7 +112,8 @@ def separate_file(
     ``outputs`` maps output names (``io.outputs``) to file paths; the format follows each path's suffix,
     ``subtype`` is a soundfile subtype or "16", "24", "float". Outputs are at the input's rate with its
     channel count (mono in, mono out; more than two channels only with ``allow_downmix``, then stereo).
-    Every output goes to a temp file renamed into place at the end; on any error the temp files are removed.
+    Every output goes to a temp file renamed into place at the end; on any error (KeyboardInterrupt
+    included) the temp files are removed, and so are the output folders this call created.
     """
     p = Path(path)
     unknown = [k for k in outputs if k not in io.outputs]
@@ -116,12 +122,15 @@ def separate_file(
     if not outputs:
         return {}
     meta = info(p)
+    if truncated_wav(p):
+        log.warning("%s: the file is shorter than its header says (truncated?); separating what is there", p)
     out_ch = output_channels(meta.channels, allow_downmix, str(p))
     rate = meta.sample_rate
     chunks = engine(max(1, round(meta.frames * io.sample_rate / rate)))
     # Input-rate samples per block: whole batches of chunks, so the model always gets full batches.
     block = max(1, round(chunks.stride * chunks.batch_size * rate / io.sample_rate))
     writers: dict[str, AtomicWriter] = {}
+    created = _missing_folders(Path(o).parent for o in outputs.values())
     try:
         for name, out_path in outputs.items():
             writers[name] = AtomicWriter(Path(out_path), rate, out_ch, subtype)
@@ -138,7 +147,21 @@ def separate_file(
     except BaseException:
         for w in writers.values():
             w.abort()
+        for folder in created:  # deepest first; a folder someone else filled meanwhile stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
+
+
+def _missing_folders(folders: Iterable[Path]) -> list[Path]:
+    """The folders (and their missing parents) that do not exist yet, deepest first."""
+    missing: set[Path] = set()
+    for folder in folders:
+        for f in (folder, *folder.parents):
+            if f.exists():
+                break
+            missing.add(f)
+    return sorted(missing, key=lambda f: len(f.parts), reverse=True)
 
 
 class _FileSink:
