@@ -368,3 +368,19 @@ def test_termination_signal_mid_separation_leaves_no_file(
     assert proc.returncode == 128 + getattr(signal, signame), err
     assert "Traceback" not in err and signame in err
     assert not out.exists() or list(out.rglob("*")) == []
+
+
+def test_truncated_wav_is_separated_with_a_warning(
+    tiny_model_path: Path, tmp_path: Path, write_audio, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = write_audio("cut.wav", seconds=0.2)
+    whole = src.read_bytes()
+    src.write_bytes(whole[: len(whole) // 2])  # a cut-off copy: the header still promises every frame
+    with caplog.at_level("WARNING"):
+        assert separate(tiny_model_path, src, "-o", tmp_path / "out") == 0
+    assert "truncated" in caplog.text and "cut.wav" in caplog.text
+    assert sf.info(str(tmp_path / "out" / "cut" / "vocals.wav")).frames == sf.info(str(src)).frames
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert separate(tiny_model_path, write_audio("whole.wav", seconds=0.2), "-o", tmp_path / "out") == 0
+    assert "truncated" not in caplog.text

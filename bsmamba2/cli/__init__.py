@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from bsmamba2 import __version__
-from bsmamba2.cli.console import Terminated, console_logging, signals_interrupt
+from bsmamba2.cli.console import Terminated, console_logging, os_error_line, signals_interrupt
 from bsmamba2.errors import UserError
 
 # subcommand -> (module, one-line help)
@@ -113,6 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(module.run(args) or 0)
         except UserError as e:
             print(f"bsmamba2 {command}: error: {e}", file=sys.stderr)
+            return 1
+        except OSError as e:  # a read-only folder, a full disk: the reason in one line (-v: the traceback)
+            logging.getLogger(__name__).debug("traceback", exc_info=True)
+            print(f"bsmamba2 {command}: error: {os_error_line(e)}", file=sys.stderr)
             return 1
         except Terminated as e:
             print(f"bsmamba2 {command}: stopped by {e}", file=sys.stderr)

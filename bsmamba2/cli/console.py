@@ -56,6 +56,14 @@ def console_logging(level: int) -> Iterator[None]:
         root.setLevel(old_level)
 
 
+def os_error_line(e: OSError) -> str:
+    """One line for an OS error that reached the top of a command: the file and the system's reason
+    ("/out/x.wav: No space left on device"), never a traceback."""
+    why = e.strerror or str(e) or type(e).__name__
+    names = [str(n) for n in (e.filename, e.filename2) if n is not None]
+    return f"{' -> '.join(names)}: {why}" if names else why
+
+
 # SIGHUP does not exist on Windows
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
 
