@@ -3,11 +3,16 @@
 >>> from bsmamba2.api import Separator
 >>> sep = Separator.from_pretrained()                     # bundled model, best device and precision
 >>> stems = sep.separate(waveform, sample_rate=48000)     # {"vocals": (C, N), "instrumental": (C, N)}
->>> sep.separate_file("song.flac", "separated/")          # {"vocals": Path(...), "instrumental": Path(...)}
+>>> sep.separate_file("song.flac", "separated/")          # separated/song/{vocals,instrumental}.wav
 
 Inputs come at any sample rate and in mono or stereo; outputs come back in the same rate and layout. A
 single-stem vocals model also yields "instrumental" = mixture - vocals, computed at the input's rate so the
 two outputs add up to the input exactly.
+
+Files go to ``out_dir/<track>/<stem>.<format>`` (track: the input's name without suffix, or ``track=``),
+as ``bsmamba2 separate`` writes them, with a ``bsmamba2.json`` sidecar recording what made each output
+(:mod:`bsmamba2.provenance`). An existing output is kept only when its input, model and settings all match;
+otherwise it is made again and the log says why.
 
 Progress: ``Separator(..., callback=fn)`` calls ``fn(info)`` after every batch of chunks, with
 ``info = {"processed", "total", "position", "length", "sample_rate", "path"}`` (chunk counts; the position
@@ -28,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bsmamba2 import pipeline
+from bsmamba2 import pipeline, provenance
 from bsmamba2.apply import DEFAULT_OVERLAP, OverlapAdd, ProgressCallback, Transition
 from bsmamba2.audio import DEFAULT_MP3_BITRATE, MP3_BITRATES, channels_first, from_channels_first
 from bsmamba2.device import describe, log_once, resolve_device, resolve_precision
@@ -62,6 +67,7 @@ class Separator:
         batch_size: int = 4,
         transition: Transition = "linear",
         callback: ProgressCallback | None = None,
+        model_id: str | None = None,
     ) -> None:
         if segment <= 0:
             raise UserError(f"segment must be positive (seconds), got {segment}")
@@ -84,6 +90,14 @@ class Separator:
         self.transition: Transition = transition
         self.callback = callback
         self.residual = self.io.residual
+        self._model_id = model_id  # the model file's digest (from_pretrained), else computed on first use
+
+    @property
+    def model_id(self) -> str:
+        """The model's identity in output records: its file's digest, or a digest of its weights."""
+        if self._model_id is None:
+            self._model_id = provenance.module_digest(self.model)
+        return self._model_id
 
     @classmethod
     def from_pretrained(
@@ -128,6 +142,7 @@ class Separator:
                 overlap=overlap,
                 batch_size=batch_size,
                 callback=callback,
+                model_id=provenance.file_digest(str(path)),
             )
         from bsmamba2.checkpoints import load_model  # the model stack is only needed here
 
@@ -156,6 +171,7 @@ class Separator:
             overlap=overlap,
             batch_size=batch_size,
             callback=callback,
+            model_id=provenance.file_digest(path),
         )
 
     def with_segment(self, segment: float) -> Separator:
@@ -169,6 +185,7 @@ class Separator:
             batch_size=self.batch_size,
             transition=self.transition,
             callback=self.callback,
+            model_id=self._model_id,
         )
 
     @property
@@ -232,6 +249,7 @@ class Separator:
         path: str | os.PathLike[str],
         out_dir: str | os.PathLike[str],
         *,
+        track: str | None = None,
         format: str = "wav",
         bit_depth: str = "24",
         bitrate: int | None = None,
@@ -240,22 +258,82 @@ class Separator:
         stems: Sequence[str] | None = None,
         progress: bool = False,
     ) -> dict[str, Path]:
-        """Separate one sound file into ``out_dir/<stem>.<format>``; returns {name: path} of the outputs.
+        """Separate one sound file into ``out_dir/<track>/<stem>.<format>``; returns {name: path} of the outputs.
 
-        Streams from disk to disk (memory does not grow with the file's length). Existing outputs are kept
-        unless ``overwrite``; if all exist, nothing is computed. format: "wav", "flac" or "mp3". bit_depth
-        (WAV, FLAC): "16", "24" or "float" (WAV only). bitrate (MP3 only): constant, in kbps (default 320).
+        track: the folder's name (default: the input's name without suffix). Streams from disk to disk
+        (memory does not grow with the file's length). An existing output is kept when the folder's sidecar
+        says it was made from this input, model and settings (all of them), unless ``overwrite``; otherwise
+        it is made again. format: "wav", "flac" or "mp3". bit_depth (WAV, FLAC): "16", "24" or "float" (WAV
+        only). bitrate (MP3 only): constant, in kbps (default 320).
         """
+        plan = self.plan_file(
+            path,
+            out_dir,
+            track=track,
+            format=format,
+            bit_depth=bit_depth,
+            bitrate=bitrate,
+            downmix=downmix,
+            overwrite=overwrite,
+            stems=stems,
+        )
+        return self.run_plan(plan, progress=progress)
+
+    def plan_file(
+        self,
+        path: str | os.PathLike[str],
+        out_dir: str | os.PathLike[str],
+        *,
+        track: str | None = None,
+        format: str = "wav",
+        bit_depth: str = "24",
+        bitrate: int | None = None,
+        downmix: bool = False,
+        overwrite: bool = False,
+        stems: Sequence[str] | None = None,
+    ) -> provenance.Plan:
+        """What ``separate_file`` would do with these arguments (checks them; computes nothing; logs why
+        existing outputs are kept or made again). ``plan.up_to_date``: every output can be kept."""
         check_format(format, bit_depth, bitrate)
-        targets = self.output_paths(out_dir, format, stems)
-        todo = targets if overwrite else {k: p for k, p in targets.items() if not p.exists()}
-        if not todo:
-            return targets
-        with self._engines(progress, Path(path)) as engines:
-            pipeline.separate_file(
-                engines, self.io, path, todo, subtype=bit_depth, bitrate=bitrate, allow_downmix=downmix
+        source = Path(path)
+        folder = Path(out_dir) / (track if track is not None else source.stem)
+        settings = {
+            "format": format,
+            "bit_depth": bit_depth,
+            "bitrate": bitrate,
+            "downmix": downmix,
+            "segment": self.segment,
+            "overlap": self.overlap,
+            "transition": self.transition,
+            "precision": str(self.dtype or torch.float32).removeprefix("torch."),
+        }
+        recipe = provenance.Recipe(provenance.input_identity(source), self.model_id, settings)
+        targets = self.output_paths(folder, format, stems)
+        plan = provenance.plan(source, folder, recipe, targets, overwrite=overwrite)
+        if plan.up_to_date:
+            log.info("%s: outputs up to date in %s, skipped (--overwrite to redo)", source, folder)
+        for reason in dict.fromkeys(plan.reasons.values()):
+            names = [plan.todo[n].name for n, r in plan.reasons.items() if r == reason]
+            log.info("%s: making %s again (%s)", source, ", ".join(names), reason)
+        return plan
+
+    def run_plan(self, plan: provenance.Plan, *, progress: bool = False) -> dict[str, Path]:
+        """Make a plan's ``todo`` outputs and record them in the folder's sidecar; returns all its targets."""
+        if plan.up_to_date:
+            return plan.targets
+        settings = plan.recipe.settings
+        with self._engines(progress, plan.source) as engines:
+            written = pipeline.separate_file(
+                engines,
+                self.io,
+                plan.source,
+                plan.todo,
+                subtype=str(settings["bit_depth"]),
+                bitrate=settings["bitrate"],
+                allow_downmix=bool(settings["downmix"]),
             )
-        return targets
+        provenance.record(plan, written)
+        return plan.targets
 
     @contextlib.contextmanager
     def _engines(self, progress: bool, path: Path | None) -> Iterator[pipeline.EngineFactory]:

@@ -33,6 +33,11 @@ Transition = Literal["linear", "none"]
 # overlap 0, 6.06 at 0.25, 6.04 at 0.5. 0.25 costs 1.33 chunks per chunk of audio, 0.5 costs 2 (demucs: 0.25).
 DEFAULT_OVERLAP = 0.25
 TRANSITIONS = ("linear", "none")
+# On the CPU a batch goes through the model this many chunks per call. Batching buys no speed there (the
+# network already runs each pass in slices of whole sequences, model.dualpath.CPU_INFERENCE_TOKENS), and
+# every chunk in a call holds its own activations: with batch 4 in one call the bundled model peaked at
+# 1.05 GiB, over the 1 GiB a laptop run should stay within (BENCHMARKS.md, memory).
+CPU_CHUNKS_PER_CALL = 1
 
 # Called after every batch of chunks with {"processed": chunks done, "total": chunks in all, "position":
 # samples of the signal covered by finished chunks, "length": the signal's length in samples}.
@@ -221,7 +226,7 @@ class OverlapAdd:
             else contextlib.nullcontext()
         )
         with ctx:
-            y = self.model(batch)  # (B, S, C, L)
+            y = self._forward(batch)  # (B, S, C, L)
         if y.dim() != 4 or y.shape[0] != batch.shape[0] or y.shape[-1] != self.segment:
             raise ValueError(
                 f"model must map (B, C, L) -> (B, S, C, L); got {tuple(batch.shape)} -> {tuple(y.shape)}"
@@ -244,6 +249,14 @@ class OverlapAdd:
             self.callback(self._progress(end))
         # Samples before the next chunk's start are covered by every chunk that will ever touch them.
         return self._emit(self._next)
+
+    def _forward(self, batch: Tensor) -> Tensor:
+        """The model on batch (B, C, L); on the CPU, CPU_CHUNKS_PER_CALL chunks at a time (bounded memory).
+        A model compiled for one batch shape (``pad_batches``) always gets the whole batch."""
+        step = CPU_CHUNKS_PER_CALL if self.device.type == "cpu" and not self.pad_batches else len(batch)
+        if len(batch) <= step:
+            return self.model(batch)
+        return torch.cat([self.model(part) for part in batch.split(step)])
 
     def _progress(self, end: int) -> dict[str, Any]:
         length = self._total if self._finished or self.length is None else max(self.length, self._total)

@@ -92,7 +92,7 @@ def run_demo(
     mix, vocals, phrases = make_example(seconds, preset, seed)
     mix_path = audio.write(out / "example_mixture.wav", mix, MODEL_SAMPLE_RATE, subtype="float")
     audio.write(out / "example_true_vocals.wav", vocals, MODEL_SAMPLE_RATE, subtype="float")
-    paths = sep.separate_file(mix_path, out / mix_path.stem, bit_depth="float", overwrite=True)
+    paths = sep.separate_file(mix_path, out, bit_depth="float", overwrite=True)  # OUT/<stem>/
     est, _ = audio.read(paths["vocals"])  # (2, N)
 
     result: dict[str, Any] = {

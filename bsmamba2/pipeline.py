@@ -15,8 +15,9 @@ model and the chunk settings (and the progress callback) already bound.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,9 +39,12 @@ from bsmamba2.audio import (
     resample,
     to_layout,
 )
+from bsmamba2.audio.wav import truncated_wav
 from bsmamba2.batchrun import Background, BackgroundWriter, Inline, Prefetch, StageTimes, current_clock, timed
 from bsmamba2.errors import UserError
 from bsmamba2.stems import add_residual, output_names, residual_name
+
+log = logging.getLogger(__name__)
 
 EngineFactory = Callable[[int], OverlapAdd]
 IO_THREADS_ENV = "BSMAMBA2_IO_THREADS"  # "0": separate_file decodes and encodes on the calling thread
@@ -113,7 +117,8 @@ def separate_file(
     ``subtype`` is a soundfile subtype or "16", "24", "float"; ``bitrate`` (kbps) is MP3's. Outputs are at
     the input's rate with its channel count (mono in, mono out; more than two channels only with
     ``allow_downmix``, then stereo).
-    Every output goes to a temp file renamed into place at the end; on any error the temp files are removed.
+    Every output goes to a temp file renamed into place at the end; on any error (KeyboardInterrupt
+    included) the temp files are removed, and so are the output folders this call created.
     ``threads``: decode the next block and encode the last one on threads while the model runs
     (:mod:`bsmamba2.batchrun`; the outputs are bit-identical either way); None: yes, unless the environment
     sets ``BSMAMBA2_IO_THREADS=0`` (for benchmarks).
@@ -127,6 +132,8 @@ def separate_file(
     if not outputs:
         return {}
     meta = info(p)
+    if truncated_wav(p):
+        log.warning("%s: the file is shorter than its header says (truncated?); separating what is there", p)
     out_ch = output_channels(meta.channels, allow_downmix, str(p))
     rate = meta.sample_rate
     clock = current_clock()
@@ -135,6 +142,7 @@ def separate_file(
     # Input-rate samples per block: whole batches of chunks, so the model always gets full batches.
     block = max(1, round(chunks.stride * chunks.batch_size * rate / io.sample_rate))
     writers: dict[str, AtomicWriter | BackgroundWriter] = {}
+    created = _missing_folders(Path(o).parent for o in outputs.values())
     source = _decoded_blocks(p, meta.frames, block, out_ch, rate, io, clock)
     encode = Background() if threads else Inline()
     try:
@@ -161,6 +169,9 @@ def separate_file(
         encode.close()  # no write may run while the temp files go
         for w in writers.values():
             w.abort()
+        for folder in created:  # deepest first; a folder someone else filled meanwhile stays
+            with contextlib.suppress(OSError):
+                folder.rmdir()
         raise
 
 
@@ -186,6 +197,17 @@ def _decoded_blocks(
 def _timed_emit(sink: _FileSink, clock: StageTimes | None, y: Tensor | None, last: bool) -> None:
     with timed(clock, "encode"):
         sink.emit(y, last=last)
+
+
+def _missing_folders(folders: Iterable[Path]) -> list[Path]:
+    """The folders (and their missing parents) that do not exist yet, deepest first."""
+    missing: set[Path] = set()
+    for folder in folders:
+        for f in (folder, *folder.parents):
+            if f.exists():
+                break
+            missing.add(f)
+    return sorted(missing, key=lambda f: len(f.parts), reverse=True)
 
 
 class _FileSink:

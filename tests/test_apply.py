@@ -11,8 +11,23 @@ import torch
 from conftest import ScaleModel
 from torch import nn
 
+from bsmamba2 import apply
 from bsmamba2.apply import OverlapAdd, apply_model, chunk_stride, chunk_window, num_chunks
 from bsmamba2.errors import UserError
+
+
+@pytest.fixture(autouse=True)
+def whole_batches_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests count the chunks of every batch through the model's calls: one call per batch."""
+    monkeypatch.setattr(apply, "CPU_CHUNKS_PER_CALL", 1 << 20)
+
+
+def test_cpu_batches_go_through_the_model_a_few_chunks_per_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(apply, "CPU_CHUNKS_PER_CALL", 2)
+    model, x = ScaleModel((0.5,)), torch.randn(2, 1000)
+    y = apply_model(model, x, segment=100, overlap=0.0, batch_size=5)
+    assert [c[0] for c in model.calls] == [2, 2, 1] * 2  # 10 chunks: two batches of 5, each in 3 calls
+    torch.testing.assert_close(y[0], 0.5 * x)
 
 
 class ChunkMeanModel(nn.Module):

@@ -90,8 +90,10 @@ def test_flac_skip_and_overwrite(tiny_model_path: Path, tmp_path: Path, write_au
     target = out / "a" / "vocals.flac"
     assert sf.info(str(target)).subtype == "PCM_16" and not (out / "a" / "instrumental.flac").exists()
     target.write_bytes(b"sentinel")
-    assert cli.main([*args, "--format", "flac", "--stems", "vocals"]) == 0
-    assert target.read_bytes() == b"sentinel"  # existing output kept
+    assert cli.main([*args, "--format", "flac", "--bit-depth", "16", "--stems", "vocals"]) == 0
+    assert target.read_bytes() == b"sentinel"  # made from the same input, model and settings: kept
+    assert cli.main([*args, "--format", "flac", "--stems", "vocals"]) == 0  # another bit depth: redone
+    assert sf.info(str(target)).subtype == "PCM_24"
     assert cli.main([*args, "--format", "flac", "--stems", "vocals", "--overwrite"]) == 0
     assert sf.info(str(target)).frames == sf.info(str(src)).frames
 
@@ -152,7 +154,7 @@ def test_bad_files_fail_alone(
     one_line_error(err)
     assert "bad.wav" in err and "failed 1" in err
     assert (out / "good" / "vocals.wav").exists()  # the rest of the batch still ran
-    assert not (out / "bad").exists() or not any((out / "bad").iterdir())
+    assert not (out / "bad").exists()  # no empty track folder either
     assert leftovers(tmp_path) == []
 
 
@@ -391,3 +393,53 @@ def test_folder_run_matches_file_by_file(tiny_model_path: Path, tmp_path: Path, 
             got, _ = sf.read(str(tmp_path / "o" / f"t{i}" / f"{n}.wav"), dtype="float32")
             want, _ = sf.read(str(path), dtype="float32")
             assert got.shape == want.shape and np.array_equal(got, want)
+
+
+# ---- signals -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGHUP"])
+def test_termination_signal_mid_separation_leaves_no_file(
+    tiny_model_path: Path, tmp_path: Path, write_audio, signame: str
+) -> None:
+    """SIGTERM (timeout, docker stop) and SIGHUP clean up like Ctrl-C: no temp file, no output, no folder."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    src = write_audio("long.wav", seconds=60.0)
+    out = tmp_path / "out"
+    code = "import sys; from bsmamba2.cli import main; sys.exit(main(sys.argv[1:]))"
+    argv = ["separate", str(src), "-o", str(out), "--model", str(tiny_model_path), *FAST]
+    proc = subprocess.Popen([sys.executable, "-c", code, *argv], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not leftovers(tmp_path):  # a temp output exists: separation is under way
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() < deadline, "separation never started"
+            time.sleep(0.05)
+        proc.send_signal(getattr(signal, signame))
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + getattr(signal, signame), err
+    assert "Traceback" not in err and signame in err
+    assert not out.exists() or list(out.rglob("*")) == []
+
+
+def test_truncated_wav_is_separated_with_a_warning(
+    tiny_model_path: Path, tmp_path: Path, write_audio, caplog: pytest.LogCaptureFixture
+) -> None:
+    src = write_audio("cut.wav", seconds=0.2)
+    whole = src.read_bytes()
+    src.write_bytes(whole[: len(whole) // 2])  # a cut-off copy: the header still promises every frame
+    with caplog.at_level("WARNING"):
+        assert separate(tiny_model_path, src, "-o", tmp_path / "out") == 0
+    assert "truncated" in caplog.text and "cut.wav" in caplog.text
+    assert sf.info(str(tmp_path / "out" / "cut" / "vocals.wav")).frames == sf.info(str(src)).frames
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert separate(tiny_model_path, write_audio("whole.wav", seconds=0.2), "-o", tmp_path / "out") == 0
+    assert "truncated" not in caplog.text

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,12 +192,15 @@ class AtomicWriter:
         try:
             self._f.write(np.ascontiguousarray(block.T))
         except Exception as e:
-            raise UserError(f"{self.path}: cannot write output ({short_error(e)})") from None
+            raise self._failure(e) from None
 
     def commit(self) -> Path:
         """Close the temp file and rename it over the target; returns the target path."""
-        self._f.close()
-        os.replace(self.tmp, self.path)
+        try:
+            self._f.close()  # flushes libsndfile's buffer and header: a full disk can show only here
+            os.replace(self.tmp, self.path)
+        except Exception as e:
+            raise self._failure(e) from None
         if self.clipped:
             log.warning(
                 "%s: %d samples clipped to [-1, 1] (use --bit-depth float to keep them)",
@@ -204,6 +208,14 @@ class AtomicWriter:
                 self.clipped,
             )
         return self.path
+
+    def _failure(self, e: Exception) -> UserError:
+        # libsndfile reports a full disk as "System error."; the free space says what it was
+        why = e.strerror if isinstance(e, OSError) and e.strerror else short_error(e)
+        with contextlib.suppress(OSError):
+            if shutil.disk_usage(self.tmp.parent).free < 1 << 20:
+                why = "no space left on device"
+        return UserError(f"{self.path}: cannot write output ({why})")
 
     def abort(self) -> None:
         """Close and delete the temp file; the target is untouched."""

@@ -81,3 +81,25 @@ def read_wav_into(path: str | os.PathLike[str], layout: WavLayout, start: int, o
         raise AudioError(f"{p}: cannot read audio ({e.strerror or e})") from None
     if got < want:
         raise AudioError(f"{p}: file is shorter than its header says (truncated?)")
+
+
+def truncated_wav(path: str | os.PathLike[str]) -> bool:
+    """True for a RIFF/WAVE file whose data chunk is shorter than its header says (a cut-off download or
+    copy); libsndfile then reads the frames that are there without a word. False for anything else."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return False
+            end = os.fstat(f.fileno()).st_size
+            while True:
+                hdr = f.read(8)
+                if len(hdr) < 8:
+                    return False
+                cid, size = hdr[:4], int.from_bytes(hdr[4:], "little")
+                if cid == b"data":
+                    # 0 and 0xFFFFFFFF: sizes left unset by a streaming writer (or RF64), not a cut
+                    return size not in (0, 0xFFFFFFFF) and f.tell() + size > end
+                f.seek(size + (size % 2), 1)
+    except OSError:
+        return False

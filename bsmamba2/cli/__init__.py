@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from bsmamba2 import __version__
-from bsmamba2.cli.console import console_logging
+from bsmamba2.cli.console import Terminated, console_logging, os_error_line, signals_interrupt
 from bsmamba2.errors import UserError
 
 # subcommand -> (module, one-line help)
@@ -108,12 +108,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.verbose and args.quiet:
         return _usage_error("-q/--quiet and -v/--verbose exclude each other")
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
-    with console_logging(level):
+    with console_logging(level), signals_interrupt():
         try:
             return int(module.run(args) or 0)
         except UserError as e:
             print(f"bsmamba2 {command}: error: {e}", file=sys.stderr)
             return 1
+        except OSError as e:  # a read-only folder, a full disk: the reason in one line (-v: the traceback)
+            logging.getLogger(__name__).debug("traceback", exc_info=True)
+            print(f"bsmamba2 {command}: error: {os_error_line(e)}", file=sys.stderr)
+            return 1
+        except Terminated as e:
+            print(f"bsmamba2 {command}: stopped by {e}", file=sys.stderr)
+            return e.exit_code
         except KeyboardInterrupt:
             print(f"bsmamba2 {command}: interrupted", file=sys.stderr)
             return 130

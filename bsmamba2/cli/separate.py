@@ -156,33 +156,35 @@ def _run_jobs(
     bar = tqdm(jobs, unit="file", disable=quiet or len(jobs) < 2)
     for job in bar:
         bar.set_postfix_str(job.source.name)
-        targets = sep.output_paths(job.out_dir, args.format, names)
-        if not args.overwrite and all(p.exists() for p in targets.values()):
-            log.info("%s: outputs exist, skipped (--overwrite to redo)", job.source)
-            skipped += 1
-            continue
         try:
-            error = _separate_one(sep, job, args, names)
+            result = _separate_one(sep, job, args, names)
         finally:
             if chunk_bar is not None:
                 chunk_bar.close()
-        if error is not None:
-            failures.append((str(job.source), error))
-            continue
-        done += 1
-        log.info("%s -> %s", job.source, job.out_dir)
+        if result is SKIPPED:
+            skipped += 1
+        elif result is not None:
+            failures.append((str(job.source), result))
+        else:
+            done += 1
+            log.info("%s -> %s", job.source, job.out_dir)
     if sep.device.type == "cuda":
         times.info["gpu peak (GiB)"] = round(torch.cuda.max_memory_allocated(sep.device) / 2**30, 3)
     log.debug("stage seconds: %s", times.as_dict())
     return _summary(done, skipped, failures, rank, world, quiet)
 
 
+SKIPPED = "skipped"  # _separate_one's answer when every output is up to date
+
+
 def _separate_one(sep: Separator, job: Job, args: argparse.Namespace, names: tuple[str, ...]) -> str | None:
-    """Separate one file; None when done, else the one-line reason it failed (the batch goes on)."""
+    """Separate one file; None when done, SKIPPED when its outputs are up to date, else the one-line reason
+    it failed (the batch goes on). The keep-or-redo decision is the API's (``Separator.plan_file``)."""
     try:
-        sep.separate_file(
+        plan = sep.plan_file(
             job.source,
-            job.out_dir,
+            job.out_dir.parent,
+            track=job.out_dir.name,
             format=args.format,
             bit_depth=args.bit_depth,
             bitrate=args.bitrate,
@@ -190,6 +192,9 @@ def _separate_one(sep: Separator, job: Job, args: argparse.Namespace, names: tup
             overwrite=args.overwrite,
             stems=names,
         )
+        if plan.up_to_date:
+            return SKIPPED
+        sep.run_plan(plan)
     except UserError as e:
         return str(e)
     except (RuntimeError, ValueError, OSError, MemoryError) as e:  # keep the batch going, say what broke

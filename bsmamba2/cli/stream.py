@@ -121,12 +121,11 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"{args.input}: has {channels} channels; streams are mono or stereo")
     sep = _separator(args, rate, channels)
     skip = 0 if args.keep_delay else round(sep.latency * rate / sep.model_rate)
-    writers = {
-        n: audio.AtomicWriter(args.out / f"{n}.{args.format}", rate, channels, args.bit_depth)
-        for n in sep.stems
-    }
+    writers: dict[str, audio.AtomicWriter] = {}
     busy, seconds = 0.0, 0.0
     try:
+        for n in sep.stems:  # inside the try: a writer that cannot start removes the ones before it
+            writers[n] = audio.AtomicWriter(args.out / f"{n}.{args.format}", rate, channels, args.bit_depth)
         for x in blocks:
             seconds += x.shape[-1] / rate
             t0 = time.perf_counter()
@@ -137,11 +136,11 @@ def run(args: argparse.Namespace) -> int:
         out = sep.flush()
         busy += time.perf_counter() - t0
         _write(writers, out, skip)
+        paths = [w.commit() for w in writers.values()]
     except BaseException:
         for w in writers.values():
-            w.abort()
+            w.abort()  # a writer already committed keeps its file: only a failed rename gets here after it
         raise
-    paths = [w.commit() for w in writers.values()]
     rtf = busy / seconds if seconds else float("nan")
     print(
         f"streamed {seconds:.2f} s in {busy:.2f} s of processing: real-time factor {rtf:.3f}; "

@@ -109,17 +109,34 @@ class ForwardBlock(SequenceMixer):
         return x + self.linear(f), state
 
 
+# Inference on the CPU runs a pass over at most this many tokens (sequences x length) at a time. The
+# sequences of a pass are independent, and a mixer's intermediates (SSD chunk states and decay matrices)
+# are tens of times the pass's input: run whole, one 8 s chunk of the bundled model (62 bands x 801
+# frames) peaked at 2.3 GiB of host memory; in slices of 16384 tokens, at 0.8 GiB (BENCHMARKS.md, memory).
+# Training (grad enabled), GPUs and tracing (ONNX export, torch.compile) run each pass whole.
+CPU_INFERENCE_TOKENS = 16384
+
+
+def run_sequences(block: nn.Module, seqs: Tensor) -> Tensor:
+    """``block(seqs)`` for seqs (n, l, d) -> (n, l, d), in slices of whole sequences on the CPU without grad."""
+    tracing = torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+    step = max(1, CPU_INFERENCE_TOKENS // max(1, seqs.shape[1]))
+    if torch.is_grad_enabled() or tracing or seqs.device.type != "cpu" or seqs.shape[0] <= step:
+        return block(seqs)
+    return torch.cat([block(part) for part in seqs.split(step)])
+
+
 def time_pass(z: Tensor, block: nn.Module) -> Tensor:
     """Run ``block`` along time: every band is a sequence over frames. z (b, t, k, d) -> (b, t, k, d)."""
     b = z.shape[0]
-    out = block(rearrange(z, "b t k d -> (b k) t d"))
+    out = run_sequences(block, rearrange(z, "b t k d -> (b k) t d"))
     return rearrange(out, "(b k) t d -> b t k d", b=b)
 
 
 def band_pass(z: Tensor, block: nn.Module) -> Tensor:
     """Run ``block`` along bands: every frame is a sequence over bands. z (b, t, k, d) -> (b, t, k, d)."""
     b = z.shape[0]
-    out = block(rearrange(z, "b t k d -> (b t) k d"))
+    out = run_sequences(block, rearrange(z, "b t k d -> (b t) k d"))
     return rearrange(out, "(b t) k d -> b t k d", b=b)
 
 
