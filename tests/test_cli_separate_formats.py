@@ -40,7 +40,12 @@ def test_mp3_output_at_a_bitrate(
         y, r = sf.read(str(out), always_2d=True)
         assert r == rate and y.shape == x.shape and np.isfinite(y).all()  # LAME's delay and padding trimmed
         assert bitrate_kbps(out) == kbps
-    assert sorted(p.name for p in (tmp_path / "o" / "song").iterdir()) == ["instrumental.mp3", "vocals.mp3"]
+    made = sorted(p.name for p in (tmp_path / "o" / "song").iterdir())
+    assert made == [
+        "bsmamba2.json",
+        "instrumental.mp3",
+        "vocals.mp3",
+    ]  # the stems and their provenance record
 
 
 @pytest.mark.parametrize(
