@@ -109,7 +109,7 @@ def test_each_command_keeps_its_defaults() -> None:
         return parser.parse_args(["x"] if name == "separate" else ["--data", "d", "--baseline", "mixture"])
 
     sep, ev = defaults("separate"), defaults("evaluate")
-    assert (sep.segment, sep.overlap, sep.batch_size) == (8.0, 0.25, 4)
+    assert (sep.segment, sep.overlap, sep.batch_size) == (8.0, 0.25, None)  # batch: per device, at run time
     assert (ev.segment, ev.overlap, ev.batch_size) == ([8.0], 0.0, 4)
     for a in (sep, ev):
         assert (a.device, a.precision, a.backend, a.model) == ("auto", "auto", "auto", None)
