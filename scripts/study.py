@@ -74,7 +74,7 @@ def cmd_params(args: argparse.Namespace) -> int:
 # ---- evaluation -------------------------------------------------------------------------------------------
 def run_evaluate(argv: list[str]) -> dict[str, Any]:
     """``bsmamba2 evaluate ARGV`` in this process; returns its summary.json."""
-    from bsmamba2.evaluate import cli as evaluate_cli
+    from bsmamba2.cli import evaluate as evaluate_cli
 
     parser = argparse.ArgumentParser(prog="bsmamba2 evaluate")
     evaluate_cli.add_arguments(parser)
@@ -108,6 +108,8 @@ def _run(summary: dict[str, Any], segment: float | None) -> dict[str, Any]:
 
 
 def _f(x: Any) -> str:
+    if isinstance(x, str):  # summary.json writes an infinite score as the string "inf"
+        x = float(x)
     return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.2f}"
 
 
