@@ -113,8 +113,8 @@ class ForwardBlock(SequenceMixer):
 # sequences of a pass are independent, and a mixer's intermediates (SSD chunk states and decay matrices)
 # are tens of times the pass's input: run whole, one 8 s chunk of the bundled model (62 bands x 801
 # frames) peaked at 2.3 GiB of host memory; in slices of 16384 tokens, at 0.8 GiB. A whole `separate` run
-# (2-minute song) peaked at 1,017 MiB (bundled) and 2,127 MiB (paper config) with 16384, at 803 / 1,140 MiB with
-# 4096 and no slower (BENCHMARKS.md, memory). Training (grad enabled), GPUs and tracing run each pass whole.
+# peaked at 1,017 MiB (bundled, 2-minute song) and 2,127 MiB (paper config, 16 s song) with 16384, and at
+# 803 / 1,140 MiB with 4096, no slower (BENCHMARKS.md, memory). Training (grad enabled), GPUs and tracing run each pass whole.
 CPU_INFERENCE_TOKENS = 4096
 
 
