@@ -33,6 +33,7 @@ Transition = Literal["linear", "none"]
 # overlap 0, 6.06 at 0.25, 6.04 at 0.5. 0.25 costs 1.33 chunks per chunk of audio, 0.5 costs 2 (demucs: 0.25).
 DEFAULT_OVERLAP = 0.25
 TRANSITIONS = ("linear", "none")
+NONFINITE = "the model produced NaN/Inf values (try --precision fp32)"
 # On the CPU a batch goes through the model this many chunks per call. Batching buys no speed there (the
 # network already runs each pass in slices of whole sequences, model.dualpath.CPU_INFERENCE_TOKENS), and
 # every chunk in a call holds its own activations: with batch 4 in one call the bundled model peaked at
@@ -145,6 +146,18 @@ class OverlapAdd:
         self._wsum: Tensor | None = None  # (*,) sum of weights, same span as _acc
         self._out_start = 0  # absolute index of _acc[..., 0]; everything before it was returned
         self._finished = False
+        self.on_device = False  # keep_on_device(): accumulate and return on the model's device
+        self._nonfinite: Tensor | None = None  # on_device: a device flag, checked once in finish()
+
+    def keep_on_device(self) -> OverlapAdd:
+        """Accumulate on the model's device and return the pieces there; check the outputs' finiteness once,
+        in ``finish()``, not after every batch. Then the host never waits for the accelerator: it queues the
+        next batch while the current one runs, and whoever reads a piece moves it to the host (``separate_file``
+        does, on its encode thread). Same arithmetic, so the same output. Call before the first push."""
+        if self._acc is not None:
+            raise RuntimeError("keep_on_device() after the first batch")
+        self.on_device = True
+        return self
 
     def push(self, x: Tensor) -> Tensor | None:
         """Add input samples x (C, n); return the newly finished output (S, C, m), or None if none yet."""
@@ -181,6 +194,8 @@ class OverlapAdd:
         outs.append(self._emit(self._total))
         outs = [o for o in outs if o.shape[-1] > 0]
         self._in = None
+        if self._nonfinite is not None and bool(self._nonfinite):  # on_device: the one wait for the device
+            raise UserError(NONFINITE)
         return torch.cat(outs, dim=-1) if outs else None
 
     def run(self, x: Tensor) -> Tensor:
@@ -218,7 +233,10 @@ class OverlapAdd:
         chunks = [c for _, c in self._pending]
         if self.pad_batches and len(chunks) < self.batch_size:
             chunks += [torch.zeros_like(chunks[0])] * (self.batch_size - len(chunks))
-        batch = torch.stack(chunks).to(self.device, non_blocking=True)  # (B, C, L)
+        batch = torch.stack(chunks)  # (B, C, L)
+        if self.on_device and batch.device.type == "cpu" and self.device.type == "cuda":
+            batch = batch.pin_memory()  # a copy the host does not wait for
+        batch = batch.to(self.device, non_blocking=True)
         self._pending = []
         ctx: Any = (
             torch.autocast(device_type=self.device.type, dtype=self.dtype)
@@ -232,11 +250,17 @@ class OverlapAdd:
                 f"model must map (B, C, L) -> (B, S, C, L); got {tuple(batch.shape)} -> {tuple(y.shape)}"
             )
         y = y[: len(starts)]  # drop the padding chunks
-        if not torch.isfinite(y).all():
-            raise UserError("the model produced NaN/Inf values (try --precision fp32)")
-        out_dev = self._in.device if self._in is not None else torch.device("cpu")
+        if self.on_device:
+            bad = ~torch.isfinite(y).all()
+            self._nonfinite = bad if self._nonfinite is None else self._nonfinite | bad
+        elif not torch.isfinite(y).all():
+            raise UserError(NONFINITE)
+        if self.on_device:
+            out_dev = self.device
+        else:
+            out_dev = self._in.device if self._in is not None else torch.device("cpu")
         y = y.float().to(out_dev)
-        w = self.window.to(out_dev)
+        self.window = w = self.window.to(out_dev)
         end = starts[-1] + self.segment
         self._grow(end, y.shape[1], y.shape[2], out_dev)
         assert self._acc is not None and self._wsum is not None

@@ -139,6 +139,11 @@ def separate_file(
     clock = current_clock()
     with timed(clock, "model"):  # the first engine may allocate on the device
         chunks = engine(max(1, round(meta.frames * io.sample_rate / rate)))
+    if threads and chunks.device.type == "cuda":
+        # The engine's pieces stay on the GPU and the encode thread moves them to the host, so the model's
+        # thread queues batch after batch without waiting for one to finish (the "model" stage then counts
+        # the host's time; the GPU's shows in "encode").
+        chunks.keep_on_device()
     # Input-rate samples per block: whole batches of chunks, so the model always gets full batches.
     block = max(1, round(chunks.stride * chunks.batch_size * rate / io.sample_rate))
     writers: dict[str, AtomicWriter | BackgroundWriter] = {}

@@ -12,6 +12,7 @@
 # Options
 #   --configs a,b     config names under configs/ (or paths to .yaml), trained in parallel   [default_small]
 #                     NAME@DIR trains NAME on the corpus at DIR instead of --data
+#                     NAME[@DIR]+key=value[+key=value] adds overrides for that run only
 #   --prepared        the corpora exist already (made by the caller): generate nothing
 #   --budget MIN      wall-clock minutes for the WHOLE call; training gets what is left after the corpus,
 #                     minus --reserve                                                         [9]
@@ -159,6 +160,8 @@ IDX=0  # with several GPUs, run i gets GPU i mod NGPU
 # shellcheck disable=SC2086  # EXTRA is a list of key=value words
 for spec in "${NAMES[@]}"; do
   data=$DATA
+  over=()  # NAME[@ROOT][+key=value[+key=value...]]: overrides for this run only
+  if [[ "$spec" == *+* ]]; then IFS='+' read -r -a over <<< "${spec#*+}"; spec=${spec%%+*}; fi
   if [[ "$spec" == *@* ]]; then data=${spec#*@}; spec=${spec%%@*}; fi
   cfg=$spec; [ -f "$cfg" ] || cfg=configs/$spec.yaml
   name=$(basename "$cfg" .yaml)
@@ -175,7 +178,7 @@ for spec in "${NAMES[@]}"; do
   mkdir -p "$run"
   # shellcheck disable=SC2086
   CUDA_VISIBLE_DEVICES=$((IDX % NGPU)) \
-    $PY -m bsmamba2 train "$cfg" "data.root=$data" "run_dir=$run" "max_minutes=$TRAIN_MIN" $EXTRA "${resume[@]}" \
+    $PY -m bsmamba2 train "$cfg" "data.root=$data" "run_dir=$run" "max_minutes=$TRAIN_MIN" $EXTRA "${over[@]}" "${resume[@]}" \
     > "$run/stdout.txt" 2>&1 &
   IDX=$((IDX + 1))
   PIDS[$name]=$!

@@ -112,6 +112,34 @@ def test_streaming_matches_in_memory() -> None:
         assert torch.equal(out, ref)
 
 
+def test_kept_on_device_gives_the_same_output_and_checks_nan_at_the_end() -> None:
+    """keep_on_device() (separate_file on CUDA) changes where the sums live and when finiteness is checked,
+    not the result; a NaN output still fails the signal, in finish() instead of the batch's push()."""
+    rng = np.random.default_rng(4)
+    x = torch.from_numpy(rng.standard_normal((2, 3000)).astype(np.float32))
+    ref = apply_model(ChunkMeanModel(), x, segment=256, overlap=0.25, batch_size=2)
+    engine = OverlapAdd(ChunkMeanModel(), segment=256, overlap=0.25, batch_size=2).keep_on_device()
+    pieces = [engine.push(x[:, :1234]), engine.push(x[:, 1234:]), engine.finish()]
+    assert torch.equal(torch.cat([p for p in pieces if p is not None], dim=-1), ref)
+
+    class NanLater(ChunkMeanModel):
+        calls = 0
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            self.calls += 1
+            y = super().forward(x)
+            return y * float("nan") if self.calls == 2 else y
+
+    engine = OverlapAdd(NanLater(), segment=256, overlap=0.25, batch_size=2).keep_on_device()
+    engine.push(x)  # the NaN batch runs here, unchecked
+    with pytest.raises(UserError, match="NaN"):
+        engine.finish()
+    started = OverlapAdd(ChunkMeanModel(), segment=256, batch_size=1)
+    started.push(x)
+    with pytest.raises(RuntimeError, match="before|after the first batch"):
+        started.keep_on_device()
+
+
 def test_bad_model_output_is_reported() -> None:
     class Wrong(nn.Module):
         def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from bsmamba2 import audio, pipeline
 from bsmamba2.api import Separator
@@ -25,12 +26,20 @@ def _files(folder: Path) -> dict[str, np.ndarray]:
     return {str(p.relative_to(folder)): audio.read(p)[0] for p in sorted(folder.rglob("*.wav"))}
 
 
-@pytest.mark.parametrize("rate", [44100, 32000])
+CUDA = pytest.param(
+    32000,
+    "cuda",
+    marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")],
+)
+
+
+@pytest.mark.parametrize(("rate", "device"), [(44100, "cpu"), (32000, "cpu"), CUDA])
 def test_threads_give_bit_identical_files(
-    tiny_model_path: Path, tmp_path: Path, write_audio, rate: int
+    tiny_model_path: Path, tmp_path: Path, write_audio, rate: int, device: str
 ) -> None:
-    """A real (tiny) BSMamba2 over several files, many blocks each, with and without the threads."""
-    sep = Separator.from_pretrained(tiny_model_path, device="cpu", segment=0.25, overlap=0.25, batch_size=2)
+    """A real (tiny) BSMamba2 over several files, many blocks each, with and without the threads (on CUDA
+    the threaded run also keeps the engine's sums on the GPU: OverlapAdd.keep_on_device)."""
+    sep = Separator.from_pretrained(tiny_model_path, device=device, segment=0.25, overlap=0.25, batch_size=2)
     srcs = [write_audio(f"s{i}.wav", seconds=1.3, seed=i, sr=rate) for i in range(3)]
 
     def make(length: int) -> OverlapAdd:

@@ -167,8 +167,16 @@ class Mamba2(SequenceMixer):
     def forward(self, u: Tensor) -> Tensor:  # u (b, l, d_model) -> (b, l, d_model)
         l = u.shape[1]
         z, xBC, dt = self._project(u)
-        # Causal depthwise conv: pad d_conv-1 on both sides, keep the first l outputs (zeros before t = 0).
-        xBC = F.silu(self.conv1d(xBC.transpose(1, 2))[..., :l].transpose(1, 2))  # (b, l, d_inner + 2·g·n)
+        conv_silu = getattr(self.scan, "conv_silu", None) if xBC.is_cuda else None
+        if conv_silu is not None:
+            # The scan backend's own kernel (Triton): one pass over the in_proj output's strided view; torch's
+            # depthwise conv1d on CUDA takes ~9x the memory-bound time at these shapes (bf16), plus two
+            # layout copies (BENCHMARKS.md, issue 12).
+            w, bias = self.conv1d.weight[:, 0, :], cast(Tensor, self.conv1d.bias)
+            xBC = conv_silu(xBC[None], w[None], bias[None])[0]
+        else:
+            # Causal depthwise conv: pad d_conv-1 on both sides, keep the first l outputs (zeros before t = 0).
+            xBC = F.silu(self.conv1d(xBC.transpose(1, 2))[..., :l].transpose(1, 2))  # (b, l, d_inner + 2·g·n)
         y = self._scan(xBC, dt)
         return self.out_proj(self.norm(y, z))
 
