@@ -2,12 +2,13 @@
 # One device call (< 10 minutes) for the speed issues' tables: the GPU tests, then `bsmamba2 separate` as users
 # run it (benchmarks/bench_cli.py) and streaming on the GPU, while the CPU tables run pinned to their own cores
 # of the same machine: benchmarks/bench_cpu.py on 2 cores (cores 0-1, 2 threads) and benchmarks/bench_stream.py
-# on 1 core (core 2). The GPU side is pinned to cores 4-15, so the CPU rows see otherwise idle cores (they share
-# the memory bus with the GPU side; that is stated with the numbers).
+# on cores 2-3 (1 thread, then 2). The GPU side is pinned to cores 4-15, so the CPU rows see otherwise idle
+# cores (they share the memory bus with the GPU side; that is stated with the numbers).
 #
 #   bash scripts/gpu_bench_all.sh        # from the repository root; carry .whl (soundfile, soxr, demucs, julius)
 #
-# Results under $OUT: gpu_tests.log, cli/, stream_gpu/, cpu/, stream_cpu/, and each part's log.
+# Results under $OUT: gpu_tests.log, cli/, stream_gpu/, cpu/, stream_cpu_t1/, stream_cpu_t2/, each part's log,
+# and all of it in bench_all.tar.gz (a device call returns at most 8 files).
 set -u
 cd "$(dirname "$0")/.." || exit 1
 O=${OUT:-bench_out}
@@ -25,9 +26,11 @@ say "$(nvidia-smi -L 2>&1 | head -1); $(nproc) cores; $(python3 -c 'import torch
 # CPU side, in the background on its own cores
 (taskset -c 0,1 timeout 420 python3 benchmarks/bench_cpu.py --quick --threads 2 --out "$O/cpu" >"$O/cpu.log" 2>&1
  echo "cpu rc=$?" >>"$O/status.txt") &
-(taskset -c 2 timeout 200 python3 benchmarks/bench_stream.py --threads 1 --seconds 10 --long 60 \
-   --out "$O/stream_cpu" >"$O/stream_cpu.log" 2>&1
- echo "stream_cpu rc=$?" >>"$O/status.txt") &
+(for t in 1 2; do
+   taskset -c 2,3 timeout 150 python3 benchmarks/bench_stream.py --threads $t --seconds 10 --long 60 \
+     --out "$O/stream_cpu_t$t" >"$O/stream_cpu_t$t.log" 2>&1
+   echo "stream_cpu threads=$t rc=$?" >>"$O/status.txt"
+ done) &
 
 # GPU side, one thing at a time
 XDIST=""
@@ -46,3 +49,4 @@ wait
 say "all done"
 cat "$O/status.txt"
 grep -E "FAILED|ERROR" "$O/gpu_tests.log" | head -20
+tar czf "$O/bench_all.tar.gz" -C "$O" --exclude=bench_all.tar.gz . 2>/dev/null

@@ -46,10 +46,13 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from bsmamba2.model.mixers import triton_key
 from bsmamba2.model.mixers.conv_triton import conv_silu
 from bsmamba2.model.mixers.ssd_types import check_shapes
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+if not _INTERPRET:  # the interpreter compiles nothing
+    triton_key.install()  # Triton's 0.35 s hash of its installation: once per installation, not per process
 CHUNK = 64  # the longest sequence the single-chunk kernels take
 
 # Launch configurations (num_warps, num_stages, maxnreg; 0 = the compiler's choice) per kernel.
