@@ -113,4 +113,6 @@ def test_each_command_keeps_its_defaults() -> None:
     assert (ev.segment, ev.overlap, ev.batch_size) == ([8.0], 0.0, 4)
     for a in (sep, ev):
         assert (a.device, a.precision, a.backend, a.model) == ("auto", "auto", "auto", None)
-    assert (sep.format, sep.bit_depth) == ("wav", "24")
+    assert (sep.format, sep.bit_depth) == ("wav", None)  # None: 24 once checked, an error with mp3
+    options.check(sep, device=False)
+    assert sep.bit_depth == "24"

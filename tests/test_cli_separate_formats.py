@@ -55,6 +55,7 @@ def test_mp3_output_at_a_bitrate(
         (["--format", "flac", "--bitrate", "128"], "mp3"),
         (["--format", "mp3", "--bitrate", "100"], "100"),  # not an MP3 bitrate
         (["--format", "mp3", "--bitrate", "0"], "0"),
+        (["--format", "mp3", "--bit-depth", "16"], "mp3"),  # mp3 has no bit depth: said, not ignored
     ],
 )
 def test_bad_bitrates_fail_before_loading(

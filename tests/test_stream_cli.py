@@ -86,3 +86,17 @@ def test_errors_are_one_line_and_leave_no_file(models: dict[str, Path], tmp_path
     err = capsys.readouterr().err
     assert "NaN" in err and "Traceback" not in err
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())  # no partial or temp file
+
+
+def test_mp3_stream_at_a_bitrate(models: dict[str, Path], tmp_path: Path, capsys) -> None:
+    av = pytest.importorskip("av")
+    x = (0.3 * np.random.default_rng(5).standard_normal((2, 22050))).astype(np.float32)
+    sf.write(tmp_path / "in.wav", x.T, 44100, subtype="FLOAT")
+    argv = ["stream", str(tmp_path / "in.wav"), "-m", str(models["causal"]), "--format", "mp3"]
+    assert cli.main([*argv, "-o", str(tmp_path / "out"), "--bitrate", "128"]) == 0
+    with av.open(str(tmp_path / "out" / "vocals.mp3")) as c:
+        assert int(c.streams.audio[0].bit_rate) // 1000 == 128
+    capsys.readouterr()
+    assert cli.main([*argv, "-o", str(tmp_path / "bad"), "--bit-depth", "16"]) != 0
+    err = capsys.readouterr().err
+    assert "--bitrate" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()

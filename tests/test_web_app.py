@@ -31,6 +31,16 @@ SEPARATOR = {"segment": 0.1, "overlap": 0.5, "batch_size": 1}
 
 def song_bytes(fmt: str = "WAV", seconds: float = 0.5, seed: int = 0) -> bytes:
     x = 0.3 * np.random.default_rng(seed).standard_normal((int(seconds * SR), 2)).astype(np.float32)
+    if fmt == "M4A":  # AAC in MP4, through PyAV (the formats extra)
+        av = pytest.importorskip("av")
+        buf = io.BytesIO()
+        with av.open(buf, "w", format="mp4") as c:
+            stream = c.add_stream("aac", rate=SR, layout="stereo")
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(x.T), format="fltp", layout="stereo")
+            frame.sample_rate, frame.pts = SR, 0
+            for packet in [*stream.encode(frame), *stream.encode(None)]:
+                c.mux(packet)
+        return buf.getvalue()
     buf = io.BytesIO()
     subtype = {"WAV": "FLOAT", "FLAC": "PCM_16", "OGG": "VORBIS", "MP3": "MPEG_LAYER_III"}[fmt]
     sf.write(buf, x, SR, format=fmt, subtype=subtype)
@@ -106,7 +116,7 @@ def test_config_lists_the_models_and_their_outputs(serve, tiny_model_path: Path,
 
 # ---- jobs --------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("fmt", "suffix"), [("WAV", ".wav"), ("FLAC", ".flac"), ("OGG", ".ogg"), ("MP3", ".mp3")]
+    ("fmt", "suffix"), [("WAV", ".wav"), ("FLAC", ".flac"), ("OGG", ".ogg"), ("MP3", ".mp3"), ("M4A", ".m4a")]
 )
 def test_upload_gives_the_apis_stems(serve, tmp_path: Path, fmt: str, suffix: str) -> None:
     client = serve()

@@ -17,6 +17,8 @@ from bsmamba2.audio import DEFAULT_MP3_BITRATE
 from bsmamba2.device import BACKEND_HELP, BACKENDS, DEVICES, PRECISIONS, resolve_device, resolve_precision
 from bsmamba2.errors import UserError
 
+DEFAULT_BIT_DEPTH = "24"  # wav / flac output of separate, demo and the API
+
 DEFAULT_SEGMENT = 8.0
 DEFAULT_BATCH_SIZE = 4
 MODEL_HELP = "model file (default: the bundled model)"
@@ -70,7 +72,7 @@ def add_output(parser: argparse.ArgumentParser) -> None:
     """``--format``, ``--bit-depth`` (wav, flac) and ``--bitrate`` (mp3) of written audio."""
     parser.add_argument("--format", default="wav", choices=FORMATS, help="output format (default wav)")
     parser.add_argument(
-        "--bit-depth", default="24", choices=BIT_DEPTHS, help="wav/flac sample format (default 24)"
+        "--bit-depth", default=None, choices=BIT_DEPTHS, help="wav/flac sample format (default 24)"
     )
     parser.add_argument(
         "--bitrate", type=int, default=None, metavar="KBPS",
@@ -93,6 +95,12 @@ def check(args: argparse.Namespace, *, device: bool = True) -> None:
     if batch_size is not None and batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     if hasattr(args, "format"):
+        if getattr(args, "bit_depth", "") is None:  # not given: the default (mp3 ignores it)
+            args.bit_depth = DEFAULT_BIT_DEPTH
+        elif args.format == "mp3" and hasattr(args, "bitrate"):
+            raise UserError(
+                f"--bit-depth is for wav and flac; mp3 takes --bitrate KBPS (default {DEFAULT_MP3_BITRATE})"
+            )
         check_format(args.format, args.bit_depth, getattr(args, "bitrate", None))
     if device and hasattr(args, "device"):
         dev = resolve_device(args.device)

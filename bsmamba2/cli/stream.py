@@ -26,6 +26,7 @@ from torch import Tensor
 
 from bsmamba2 import audio
 from bsmamba2.api import BIT_DEPTHS, DEFAULT_MODEL, FORMATS, check_format
+from bsmamba2.audio import DEFAULT_MP3_BITRATE
 from bsmamba2.device import BACKEND_HELP, BACKENDS, PRECISIONS, describe, resolve_device, resolve_precision
 from bsmamba2.errors import UserError
 from bsmamba2.streaming.separator import DEFAULT_CAUSAL_MODEL, StreamingSeparator
@@ -70,8 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument("--format", default="wav", choices=FORMATS, help="output format (default wav)")
     parser.add_argument(
-        "--bit-depth", default="float", choices=BIT_DEPTHS, help="output samples (default float)"
+        "--bit-depth", default=None, choices=BIT_DEPTHS, help="wav/flac output samples (default float)"
     )
+    parser.add_argument(
+        "--bitrate", type=int, default=None, metavar="KBPS",
+        help=f"mp3 constant bitrate in kbps (default {DEFAULT_MP3_BITRATE})",
+    )  # fmt: skip
     parser.add_argument("--keep-delay", action="store_true", help="write the latency's leading silence too")
 
 
@@ -107,7 +112,13 @@ def stdin_blocks(channels: int, pcm: str, block: int) -> Iterator[np.ndarray]:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_format(args.format, args.bit_depth)
+    if args.bit_depth is None:
+        args.bit_depth = "float"  # a stream's samples as the model gives them (mp3 ignores it)
+    elif args.format == "mp3":
+        raise UserError(
+            f"--bit-depth is for wav and flac; mp3 takes --bitrate KBPS (default {DEFAULT_MP3_BITRATE})"
+        )
+    check_format(args.format, args.bit_depth, args.bitrate)
     if args.io_block <= 0:
         raise UserError(f"--io-block must be positive (ms), got {args.io_block}")
     if args.input == "-":
@@ -125,7 +136,9 @@ def run(args: argparse.Namespace) -> int:
     busy, seconds = 0.0, 0.0
     try:
         for n in sep.stems:  # inside the try: a writer that cannot start removes the ones before it
-            writers[n] = audio.AtomicWriter(args.out / f"{n}.{args.format}", rate, channels, args.bit_depth)
+            writers[n] = audio.AtomicWriter(
+                args.out / f"{n}.{args.format}", rate, channels, args.bit_depth, args.bitrate
+            )
         for x in blocks:
             seconds += x.shape[-1] / rate
             t0 = time.perf_counter()

@@ -10,10 +10,13 @@ from pathlib import Path
 from bsmamba2 import audio
 from bsmamba2.atomic import atomic_write
 from bsmamba2.audio import MODEL_SAMPLE_RATE as SAMPLE_RATE
+from bsmamba2.audio.decode import LIBSNDFILE_SUFFIXES, PYAV_SUFFIXES, load_av
 from bsmamba2.demo import DEFAULT_PRESET, DEFAULT_SEED, make_example
 from bsmamba2.errors import AudioError, UserError
 
-UPLOAD_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
+# What the reader decodes: libsndfile's formats, plus m4a/AAC and the other FFmpeg-only containers where PyAV
+# (the ``formats`` extra) is installed.
+UPLOAD_SUFFIXES = LIBSNDFILE_SUFFIXES + (PYAV_SUFFIXES if load_av() is not None else ())
 EXAMPLE_NAME = "example song"
 
 
