@@ -4,7 +4,7 @@ A stream at 10 ms blocks runs the network on one STFT frame per push, where the 
 the count of kernels, the layout copies and the passes over the carried SSM state decide the time. This
 plan computes ``BandSplitSeparator.step_spec`` in fewer of each, from copies of the weights taken when it is
 built (a model trained further needs a new plan): the band split and mask heads batched by band width
-(``GroupedBands``), each layer's time and band blocks in the form of ``bsmamba2.streaming.frame_blocks``
+(``bsmamba2.streaming.frame_heads``), each layer's time and band blocks in the form of ``bsmamba2.streaming.frame_blocks``
 (constants folded into the products, the conv tail as a ring, the SSM state as scale · S̃, both band
 directions in one product).
 
@@ -21,9 +21,9 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from bsmamba2.model.bands import GroupedBands
 from bsmamba2.model.separator_net import BandSplitSeparator, SpecStreamState
 from bsmamba2.streaming.frame_blocks import PENDING, BandBlock, TimeBlock, is_plain_layer
+from bsmamba2.streaming.frame_heads import heads_of
 
 
 class FramePlan:
@@ -33,8 +33,7 @@ class FramePlan:
         if not self.supports(model):
             raise ValueError("FramePlan needs a causal Mamba2 model with float32 or float64 weights")
         self.cfg = model.cfg
-        self.bands = GroupedBands(model.band_split, list(model.mask_estimators))  # type: ignore[arg-type]
-        self.final_norm = model.final_norm
+        self.heads = heads_of(model.band_split, model.final_norm, list(model.mask_estimators))
         self.time: list[TimeBlock] = []
         self.band: list[BandBlock] = []
         for layer in model.layers:
@@ -74,16 +73,16 @@ class FramePlan:
         b, _, _, l = X.shape
         if l == 0:
             return X.new_zeros(b, self.cfg.num_stems, *X.shape[1:], dtype=torch.complex64), state
-        x = rearrange(torch.view_as_real(X), "b c f t r -> b t (f c r)").to(self.dtype)  # feature 4f+2c+r
-        z = self.bands.split(x)  # (b, l, k, d)
+        x = rearrange(torch.view_as_real(X), "b c f t r -> (b t) (f c r)").to(self.dtype)  # feature 4f+2c+r
+        z = rearrange(self.heads.split(x), "k (b l) d -> b l k d", b=b)
         layers = []
         for time, band, st in zip(self.time, self.band, state.layers, strict=True):
             y, st = time(rearrange(z, "b l k d -> (b k) l d"), st)  # (m, l, d)
             z = band(rearrange(y, "(b k) l d -> (b l) k d", b=b)).view(z.shape)
             layers.append(st)
-        masks = self.bands.masks(self.final_norm(z))  # (b, s, l, f·c·2)
+        masks = torch.stack(self.heads.masks(rearrange(z, "b l k d -> k (b l) d")))  # (s, b·l, f·c·2)
         c = self.cfg.audio_channels
-        masks = rearrange(masks.float(), "b s t (f c r) -> b s c f t r", c=c, r=2).contiguous()
+        masks = rearrange(masks.float(), "s (b t) (f c r) -> b s c f t r", b=b, c=c, r=2).contiguous()
         masks = torch.view_as_complex(masks)  # (b, s, c, f, l)
         queue = torch.cat([state.pending, X.to(torch.complex64)], dim=-1)
         ready = max(0, l - max(0, self.cfg.lookahead - state.seen))  # frames ≥ 0 whose masks are in
