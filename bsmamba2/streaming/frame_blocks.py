@@ -133,7 +133,8 @@ class TimeBlock:
         u = rms_normed(x, mix.norm_eps)  # the prenorm (its weight is in w_in)
         proj = torch.addmm(mix.in_bias, u.reshape(m * l, d), mix.w_in).view(m, l, -1)
         z, xBC, dt = proj.split([d_inner, d_inner + 2 * gn, h], dim=-1)
-        dt = F.softplus(dt.to(acc))  # (m, l, h), dt_bias added by the product
+        # (m, l, h), dt_bias added by the product; contiguous first: softplus of a strided slice is 3x slower
+        dt = F.softplus(dt.to(acc).contiguous())
         decay = torch.exp(dt * mix.A)  # (m, l, h): each frame's decay
         gate = F.silu(z.to(acc))  # (m, l, d_inner)
         ys, pos = [], st.pos
@@ -236,7 +237,7 @@ class BandBlock:
         u2 = rearrange(u.index_select(1, self.order), "n (e k) d -> e (n k) d", e=2)
         proj = torch.baddbmm(self.in_bias, u2, self.w_in)  # (e, n·k, c); the backward's bands reversed
         z, xBC, dt = proj.split([d_inner, d_inner + 2 * gn, h], dim=-1)
-        dt = F.softplus(dt.to(acc))  # (e, n·k, h), dt_bias added by the product
+        dt = F.softplus(dt.to(acc).contiguous())  # (e, n·k, h), dt_bias added by the product
         xBC = xBC.view(2, n, k, -1)
         conv = torch.addcmul(self.conv_b, xBC, self.conv_w[w - 1])  # causal conv over bands, zero-padded
         for i in range(1, w):
