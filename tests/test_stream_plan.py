@@ -1,5 +1,6 @@
-"""FramePlan (bsmamba2.streaming.plan): the causal model's step in few kernels computes ``step_spec``'s
-function, for any piece lengths, with the scaled SSM state folded back (both of its branches). The network
+"""FramePlan (bsmamba2.streaming.plan, with frame_blocks and frame_heads): the causal model's step in few
+kernels computes ``step_spec``'s function, for any piece lengths, with the scaled SSM state folded back (both
+of its branches) and any number of updates pending, the band SSD in both of its forms. The network
 runs in float64; the masks come out as complex64, hence the float32 tolerances."""
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from bsmamba2.config import ModelConfig
 from bsmamba2.model import build_model
 from bsmamba2.model.framing import causal_stft
 from bsmamba2.model.mixers.mamba2 import Mamba2
-from bsmamba2.streaming import CausalStream
+from bsmamba2.streaming import CausalStream, frame_blocks
+from bsmamba2.streaming.frame_heads import FrameHeads
 from bsmamba2.streaming.plan import FramePlan
 
 
@@ -57,17 +59,18 @@ def test_plan_step_equals_step_spec_and_forward_spec(
     torch.testing.assert_close(got, whole, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("decay_scale", [0.0, 6.0])
-def test_scale_folds_both_ways(decay_scale: float) -> None:
+@pytest.mark.parametrize(("decay_scale", "pending"), [(0.0, 8), (6.0, 8), (0.0, 1), (0.0, 3), (6.0, 3)])
+def test_scale_folds_both_ways(decay_scale: float, pending: int) -> None:
     """Frame by frame, the plan's scale falls until it is folded into S̃ (it rises again: first branch); a
     fast-decaying model (A ≈ −e⁶·…) wipes the state each frame (the scale stays 1: second branch). The output
-    stays the reference's either way."""
+    stays the reference's either way, whatever the number of updates kept pending (folds land on frames
+    with some pending)."""
     model = _model(seed=3, decay_scale=decay_scale)
     plan = FramePlan(model)
     X = causal_stft(torch.randn(1, 2, 9000, dtype=torch.float64), model.cfg.n_fft, model.cfg.hop_length)
     with torch.no_grad():
         whole = model.forward_spec(X)
-        state, out, rose, ones = plan.stream_state(1, X.device), [], False, True
+        state, out, rose, ones = plan.stream_state(1, X.device, pending=pending), [], False, True
         for t in range(X.shape[-1]):
             before = [s.scale.clone() for s in state.layers]
             y, state = plan.step(X[..., t : t + 1], state)
@@ -85,3 +88,38 @@ def test_stream_uses_the_plan_only_where_it_fits() -> None:
     assert CausalStream(model)._plan is not None
     assert CausalStream(model, dtype=torch.bfloat16)._plan is None  # autocast: the model's own step
     assert not FramePlan.supports(build_model(ModelConfig.tiny()))  # bidirectional
+
+
+@pytest.mark.parametrize("decay_scale", [0.0, 3.0])
+def test_band_ssd_forms_agree_with_the_block(monkeypatch: pytest.MonkeyPatch, decay_scale: float) -> None:
+    """The band block's SSD in both forms (decay factored around the midpoint; decay matrices formed, for
+    decays past FACTORED_RANGE) computes the model's bidirectional band block."""
+    model = _model(seed=5, decay_scale=decay_scale)
+    plan = FramePlan(model)
+    block = model.layers[1][1]
+    x = torch.randn(3, model.cfg.num_bands, model.cfg.dim, dtype=torch.float64)
+    with torch.no_grad():
+        want = block(x)
+        got = {}
+        for name, bound in (("factored", float("inf")), ("quadratic", -1.0)):
+            monkeypatch.setattr(frame_blocks, "FACTORED_RANGE", bound)
+            got[name] = plan.band[1](x)
+    torch.testing.assert_close(got["factored"], want, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(got["quadratic"], want, rtol=1e-9, atol=1e-9)
+
+
+def test_heads_compute_the_split_and_the_masks() -> None:
+    """FrameHeads: the band split, final norm and mask heads of the model, for several rows at once."""
+    model = _model(seed=6)
+    heads = FrameHeads(model.band_split, model.final_norm, list(model.mask_estimators))
+    feats = sum(model.band_split.band_features)
+    x = torch.randn(5, feats, dtype=torch.float64)
+    z = torch.randn(5, model.cfg.num_bands, model.cfg.dim, dtype=torch.float64)
+    with torch.no_grad():
+        split = heads.split(x)  # (k, rows, d)
+        masks = heads.masks(z.transpose(0, 1))  # per stem (rows, features)
+        want_split = model.band_split(x[:, None])[:, 0]  # (rows, k, d)
+        want_masks = [est(model.final_norm(z)[:, None])[:, 0] for est in model.mask_estimators]
+    torch.testing.assert_close(split.transpose(0, 1), want_split, rtol=1e-9, atol=1e-9)
+    for got, want in zip(masks, want_masks, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-9)

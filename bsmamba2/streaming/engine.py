@@ -26,6 +26,7 @@ from torch import Tensor
 from bsmamba2.model.framing import analyse, envelope, left_pad, synthesise
 from bsmamba2.model.mixers.base import NotStreamableError
 from bsmamba2.model.separator_net import BandSplitSeparator, SpecStreamState
+from bsmamba2.spectral import hann_window
 from bsmamba2.streaming.plan import FramePlan
 
 
@@ -48,6 +49,7 @@ class CausalStream:
         self.n_fft, self.hop = cfg.n_fft, cfg.hop_length
         self.latency = cfg.latency  # samples
         self._env = envelope(self.n_fft, self.hop, self.device)  # (hop,)
+        self._window = hann_window(self.n_fft, self.device)
         # A frame's work is small, so kernel count and passes over the state rule: the plan runs the same
         # function in fewer (a snapshot of the weights: a stream made before further training keeps the old
         # ones). Models it does not fit, and autocast, take the model's own step with the band split and
@@ -110,12 +112,13 @@ class CausalStream:
         t = S.shape[-1]
         if t == 0:
             return
-        wave = synthesise(
-            S, self.n_fft, self.hop
-        )  # (s, c, (t - 1)·hop + n_fft), first sample at a frame start
+        if t == 1:  # one frame (a 10 ms push): its windowed inverse FFT is the overlap-add (synthesise's)
+            wave = torch.fft.irfft(S[..., 0], n=self.n_fft, dim=-1) * self._window  # (s, c, n_fft)
+        else:
+            wave = synthesise(S, self.n_fft, self.hop)  # (s, c, (t - 1)·hop + n_fft), from a frame start
         wave[..., : self._tail.shape[-1]] += self._tail
         final, self._tail = wave[..., : t * self.hop], wave[..., t * self.hop :]
-        final = final / self._env.repeat(t)  # every frame over these samples is in
+        final = final / (self._env if t == 1 else self._env.repeat(t))  # every frame over these is in
         if self._skip:
             drop = min(self._skip, final.shape[-1])
             final, self._skip = final[..., drop:], self._skip - drop
