@@ -3,8 +3,8 @@
 Used by models built with the ``fast`` scan backend (the CPU default) when nothing needs autograd; the eager
 ``Mamba2.forward`` stays the reference (``tests/test_mamba2_cpu.py`` holds this path to it). What differs:
 
-* one contiguous (n·l × d) input into in_proj, so its product is one GEMM (a strided 3-D input made
-  ``matmul`` copy the weight once per sequence into a batched product);
+* one contiguous (n·l × d) input into in_proj, so its products are plain GEMMs (a strided 3-D input made
+  ``matmul`` copy the weight once per sequence into a batched product), x‖B‖C apart from z‖Δ;
 * the causal depthwise convolution runs on the channels-last view of the projection's x‖B‖C columns (a 2-D
   convolution over a height-1 image in oneDNN's channels-last layout: no transposed copy in or out, and the
   output rows are contiguous, so SiLU runs in place on them);
@@ -94,15 +94,19 @@ def forward(m: Mamba2Like, u: Tensor) -> Tensor:
     conv_b: Tensor = bias
 
     def make() -> tuple[Tensor, ...]:
-        # the conv kernel as a height-1 2-D one; out_proj's columns times the gated norm's weight
-        return m.in_proj.weight, m.conv1d.weight.unsqueeze(2), conv_b, m.out_proj.weight * m.norm.weight
+        # in_proj's x‖B‖C rows apart from its z‖Δ rows (the convolution then reads a contiguous product),
+        # the conv kernel as a height-1 2-D one, out_proj's columns times the gated norm's weight
+        w_z, w_xbc, w_dt = m.in_proj.weight.split([d_inner, d_inner + 2 * gn, h])
+        conv_w = m.conv1d.weight.unsqueeze(2)
+        return w_xbc.contiguous(), torch.cat([w_z, w_dt]), conv_w, conv_b, m.out_proj.weight * m.norm.weight
 
     sources = (m.in_proj.weight, m.conv1d.weight, conv_b, m.out_proj.weight, m.norm.weight)
-    in_w, conv_w, conv_b, out_w = prepared_weights(m, sources, compute_dtype(m.in_proj.weight), make)
+    prepared = prepared_weights(m, sources, compute_dtype(m.in_proj.weight), make)
+    in_xbc, in_zdt, conv_w, conv_b, out_w = prepared
     with torch.autocast("cpu", enabled=False):  # the weights are already in the compute dtype
-        zxbcdt = F.linear(u.to(in_w.dtype).contiguous(), in_w)  # (n, l, 2·d_inner + 2·g·s + h)
-        z, xBC, dt = zxbcdt.split([d_inner, d_inner + 2 * gn, h], dim=-1)
-        xBC = conv_silu(xBC, conv_w, conv_b)  # (n, l, c), rows contiguous
+        u = u.to(in_xbc.dtype).contiguous()
+        xBC = conv_silu(F.linear(u, in_xbc), conv_w, conv_b)  # (n, l, c), rows contiguous
+        z, dt = F.linear(u, in_zdt).split([d_inner, h], dim=-1)  # (n, l, d_inner), (n, l, h)
         acc = torch.promote_types(dt.dtype, torch.float32)  # Δ and A in (at least) float32, as mamba_ssm
         dt = F.softplus(dt.to(acc) + m.dt_bias.to(acc))  # (n, l, h)
         x, B, C = xBC.split([d_inner, gn, gn], dim=-1)

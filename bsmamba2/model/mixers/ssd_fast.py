@@ -310,7 +310,8 @@ def _factored_states(
     # each chunk's own state, in the (n × k·p) layout of the read-out, then the recurrence in place:
     # states[:, :, i] becomes the state after chunk i
     own = (Bc.transpose(-1, -2) @ Xc).view(b, g, c, n, k, p)  # Σ_j B_j ⊗ X'_j, products' dtype
-    states = own * per_head(u[:, :, -1])  # (b, g, c, n, k, p) in acc: × u_end
+    # (b, g, c, n, k, p) in acc, × u_end: converted first, as a mixed-dtype product broadcast over p is slow
+    states = own.to(acc).mul_(per_head(u[:, :, -1]))
     through = per_head(torch.exp(acum[:, :, -1]))  # decay across a whole chunk
     S0 = None
     if initial_state is not None:
@@ -321,10 +322,10 @@ def _factored_states(
     # entering states × e^m, in the products' dtype: y_off_i = u_i · C_i · (e^m S_in)
     em = per_head(torch.exp(mid[:, :, 0]))
     S_in = Y.new_empty(b, g, c, n, k, p)
-    torch.mul(states[:, :, :-1], em[:, :, 1:], out=S_in[:, :, 1:])
+    S_in[:, :, 1:] = states[:, :, :-1] * em[:, :, 1:]
     if S0 is None:
         S_in[:, :, 0].zero_()
     else:
-        torch.mul(S0, em[:, :, 0], out=S_in[:, :, 0])
+        S_in[:, :, 0] = S0 * em[:, :, 0]
     Y.view(-1, q, kp).baddbmm_(Cc.reshape(-1, q, n), S_in.view(-1, n, kp))
     return rearrange(states[:, :, -1], "b g n k p -> b (g k) p n")
