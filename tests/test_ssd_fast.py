@@ -73,6 +73,7 @@ def test_inference_blocks_compute_the_unblocked_scan(monkeypatch: pytest.MonkeyP
     import bsmamba2.model.mixers.ssd_fast as fast
 
     ins = [t.float() for t in _inputs(5, 150, 4, 8, 2, 16, seed=11)]
+    monkeypatch.setattr(fast, "factor_chunk", lambda a: None)  # the decay-matrix path, which blocks
     with torch.inference_mode():
         whole = ssd_fast(*ins, chunk_size=64)
         monkeypatch.setattr(fast, "BLOCK_BYTES", 1)
@@ -116,3 +117,52 @@ def test_a_model_with_the_fast_scan_matches_the_reference_model() -> None:
         assert _rel(fast(wave), y_ref) < 1e-4
         with torch.autocast("cpu", dtype=torch.bfloat16):
             assert _rel(fast(wave), y_ref) < 1e-2
+
+
+@pytest.mark.parametrize("l", [5, 62, 130, 401])
+@pytest.mark.parametrize("g", [1, 2])
+def test_factored_decays_and_decay_matrices_agree(l: int, g: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inference factors the decays (exact in float64 to rounding); the decay-matrix path computes the same."""
+    import bsmamba2.model.mixers.ssd_fast as fast
+
+    x, dt, A, B, C, D = _inputs(3, l, 4, 3, g, 5, seed=l + g)
+    S0 = torch.randn(3, 4, 3, 5, dtype=torch.float64)
+    y_ref, s_ref = ssd_naive(x, dt, A, B, C, D, initial_state=S0, return_final_state=True)
+    with torch.no_grad():
+        assert fast.factor_chunk(dt * A) is not None
+        for longest in (fast.MAX_FACTOR_CHUNK, 16):  # one chunk or several, the last one padded
+            monkeypatch.setattr(fast, "MAX_FACTOR_CHUNK", longest)
+            y, s = ssd_fast(x, dt, A, B, C, D, initial_state=S0, return_final_state=True)
+            assert _rel(y, y_ref) < 1e-12 and _rel(s, s_ref) < 1e-12
+            assert _rel(ssd_fast(x, dt, A, B, C, D), ssd_naive(x, dt, A, B, C, D)) < 1e-12
+        monkeypatch.setattr(fast, "factor_chunk", lambda a: None)
+        y, s = ssd_fast(x, dt, A, B, C, D, initial_state=S0, return_final_state=True)
+        assert _rel(y, y_ref) < 1e-12 and _rel(s, s_ref) < 1e-12
+
+
+def test_factor_chunk_keeps_every_chunk_within_range() -> None:
+    from bsmamba2.model.mixers.ssd_fast import FACTOR_EXP, MAX_FACTOR_CHUNK, MIN_FACTOR_CHUNK, factor_chunk
+
+    gen = torch.Generator().manual_seed(0)
+    for scale in (0.01, 0.5, 3.0, 10.0):
+        a = -scale * torch.rand(4, 401, 8, generator=gen, dtype=torch.float64)
+        q = factor_chunk(a)
+        assert q is not None and MIN_FACTOR_CHUNK <= q <= MAX_FACTOR_CHUNK
+        c = -(-401 // q)
+        ranges = -F.pad(a, (0, 0, 0, c * q - 401)).view(4, c, q, 8).sum(2)
+        assert float(ranges.max()) <= 2 * FACTOR_EXP
+    assert factor_chunk(torch.zeros(2, 62, 8)) == 62  # no decay: one chunk
+    assert factor_chunk(torch.full((2, 62, 8), -20.0)) is None  # forgets within a step: decay matrices
+
+
+def test_heads_that_forget_within_steps_take_the_decay_matrices() -> None:
+    """Decays beyond the factored range (A·Δ ≈ −40 per step) still give the recurrence's outputs."""
+    from bsmamba2.model.mixers.ssd_fast import factor_chunk
+
+    x, dt, A, B, C, D = _inputs(2, 70, 4, 3, 1, 5, seed=5)
+    A = A * 40
+    with torch.no_grad():
+        assert factor_chunk(dt * A) is None
+        y, s = ssd_fast(x, dt, A, B, C, D, chunk_size=16, return_final_state=True)
+    y_ref, s_ref = ssd_naive(x, dt, A, B, C, D, return_final_state=True)
+    assert _rel(y, y_ref) < 1e-12 and _rel(s, s_ref) < 1e-12

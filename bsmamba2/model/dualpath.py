@@ -119,10 +119,16 @@ CPU_INFERENCE_TOKENS = 4096
 
 
 def run_sequences(block: nn.Module, seqs: Tensor) -> Tensor:
-    """``block(seqs)`` for seqs (n, l, d) -> (n, l, d), in slices of whole sequences on the CPU without grad."""
+    """``block(seqs)`` for seqs (n, l, d) -> (n, l, d); on the CPU without grad, contiguous and in slices of
+    whole sequences."""
     tracing = torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+    if torch.is_grad_enabled() or tracing or seqs.device.type != "cpu":
+        return block(seqs)
+    # One copy into sequence-major order, so that every product downstream is a plain GEMM (a strided 3-D
+    # input made ``matmul`` copy the weight once per sequence for a batched product).
+    seqs = seqs.contiguous()
     step = max(1, CPU_INFERENCE_TOKENS // max(1, seqs.shape[1]))
-    if torch.is_grad_enabled() or tracing or seqs.device.type != "cpu" or seqs.shape[0] <= step:
+    if seqs.shape[0] <= step:
         return block(seqs)
     return torch.cat([block(part) for part in seqs.split(step)])
 

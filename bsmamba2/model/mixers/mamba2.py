@@ -2,9 +2,10 @@
 
 (batch, length, dim) -> (batch, length, dim). The SSD scan itself lives in ``ssd.py`` (reference forms) and in
 optional fused kernels, chosen when the model is built; this module is the projections, the causal depthwise
-convolution, Δ and A, the gated norm and the output projection around it, in three forms:
+convolution, Δ and A, the gated norm and the output projection around it, in these forms:
 
-* ``Mamba2.forward``: the readable eager module, the reference;
+* ``Mamba2.forward``: the readable eager module, the reference (on the CPU without autograd, with the ``fast``
+  scan, it hands over to ``mamba2_cpu``: the same function in fewer passes over memory);
 * ``Mamba2.step``: the same function on a piece of a sequence, carrying the state (``Mamba2State``) across
   pieces, for streaming;
 * ``FusedMamba2Block``: a whole prenorm block with the memory-bound work around the scan compiled by
@@ -29,6 +30,7 @@ from torch import Tensor, nn
 
 from bsmamba2.config import Mamba2Config
 from bsmamba2.model.dualpath import BidirectionalBlock, ForwardBlock, PreNormBlock
+from bsmamba2.model.mixers import mamba2_cpu
 from bsmamba2.model.mixers.base import BlockOptions, SequenceMixer
 from bsmamba2.model.mixers.mamba2_pair import pair_in, pair_out, pair_scan_of
 from bsmamba2.model.mixers.ssd import ssd_chunked, ssd_recurrent
@@ -165,6 +167,8 @@ class Mamba2(SequenceMixer):
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
 
     def forward(self, u: Tensor) -> Tensor:  # u (b, l, d_model) -> (b, l, d_model)
+        if mamba2_cpu.applies(self, u):  # CPU inference with the fast scan: the same function, fewer passes
+            return mamba2_cpu.forward(self, u)
         l = u.shape[1]
         z, xBC, dt = self._project(u)
         conv_silu = getattr(self.scan, "conv_silu", None) if xBC.is_cuda else None
@@ -230,24 +234,16 @@ class Mamba2(SequenceMixer):
                 xp.transpose(1, 2), self.conv1d.weight, self.conv1d.bias, groups=self.conv1d.groups
             ).transpose(1, 2)
         x, dt, A, B, C, D = self._scan_inputs(F.silu(conv), dt)
-        if short:
-            x, B, C = x.to(state.ssm.dtype), B.to(state.ssm.dtype), C.to(state.ssm.dtype)
         if short:  # the carried SSM state is updated in place: ``state`` is consumed
+            x, B, C = x.to(state.ssm.dtype), B.to(state.ssm.dtype), C.to(state.ssm.dtype)
             out = ssd_recurrent(
                 x, dt, A, B, C, D, initial_state=state.ssm, return_final_state=True, inplace=True
             )
         else:
             out = self.scan(
-                x,
-                dt,
-                A,
-                B,
-                C,
-                D,
-                chunk_size=self.chunk_size,
-                initial_state=state.ssm,
-                return_final_state=True,
-            )
+                x, dt, A, B, C, D,
+                chunk_size=self.chunk_size, initial_state=state.ssm, return_final_state=True,
+            )  # fmt: skip
         assert isinstance(out, tuple)
         y, ssm = out
         y = self.out_proj(self.norm(rearrange(y, "b l h p -> b l (h p)"), z))
@@ -398,9 +394,10 @@ def build_block(dim: int, settings: Mamba2Config, options: BlockOptions) -> Bidi
     scanning with ``options.scan``. With ``options.causal``, its forward branch alone (``ForwardBlock``,
     streamable)."""
     block_cls = FusedMamba2Block if options.fused else PreNormBlock
+    scan = mamba2_cpu.causal_scan(options.scan) if options.causal else options.scan
 
     def make() -> PreNormBlock:  # the settings' fields are Mamba2's keyword arguments
-        return block_cls(dim, Mamba2(dim, **dataclasses.asdict(settings), scan=options.scan))
+        return block_cls(dim, Mamba2(dim, **dataclasses.asdict(settings), scan=scan))
 
     if options.causal:
         return ForwardBlock(dim, make)
