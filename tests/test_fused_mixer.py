@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import bsmamba2.model.mixers.mamba2 as mm
+import bsmamba2.model.mixers.mamba2_glue as glue
 from bsmamba2.config import ModelConfig
 from bsmamba2.model import build_model
 from bsmamba2.model.dualpath import PreNormBlock
@@ -40,7 +41,9 @@ def test_shifted_conv_equals_conv1d() -> None:
     x = torch.randn(3, 9, 12, dtype=torch.float64)  # (b, l, ch)
     ref = conv(x.transpose(1, 2))[..., :9].transpose(1, 2)
     in_w = torch.cat([torch.eye(12), torch.eye(12), torch.zeros(1, 12)]).double()
-    z, xbc, dt = mm.mixer_in(x, in_w, conv.weight, conv.bias, torch.zeros(1, dtype=torch.float64), (12, 0, 1))
+    z, xbc, dt = glue.mixer_in(
+        x, in_w, conv.weight, conv.bias, torch.zeros(1, dtype=torch.float64), (12, 0, 1)
+    )
     assert torch.equal(z, x)
     assert _rel(xbc, F.silu(ref)) < 1e-14
     assert _rel(dt, F.softplus(torch.zeros(3, 9, 1, dtype=torch.float64))) < 1e-14
@@ -68,10 +71,10 @@ def test_fused_build_keeps_the_parameters() -> None:
 
 def _uncompiled(monkeypatch: pytest.MonkeyPatch) -> None:
     """The module-free functions stand in for their compiled versions: checks the math, not the compiler."""
-    monkeypatch.setitem(mm._compiled, "in", mm.block_in)
-    monkeypatch.setitem(mm._compiled, "out", mm.block_out)
-    monkeypatch.setitem(mm._compiled, "pair_in", mm.pair_in)
-    monkeypatch.setitem(mm._compiled, "pair_out", mm.pair_out)
+    monkeypatch.setitem(glue.COMPILED, "in", glue.block_in)
+    monkeypatch.setitem(glue.COMPILED, "out", glue.block_out)
+    monkeypatch.setitem(glue.COMPILED, "pair_in", glue.pair_in)
+    monkeypatch.setitem(glue.COMPILED, "pair_out", glue.pair_out)
 
 
 @pytest.mark.parametrize("paired", [True, False], ids=["paired", "two-blocks"])
@@ -131,12 +134,12 @@ def _paired_interpret() -> None:
     """Subprocess body of ``test_paired_block_with_triton_interpreter`` (TRITON_INTERPRET=1 already set)."""
     torch.set_num_threads(1)
     for name, fn in (
-        ("in", mm.block_in),
-        ("out", mm.block_out),
-        ("pair_in", mm.pair_in),
-        ("pair_out", mm.pair_out),
+        ("in", glue.block_in),
+        ("out", glue.block_out),
+        ("pair_in", glue.pair_in),
+        ("pair_out", glue.pair_out),
     ):
-        mm._compiled[name] = fn
+        glue.COMPILED[name] = fn
     mm.PAIR_DIRECTIONS = True  # the paired block is opt-in
     torch.manual_seed(0)
     cfg = ModelConfig.tiny(dim=16, depth=1, mamba2=dict(headdim=8, d_state=16))

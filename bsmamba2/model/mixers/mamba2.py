@@ -9,7 +9,7 @@ convolution, Δ and A, the gated norm and the output projection around it, in th
 * ``Mamba2.step``: the same function on a piece of a sequence, carrying the state (``Mamba2State``) across
   pieces, for streaming;
 * ``FusedMamba2Block``: a whole prenorm block with the memory-bound work around the scan compiled by
-  torch.compile (the module-free functions below), same parameters and function;
+  torch.compile (the module-free functions of ``mamba2_glue``), same parameters and function;
 * ``PairedMamba2Block``: the fused bidirectional block, both directions as one stacked computation (compiled
   ``mamba2_pair`` glue, one SSD launch for both directions on the Triton backend, no flipped copies).
 
@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
-from typing import Any, NamedTuple, cast
+from typing import NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -32,86 +31,13 @@ from bsmamba2.config import Mamba2Config
 from bsmamba2.model.dualpath import BidirectionalBlock, ForwardBlock, PreNormBlock
 from bsmamba2.model.mixers import mamba2_cpu
 from bsmamba2.model.mixers.base import BlockOptions, SequenceMixer
-from bsmamba2.model.mixers.mamba2_pair import pair_in, pair_out, pair_scan_of
+from bsmamba2.model.mixers.mamba2_glue import fused_glue
+from bsmamba2.model.mixers.mamba2_pair import pair_scan_of
 from bsmamba2.model.mixers.ssd import ssd_chunked, ssd_recurrent
 from bsmamba2.model.mixers.ssd_types import SSDFn
-from bsmamba2.model.norms import GatedRMSNorm, block_rms_norm, gated_rms_norm
+from bsmamba2.model.norms import GatedRMSNorm
 
-
-def mixer_in(
-    u: Tensor, in_w: Tensor, conv_w: Tensor, conv_b: Tensor, dt_bias: Tensor, sizes: tuple[int, int, int]
-) -> tuple[Tensor, Tensor, Tensor]:
-    """in_proj, causal depthwise conv + SiLU on x‖B‖C, Δ = softplus(dt + dt_bias) in float32.
-
-    u (b, l, d_model) -> z (b, l, d_inner), xBC (b, l, d_inner + 2·g·n), Δ (b, l, h). ``sizes`` =
-    (d_inner, g·n, h). The convolution is written as d_conv shifted multiply-adds over the sequence axis
-    (out_t = bias + Σ_k w_k·x_{t-(K-1)+k}, zeros before t = 0): the same function as the official
-    ``conv1d(padding=K-1)[..., :l]``, and one fused elementwise kernel once compiled. Products and sums run in
-    float32 and are rounded once to the projection's dtype.
-    """
-    d_inner, gn, h = sizes
-    l = u.shape[1]
-    z, xBC, dt = F.linear(u, in_w).split([d_inner, d_inner + 2 * gn, h], dim=-1)
-    ct = torch.promote_types(xBC.dtype, torch.float32)  # float32 (float64 stays float64)
-    K = conv_w.shape[-1]
-    xp = F.pad(xBC, (0, 0, K - 1, 0)).to(ct)  # (b, l + K - 1, ch): K - 1 zeros before t = 0
-    w = conv_w[:, 0, :].to(ct)  # (ch, K)
-    acc = conv_b.to(ct) + xp[:, 0:l] * w[:, 0]
-    for k in range(1, K):
-        acc = acc + xp[:, k : k + l] * w[:, k]
-    return z, F.silu(acc).to(xBC.dtype), F.softplus(dt.to(ct) + dt_bias.to(ct))
-
-
-def mixer_out(y: Tensor, z: Tensor, norm_w: Tensor, eps: float, out_w: Tensor) -> Tensor:
-    """Gated RMSNorm of y·SiLU(z) and out_proj: (b, l, d_inner) ×2 -> (b, l, d_model)."""
-    return F.linear(gated_rms_norm(y, z, norm_w, eps), out_w)
-
-
-def block_in(
-    x: Tensor,
-    norm_w: Tensor,
-    eps: float,
-    in_w: Tensor,
-    conv_w: Tensor,
-    conv_b: Tensor,
-    dt_bias: Tensor,
-    sizes: tuple[int, int, int],
-    flip: bool,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """A prenorm block's way in: (flip along the sequence,) block RMSNorm in float32, then ``mixer_in`` in the
-    projection weight's dtype."""
-    if flip:
-        x = x.flip(1)
-    u = block_rms_norm(x, norm_w, eps).to(in_w.dtype)
-    return mixer_in(u, in_w, conv_w, conv_b, dt_bias, sizes)
-
-
-def block_out(
-    y: Tensor, z: Tensor, norm_w: Tensor, eps: float, out_w: Tensor, x: Tensor, flip: bool
-) -> Tensor:
-    """A prenorm block's way out: x + (flipped back) ``mixer_out``, in x's dtype."""
-    out = mixer_out(y, z, norm_w, eps, out_w)
-    if flip:
-        out = out.flip(1)
-    return x + out.to(x.dtype)
-
-
-_compiled: dict[str, Callable[..., Any]] = {}
 RECURRENT_STEPS = 4  # Mamba2.step runs pieces up to this long as the step-by-step recurrence
-
-
-def _fused(name: str) -> Callable[..., Any]:
-    """``block_in`` / ``block_out`` under torch.compile, built once per process (module-free functions, so
-    every mixer of a model shares one compiled graph per input shape)."""
-    if name not in _compiled:
-        fns: dict[str, Callable[..., Any]] = {
-            "in": block_in,
-            "out": block_out,
-            "pair_in": pair_in,
-            "pair_out": pair_out,
-        }
-        _compiled[name] = torch.compile(fns[name], dynamic=False)
-    return _compiled[name]
 
 
 class Mamba2State(NamedTuple):
@@ -301,7 +227,7 @@ class FusedMamba2Block(PreNormBlock):
             w_in, w_out = w_in.to(dtype), w_out.to(dtype)
         sizes = (m.d_inner, m.ngroups * m.d_state, m.nheads)
         with torch.autocast(x.device.type, enabled=False):
-            z, xBC, dt = _fused("in")(
+            z, xBC, dt = fused_glue("in")(
                 x,
                 self.norm.weight,
                 self.norm.eps,
@@ -314,7 +240,7 @@ class FusedMamba2Block(PreNormBlock):
             )
         y = m._scan(xBC, dt)
         with torch.autocast(x.device.type, enabled=False):
-            return _fused("out")(y.to(z.dtype), z, m.norm.weight, m.norm.eps, w_out, x, flip)
+            return fused_glue("out")(y.to(z.dtype), z, m.norm.weight, m.norm.eps, w_out, x, flip)
 
 
 class PairedMamba2Block(BidirectionalBlock):
@@ -344,7 +270,7 @@ class PairedMamba2Block(BidirectionalBlock):
         conv_b = torch.stack([cast(Tensor, mm.conv1d.bias) for mm in ms])
         conv = getattr(m.scan, "conv_silu", None) if TRITON_CONV else None
         with torch.autocast(x.device.type, enabled=False):
-            z, xBC, dt = _fused("pair_in")(
+            z, xBC, dt = fused_glue("pair_in")(
                 x,
                 torch.stack([b.norm.weight for b in blocks]),
                 blocks[0].norm.eps,
@@ -373,7 +299,7 @@ class PairedMamba2Block(BidirectionalBlock):
         )  # (2·n, l, h, p)
         y = y.reshape(two, n, l, m.d_inner)
         with torch.autocast(x.device.type, enabled=False):
-            f_b = _fused("pair_out")(
+            f_b = fused_glue("pair_out")(
                 y.to(z.dtype), z, torch.stack([mm.norm.weight for mm in ms]), m.norm.eps, w_out, x
             )
         return x + self.linear(f_b)
