@@ -13,7 +13,6 @@ from bsmamba2.checkpoints.base import Loaded, layout_problems
 from bsmamba2.checkpoints.registry import detect
 from bsmamba2.config import ModelConfig
 from bsmamba2.errors import CheckpointError
-from bsmamba2.model import build_model
 from bsmamba2.model.separator_net import BandSplitSeparator
 
 
@@ -54,22 +53,77 @@ def load_model(
     Raises CheckpointError (one line) for missing files, non-checkpoints and weights that do not fit.
     """
     cfg, state = load_state(path, ema=ema)
-    model = build_model(cfg, backend=backend, device=device, fused=fused)
-    load_weights(model, state, source=str(path))
-    return model.eval()
+    return model_from_state(cfg, state, device=device, backend=backend, fused=fused, source=str(path)).eval()
+
+
+def model_from_state(
+    cfg: ModelConfig,
+    state: dict[str, Tensor],
+    *,
+    device: str | torch.device = "cpu",
+    backend: str = "auto",
+    fused: bool = False,
+    source: str = "checkpoint",
+) -> BandSplitSeparator:
+    """A model for ``cfg`` holding ``state`` (our names), float32 on ``device``, in training mode.
+
+    Built on the meta device and given the checkpoint's tensors (``load_state_dict(assign=True)``), so no
+    random initialisation runs and nothing is copied twice (the paper model's init alone is 468 ``uniform_``
+    calls). ``state`` is consumed: its tensors may become the model's. The model holds no tensor that is not
+    in its state dict (checked). Raises CheckpointError for weights that do not fit.
+    """
+    dev = torch.device(device)
+    with torch.device("meta"):
+        model = BandSplitSeparator(cfg, backend=backend, device=dev, fused=fused)
+    own = model.state_dict()
+    _check_layout(state, own, source)
+    model.load_state_dict(_owned(state, own, dev), strict=True, assign=True)
+    left = [n for n, t in _all_tensors(model) if t.is_meta]
+    if left:  # a module made a tensor outside its state dict at build time: it would hold no values
+        raise CheckpointError(f"{source}: tensors not in the state dict stayed unset: {', '.join(left[:3])}")
+    return model
 
 
 def load_weights(model: BandSplitSeparator, state: dict[str, Tensor], source: str = "checkpoint") -> None:
     """Strictly load ``state`` into ``model``, naming missing / unexpected / mis-shaped keys in one line."""
     own = model.state_dict()
+    _check_layout(state, own, source)
+    with torch.no_grad():
+        for k, v in own.items():
+            v.copy_(state[k].to(v.dtype))
+
+
+def _check_layout(state: dict[str, Tensor], own: dict[str, Tensor], source: str) -> None:
     problems = layout_problems(
         {k: tuple(v.shape) for k, v in state.items()}, {k: tuple(v.shape) for k, v in own.items()}
     )
     if problems:
         raise CheckpointError(f"{source}: weights do not fit the model: " + "; ".join(problems))
-    with torch.no_grad():
-        for k, v in own.items():
-            v.copy_(state[k].to(v.dtype))
+
+
+def _owned(state: dict[str, Tensor], own: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    """``state``'s tensors in the model's dtypes on ``device``, each with storage of its own: a tensor that
+    is a view into a larger storage (an unpickled archive's) or shares one with another key is copied, so
+    that the model neither aliases two weights nor keeps the rest of a checkpoint alive."""
+    out: dict[str, Tensor] = {}
+    seen: set[int] = set()
+    for k, want in own.items():
+        v = state[k]
+        t = v.detach().to(device=device, dtype=want.dtype)
+        whole = t.storage_offset() == 0 and t.untyped_storage().nbytes() == t.nbytes and t.is_contiguous()
+        if t.untyped_storage().data_ptr() in seen or not whole:
+            t = t.clone(memory_format=torch.contiguous_format)
+        seen.add(t.untyped_storage().data_ptr())
+        out[k] = t
+    return out
+
+
+def _all_tensors(model: torch.nn.Module) -> list[tuple[str, Tensor]]:
+    """Every tensor the modules hold: parameters, buffers and plain tensor attributes."""
+    found: list[tuple[str, Tensor]] = [*model.named_parameters(), *model.named_buffers()]
+    for name, m in model.named_modules():
+        found += [(f"{name}.{a}", v) for a, v in vars(m).items() if isinstance(v, Tensor)]
+    return found
 
 
 def _existing_file(path: str | os.PathLike[str], *, missing: str, folder: str) -> Path:
