@@ -69,9 +69,9 @@ class _RunBatched(nn.Module):
     ) -> L:
         """``live()`` while autograd records through the parameters; else ``frozen(dtype)``, cached per
         device, autocast dtype, inference mode (its tensors cannot enter autograd later) and every
-        parameter's storage and version counter (an optimizer step, a
-        ``load_state_dict`` or any in-place write under ``no_grad`` bumps it). Writes through ``.data`` are
-        invisible to version counters, as to autograd: call ``refresh()`` after them."""
+        parameter's storage and version counter (an optimizer step, ``load_state_dict`` or any in-place
+        write under ``no_grad`` bumps it). Writes through ``.data`` are invisible to version counters, as
+        to autograd: call ``refresh()`` after them. The cache holds one more copy of these weights."""
         params = list(self.parameters())
         if torch.is_grad_enabled() and any(p.requires_grad for p in params):
             return live()
@@ -243,19 +243,29 @@ def split_runs(x: Tensor, runs: Runs, layout: SplitLayout) -> Tensor:
 def mask_runs(z: Tensor, runs: Runs, layout: MaskLayout, max_hidden: int | None = None) -> Tensor:
     """One stem's mask heads from a ``MaskEstimator.layout``: z (b, t, k, d) -> (b, t, Σ features). Each run
     of G bands: Linear -> Tanh -> Linear -> GLU as two G-batched products. ``max_hidden`` (inference only):
-    run the bands of a run in pieces of at most that many hidden activations, the tanh in place."""
+    run the bands of a run in pieces of at most that many hidden activations, the tanh in place and the GLU
+    written straight into the output."""
     b, t, k, d = z.shape
     zt = z.reshape(b * t, k, d).transpose(0, 1)  # (k, b·t, d)
-    outs = []
-    for (first, count, _), (w1, b1, w2, b2) in zip(runs, layout, strict=True):
+    outs, out, off = [], None, 0
+    for (first, count, n), (w1, b1, w2, b2) in zip(runs, layout, strict=True):
         step = count if max_hidden is None else max(1, max_hidden // (b * t * w1.shape[-1]))
         for lo in range(0, count, step):
             hi = min(count, lo + step)
             h = torch.baddbmm(b1[lo:hi], zt[first + lo : first + hi], w1[lo:hi])  # (G', b·t, h)
-            h = torch.tanh_(h) if max_hidden is not None else torch.tanh(h)
-            o = F.glu(torch.baddbmm(b2[lo:hi], h, w2[lo:hi]), dim=-1)  # (G', b·t, n)
-            outs.append(o.transpose(0, 1).reshape(b * t, -1))  # (b·t, G'·n)
-    return torch.cat(outs, dim=-1).view(b, t, -1)
+            if max_hidden is None:
+                o = F.glu(torch.baddbmm(b2[lo:hi], torch.tanh(h), w2[lo:hi]), dim=-1)  # (G', b·t, n)
+                outs.append(o.transpose(0, 1).reshape(b * t, -1))  # (b·t, G'·n)
+                continue
+            y = torch.baddbmm(b2[lo:hi], torch.tanh_(h), w2[lo:hi])  # (G', b·t, 2n)
+            if out is None:
+                out = y.new_empty(b * t, sum(c * m for _, c, m in runs))  # (b·t, Σ features)
+            dest = out[:, off : off + (hi - lo) * n].view(b * t, hi - lo, n).transpose(0, 1)  # (G', b·t, n)
+            dest.copy_(F.glu(y, dim=-1))  # (G', b·t, n): a piece-sized temporary, no concatenation
+            off += (hi - lo) * n
+    if out is None:
+        out = torch.cat(outs, dim=-1)
+    return out.view(b, t, -1)
 
 
 class GroupedBands:
