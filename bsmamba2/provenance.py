@@ -84,16 +84,34 @@ def file_digest(path: str | os.PathLike[str]) -> str:
 
 
 def module_digest(model: nn.Module) -> str:
-    """``sha256:<hex>`` of a model's config and every parameter and buffer (name, dtype, shape, bytes)."""
+    """``sha256:<hex>`` of a model's config and every parameter and buffer (name, dtype, shape, bytes).
+
+    The tensors of a device go to the host in one copy (one sync), not one each."""
     h = hashlib.sha256()
     cfg = getattr(model, "cfg", None)
     to_json = getattr(cfg, "to_json", None)
     h.update((to_json() if callable(to_json) else repr(cfg)).encode())
-    for name, t in model.state_dict().items():
+    state = model.state_dict()
+    for (name, t), data in zip(state.items(), _host_bytes(list(state.values())), strict=True):
         h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
-        data = t.detach().cpu().contiguous()
-        h.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+        h.update(data)
     return f"sha256:{h.hexdigest()}"
+
+
+def _host_bytes(tensors: list[torch.Tensor]) -> list[memoryview]:
+    """Each tensor's bytes (C order) on the host; those of each non-CPU device fetched in one transfer."""
+    flat = [t.detach().contiguous().reshape(-1).view(torch.uint8) for t in tensors]  # (bytes,) each
+    out: list[memoryview | None] = [None] * len(flat)
+    for device in {f.device for f in flat}:
+        idx = [i for i, f in enumerate(flat) if f.device == device]
+        host = torch.cat([flat[i] for i in idx]).cpu() if device.type != "cpu" else None
+        off = 0
+        for i in idx:
+            n = flat[i].numel()
+            part = flat[i] if host is None else host[off : off + n]
+            out[i] = part.numpy().data
+            off += n
+    return [m for m in out if m is not None]
 
 
 def read_records(folder: Path) -> dict[str, Any]:

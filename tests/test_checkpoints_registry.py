@@ -20,6 +20,7 @@ from bsmamba2.checkpoints import (
     load_model,
     load_state,
     load_weights,
+    model_from_state,
     official,
     ours,
     registry,
@@ -147,3 +148,44 @@ def test_load_model_fused_and_eval(tiny_model_path: Path) -> None:
     assert mixers and all(m.fused for m in mixers)
     assert not model.training
     assert not any(m.fused for m in load_model(tiny_model_path).modules() if hasattr(m, "fused"))
+
+
+def test_load_model_runs_no_random_init_and_matches_build_then_copy(tiny_model_path: Path) -> None:
+    """``load_model`` skips the random init and takes the file's tensors: the global RNG is untouched (no
+    init ran), and the model computes what a built-then-filled one does."""
+    torch.manual_seed(5)
+    model = load_model(tiny_model_path, backend="torch")
+    after_load = torch.rand(3)
+    torch.manual_seed(5)
+    assert torch.equal(after_load, torch.rand(3))
+    assert all(p.requires_grad and p.dtype == torch.float32 for p in model.parameters())
+    cfg, state = load_state(tiny_model_path)
+    ref = build_model(cfg, backend="torch")
+    load_weights(ref, state)
+    x = 0.1 * torch.randn(1, 2, 4000, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.equal(model(x), ref.eval()(x))
+
+
+def test_model_from_state_gives_every_weight_its_own_storage(tiny_model_path: Path) -> None:
+    """Views into a larger storage and keys sharing one tensor are copied: no tied weights, no checkpoint
+    kept alive through a view; a bf16 state becomes float32."""
+    cfg, state = load_state(tiny_model_path)
+    keys = [k for k, v in state.items() if v.is_floating_point() and v.numel() > 1]
+    big = torch.randn(10_000)
+    state[keys[0]] = big[: state[keys[0]].numel()].view(state[keys[0]].shape)  # a view into `big`
+    shared = torch.randn(state[keys[1]].shape)
+    state[keys[1]] = shared
+    same = [k for k in keys[2:] if state[k].shape == shared.shape]
+    if same:
+        state[same[0]] = shared
+    state[keys[-1]] = state[keys[-1]].to(torch.bfloat16)
+    model = model_from_state(cfg, state, backend="torch")
+    own = dict(model.named_parameters())
+    assert own[keys[0]].untyped_storage().nbytes() == own[keys[0]].nbytes
+    assert own[keys[0]].untyped_storage().data_ptr() != big.untyped_storage().data_ptr()
+    ptrs = [p.untyped_storage().data_ptr() for p in model.parameters()]
+    assert len(set(ptrs)) == len(ptrs)
+    assert own[keys[-1]].dtype == torch.float32
+    with pytest.raises(CheckpointError, match="weights do not fit"):
+        model_from_state(cfg, {k: v for k, v in state.items() if k != keys[0]}, source="src")

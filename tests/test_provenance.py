@@ -137,3 +137,26 @@ def test_cli_skips_only_when_input_model_and_settings_match(
     sf.write(str(src), np.zeros((100, 2), np.float32), 44100, subtype="FLOAT")  # a new song, same name
     assert _run(other, src, out, "--segment", "0.5") == 0
     assert "separated 1" in capsys.readouterr().err and _vocals(out / "song").shape == (100, 2)
+
+
+def test_module_digest_hashes_every_tensor_as_recorded_sidecars_did(tiny_model_path: Path) -> None:
+    """The digest is the config then, per state-dict entry, its name, dtype, shape and bytes in C order (the
+    byte stream of the records already written, now fetched in one copy): it follows any weight change."""
+    import copy
+    import hashlib
+
+    import torch
+
+    from bsmamba2.checkpoints import load_model
+
+    model = load_model(tiny_model_path)
+    h = hashlib.sha256(model.cfg.to_json().encode())
+    for name, t in model.state_dict().items():
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.detach().contiguous().view(torch.uint8).numpy().tobytes())
+    assert provenance.module_digest(model) == f"sha256:{h.hexdigest()}"
+    other = copy.deepcopy(model)
+    assert provenance.module_digest(other) == provenance.module_digest(model)
+    with torch.no_grad():
+        other.mask_estimators[0].to_freqs[-1][0][2].bias[-1] += 1e-3
+    assert provenance.module_digest(other) != provenance.module_digest(model)

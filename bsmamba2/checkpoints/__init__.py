@@ -10,7 +10,13 @@ one to ``(ModelConfig, state dict in our names)``.
 """
 
 from bsmamba2.checkpoints.base import Format, Loaded
-from bsmamba2.checkpoints.loading import convert_checkpoint, load_model, load_state, load_weights
+from bsmamba2.checkpoints.loading import (
+    convert_checkpoint,
+    load_model,
+    load_state,
+    load_weights,
+    model_from_state,
+)
 from bsmamba2.checkpoints.ours import read_safetensors, save_model
 from bsmamba2.checkpoints.registry import FORMATS, detect
 
@@ -23,6 +29,7 @@ __all__ = [
     "load_model",
     "load_state",
     "load_weights",
+    "model_from_state",
     "read_safetensors",
     "save_model",
 ]
