@@ -33,7 +33,11 @@ class FrameHeads:
         self.runs = width_runs(split.band_features)  # (first band, G, n)
         with torch.no_grad():
             # (x/‖x‖ · g) W = (x W') / ‖x‖ with W' = diag(g) W: the band norm after the product
-            self.split_w = [(g[..., None] * w).contiguous() for g, w, _ in split.layout()]  # (G, n, d)
+            # layout() gives the norms' γ; RMSNorm's √n scale (RMSNorm.scale) joins it here
+            self.split_w = [
+                ((g * n**0.5)[..., None] * w).contiguous()
+                for (_, _, n), (g, w, _) in zip(self.runs, split.layout(), strict=True)
+            ]  # (G, n, d)
             self.split_b = torch.cat([b for _, _, b in split.layout()])  # (k, 1, d)
             scale = (norm.gamma * norm.scale).detach()  # (d,)
             self.heads = []
