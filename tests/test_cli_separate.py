@@ -408,7 +408,7 @@ def test_termination_signal_mid_separation_leaves_no_file(
     import sys
     import time
 
-    src = write_audio("long.wav", seconds=60.0)
+    src = write_audio("long.wav", seconds=240.0)  # long enough to be under way when the signal lands
     out = tmp_path / "out"
     code = "import sys; from bsmamba2.cli import main; sys.exit(main(sys.argv[1:]))"
     argv = ["separate", str(src), "-o", str(out), "--model", str(tiny_model_path), *FAST]
