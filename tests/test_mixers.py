@@ -151,31 +151,22 @@ def test_gpu_triton_scan_streams() -> None:
 @pytest.mark.gpu
 @gpu
 @pytest.mark.parametrize("l", [1, 62, 801])
-@pytest.mark.parametrize("autocast", [False, True])
-def test_gpu_triton_mixer_matches_reference(l: int, autocast: bool) -> None:
-    """Mamba2 on the Triton backend (its conv + SiLU kernel and the fused scan) against the plain-PyTorch
-    reference scan and torch's conv, forward and every gradient: float32 ≤ 1e-4, bf16 autocast ≤ 1e-2."""
+def test_gpu_triton_inference_matches_reference(l: int) -> None:
+    """Mamba2 inference on the Triton backend (its conv + SiLU kernel and the fused scan) against the
+    plain-PyTorch reference (torch's conv, the chunked scan) in float32: ≤ 1e-4 in float32, ≤ 1e-2 under bf16
+    autocast."""
     from bsmamba2.model.mixers.ssd import backend_function, resolve_backend
 
     torch.set_float32_matmul_precision("highest")
-    fast = mm.Mamba2(
-        64,
-        d_state=64,
-        expand=2,
-        headdim=32,
-        scan=backend_function(resolve_backend("triton", torch.device("cuda"))),
-    )
-    ref = mm.Mamba2(64, d_state=64, expand=2, headdim=32, scan=ssd_chunked)
+    triton_scan = backend_function(resolve_backend("triton", torch.device("cuda")))
+    fast = mm.Mamba2(64, d_state=64, expand=2, headdim=32, scan=triton_scan).cuda()
+    ref = mm.Mamba2(64, d_state=64, expand=2, headdim=32, scan=ssd_chunked).cuda()
     ref.load_state_dict(fast.state_dict())
     x = torch.randn(3, l, 64, device="cuda")
-    outs = []
-    for m in (fast.cuda(), ref.cuda()):
-        xi = x.clone().requires_grad_()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
-            y = m(xi)
-        y.float().square().sum().backward()
-        outs.append([y.float(), xi.grad] + [p.grad for p in m.parameters()])
-    bound = 1e-2 if autocast else 1e-4
-    for got, want in zip(*outs, strict=True):
-        err = ((got - want).norm() / want.norm().clamp_min(1e-12)).item()
-        assert err <= bound, err
+    with torch.no_grad():
+        want = ref(x)
+        got = fast(x)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            got_bf16 = fast(x).float()
+    assert ((got - want).norm() / want.norm()).item() <= 1e-4
+    assert ((got_bf16 - want).norm() / want.norm()).item() <= 1e-2

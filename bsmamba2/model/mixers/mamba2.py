@@ -97,11 +97,12 @@ class Mamba2(SequenceMixer):
             return mamba2_cpu.forward(self, u)
         l = u.shape[1]
         z, xBC, dt = self._project(u)
-        conv_silu = getattr(self.scan, "conv_silu", None) if xBC.is_cuda else None
+        inference = xBC.is_cuda and not torch.is_grad_enabled()
+        conv_silu = getattr(self.scan, "conv_silu", None) if inference else None
         if conv_silu is not None:
-            # The scan backend's own kernel (Triton): one pass over the in_proj output's strided view; torch's
-            # depthwise conv1d on CUDA takes ~9x the memory-bound time at these shapes (bf16), plus two
-            # layout copies (BENCHMARKS.md, issue 12).
+            # Inference on the Triton backend: its conv + SiLU kernel, one pass over the in_proj output's
+            # strided view; torch's depthwise conv1d on CUDA took ~9x the memory-bound time at these shapes
+            # (bf16), plus two layout copies (BENCHMARKS.md, issue 12). Training keeps torch's conv.
             w, bias = self.conv1d.weight[:, 0, :], cast(Tensor, self.conv1d.bias)
             xBC = conv_silu(xBC[None], w[None], bias[None])[0]
         else:
