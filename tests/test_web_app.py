@@ -15,15 +15,18 @@ import numpy as np
 import pytest
 import soundfile as sf
 from conftest import ScaleModel
-from PIL import Image
-from starlette.testclient import TestClient
-from test_web_jobs import GateModel, wait_for
 
-from bsmamba2.api import Separator
-from bsmamba2.apply import ProgressCallback
-from bsmamba2.web.app import create_app
-from bsmamba2.web.catalog import ModelCatalog, ModelEntry
-from bsmamba2.web.settings import WebSettings
+pytest.importorskip("starlette")  # the web extra (a GPU machine may run the suite without it)
+pytest.importorskip("PIL")
+from PIL import Image  # noqa: E402
+from starlette.testclient import TestClient  # noqa: E402
+from test_web_jobs import GateModel, wait_for  # noqa: E402
+
+from bsmamba2.api import Separator  # noqa: E402
+from bsmamba2.apply import ProgressCallback  # noqa: E402
+from bsmamba2.web.app import create_app  # noqa: E402
+from bsmamba2.web.catalog import ModelCatalog, ModelEntry  # noqa: E402
+from bsmamba2.web.settings import WebSettings  # noqa: E402
 
 SR = 44100
 SEPARATOR = {"segment": 0.1, "overlap": 0.5, "batch_size": 1}
