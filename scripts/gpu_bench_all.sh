@@ -10,17 +10,9 @@
 # Results under $OUT: gpu_tests.log, cli/, stream_gpu/, cpu/, stream_cpu_t1/, stream_cpu_t2/, each part's log,
 # and all of it in bench_all.tar.gz (a device call returns at most 8 files).
 set -u
-cd "$(dirname "$0")/.." || exit 1
-O=${OUT:-bench_out}
-mkdir -p "$O"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/bsm_site .whl/*.whl \
-    >"$O/pip.log" 2>&1
-  export PYTHONPATH="/tmp/bsm_site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONPATH="$PWD:$PYTHONPATH" PYTHONUNBUFFERED=1
-T0=$(date +%s)
-say() { echo "[bench_all +$(($(date +%s) - T0))s] $*"; }
+TAG=bench_all
+# shellcheck source=scripts/device_env.sh
+source "$(dirname "$0")/device_env.sh"
 say "$(nvidia-smi -L 2>&1 | head -1); $(nproc) cores; $(python3 -c 'import torch; print("torch", torch.__version__)')"
 
 # CPU side, in the background on its own cores

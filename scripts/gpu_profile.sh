@@ -6,17 +6,9 @@
 #     and bf16, 2 threads) and profile_paths.py stream (10 ms blocks, 1 and 2 threads).
 #   bash scripts/gpu_profile.sh      # from the repository root; carry .whl (soundfile, soxr)
 set -u
-cd "$(dirname "$0")/.." || exit 1
-O=${OUT:-bench_out}
-mkdir -p "$O"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/bsm_site .whl/*.whl \
-    >"$O/pip.log" 2>&1
-  export PYTHONPATH="/tmp/bsm_site${PYTHONPATH:+:$PYTHONPATH}"
-fi
-export PYTHONPATH="$PWD:$PYTHONPATH" PYTHONUNBUFFERED=1
-T0=$(date +%s)
-say() { echo "[profile +$(($(date +%s) - T0))s] $*"; }
+TAG=profile
+# shellcheck source=scripts/device_env.sh
+source "$(dirname "$0")/device_env.sh"
 say "$(nvidia-smi -L 2>&1 | head -1); $(nproc) cores; $(lscpu | grep 'Model name')"
 (
   for d in fp32 bf16; do
