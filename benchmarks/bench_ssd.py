@@ -226,6 +226,49 @@ def time_directions(rep: Report, shape: str) -> None:
     empty_cache()
 
 
+def time_split(rep: Report, dl: Deadline, shape: str = "time") -> None:
+    """The chunked kernels two ways on the time path: split (a state sweep, then every chunk in parallel:
+    ``ssd_triton_split``, at chunk 64 and 32) and one program per (sequence, head) walking its chunks (the
+    shipped chunks). Forward and forward + backward medians, both directions in one launch as the model calls
+    it; the backward's time is their difference."""
+    import bsmamba2.model.mixers.ssd_triton as st
+
+    b, l = SHAPES[shape]
+    ins = make_inputs(2 * b, l, seed=3)
+    ins["A"] = torch.stack([ins["A"], ins["A"].flip(0)])
+    ins["D"] = torch.stack([ins["D"], ins["D"].flip(0)])
+    fwd, fwdbwd = fwd_bwd_closure(st.ssd_triton_bidirectional, ins)
+    w = work(2 * b, l)
+    try:
+        for split, chunk in ((True, 64), (True, 32), (False, None)):
+            if not dl.ok(10):
+                rep.errors.append(f"split variants: split={split} chunk={chunk} skipped (time budget)")
+                continue
+            st.SPLIT_FORWARD = st.SPLIT_BACKWARD = split
+            kinds = ("fwd_chunk", "bwd_chunk") if split else ()
+            for kind in kinds:
+                st.force_config(kind, *st.shipped_config(kind, DEV)[0], chunk=chunk)
+            fwdbwd()
+            sync()
+            t_f, t_fb = cuda_time_ms(fwd), cuda_time_ms(fwdbwd)
+            _, mem = peak_memory_gib(fwdbwd)
+            for kind in kinds:
+                st.force_config(kind, None)
+            label = "split (sweep + per chunk)" if split else "one program per sequence"
+            fb_chunks = (
+                f"{chunk}/{chunk}"
+                if split
+                else "/".join(str(st._chunk(k, DEV)) for k in ("fwd_chunked", "bwd_chunked"))
+            )
+            rep.add("split kernels", dict(
+                shape=f"{shape} 2×{b}×{l}", kernels=label, chunks_fwd_bwd=fb_chunks, fwd_ms=t_f, fwdbwd_ms=t_fb,
+                bwd_ms=t_fb - t_f, extra_mem_gib=mem, tflops=w["fwdbwd_flop"] / t_fb / 1e9))  # fmt: skip
+    finally:
+        st.SPLIT_FORWARD = st.SPLIT_BACKWARD = True
+    del ins
+    empty_cache()
+
+
 def run_main(rep: Report, dl: Deadline, only: str | None, warm: bool = False, quick: bool = False) -> None:
     peaks = measure_peaks()
     rep.extra["peaks"] = peaks
@@ -306,6 +349,8 @@ def run_main(rep: Report, dl: Deadline, only: str | None, warm: bool = False, qu
                 del ins
                 empty_cache()
                 attempt(rep, f"directions {shape}", lambda shape=shape: time_directions(rep, shape))
+                if shape == "time":
+                    attempt(rep, "split kernels", lambda: time_split(rep, dl))
                 continue
             del ins
             empty_cache()

@@ -8,7 +8,7 @@
 # .whl/: soundfile/soxr wheels, and mamba_ssm-*.whl from scripts/build_mamba_wheel.sh (pure Python, ~100 KB).
 # Results under $OUT (default ./bench_out): SUMMARY.md (tables with device, date, versions, command),
 # results.json (all rows), suite.log (everything printed), pytest.log, summary.txt.
-# Stages: (1) GPU tests (xdist) while mamba-ssm's autotuning candidates compile in the background;
+# Stages: (1) GPU tests (xdist; GPU_TESTS picks the files) while mamba-ssm's autotuning candidates compile in the background;
 # (2) SSD microbenchmark (ours with the shipped configurations, both directions in one launch, mamba-ssm);
 # (3) training steps, one process per model: BS-RoFormer, BSMamba2 old path, new path (paper, batch 5 × 8 s,
 # recompute), the study config (dim 128, depth 4, batch 8 × 8 s) old and new, and the new path with the
@@ -81,8 +81,10 @@ for i in $(seq 0 $((K - 1))); do
 done
 XDIST=""
 "$PY" -c "import xdist" 2>/dev/null && XDIST="-n 6"
+# GPU_TESTS: which test files (default the fused mixer's and the SSD's; GPU_TESTS=tests for every GPU test)
+GPU_TESTS=${GPU_TESTS:-tests/test_fused_mixer_gpu.py tests/test_fused_mixer.py tests/test_ssd_triton.py}
 stage tests "${CAP_TESTS:-100}" bash -c \
-  "set -o pipefail; $PY -m pytest -q -m gpu $XDIST -p no:cacheprovider tests/test_fused_mixer_gpu.py tests/test_fused_mixer.py tests/test_ssd_triton.py 2>&1 | tee '$OUT/pytest.log'"
+  "set -o pipefail; $PY -m pytest -q -m gpu $XDIST -p no:cacheprovider $GPU_TESTS 2>&1 | tee '$OUT/pytest.log'"
 for p in "${PRE[@]}"; do wait "$p"; done
 cat "$BENCH_STAGES"/prewarm_*.log >>"$LOG" 2>/dev/null
 rm -f "$BENCH_STAGES"/prewarm_*.log
@@ -92,7 +94,8 @@ stage ssd "${CAP_SSD:-60}" "$PY" benchmarks/bench_ssd.py --quick
 
 # ---- 3. training steps, one process per model (a fault ends only its own) -------------------------------------
 stage train_new "${CAP_TRAIN:-60}" "$PY" benchmarks/bench_train.py --tag new --only "paper new path (paired directions; recompute)"
-stage train_old "${CAP_TRAIN:-60}" "$PY" benchmarks/bench_train.py --tag old --only "paper old path"
+stage train_old "${CAP_TRAIN:-60}" "$PY" benchmarks/bench_train.py --tag old --only "paper old path" \
+  --profile "${PROFILE_OLD:-none}"  # e.g. PROFILE_OLD="old path (fused": a kernel table of the default path
 stage train_roformer "${CAP_ROFORMER:-45}" "$PY" benchmarks/bench_train.py --tag roformer --only "BS-RoFormer"
 stage study_new "${CAP_STUDY:-40}" "$PY" benchmarks/bench_train.py --tag study_new --only "study new path"
 stage study_old "${CAP_STUDY:-40}" "$PY" benchmarks/bench_train.py --tag study_old --only "study old path"

@@ -12,6 +12,7 @@ inputs, by ‖Δ‖/‖ref‖ per output and per gradient (y, dx, ddt, dA, dB, d
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import subprocess
@@ -156,12 +157,16 @@ def _run_interpret_cases(full: bool) -> int:
     from bsmamba2.model.mixers import ssd_triton as st
 
     failures = 0
-    for i, case in enumerate(_interpret_cases(full)):
+    # every case through both chunked forms: split (state sweep + per-chunk kernels) and one program per sequence
+    for (i, case), split in itertools.product(enumerate(_interpret_cases(full)), (True, False)):
         case = dict(case)
         states = case.pop("states", False)
         chunks = case.pop("chunks", (64, 64))
-        st.force_config("fwd_chunked", *st.CONFIGS["fwd_chunked"][0], chunk=chunks[0])
-        st.force_config("bwd_chunked", *st.CONFIGS["bwd_chunked"][0], chunk=chunks[1])
+        st.SPLIT_FORWARD = st.SPLIT_BACKWARD = split
+        for fwd in ("fwd_chunked", "fwd_chunk"):
+            st.force_config(fwd, *st.CONFIGS[fwd][0], chunk=chunks[0])
+        for bwd in ("bwd_chunked", "bwd_chunk"):
+            st.force_config(bwd, *st.CONFIGS[bwd][0], chunk=chunks[1])
         dtype = getattr(torch, case.pop("dtype", "float32"))
         ins = make_inputs(**case, dtype=dtype, seed=100 + i, dt_range=(0.01, 1.0))
         errs = compare(st.ssd_triton, ins, with_states=states)
@@ -171,8 +176,10 @@ def _run_interpret_cases(full: bool) -> int:
         ok = errs[worst] < tol
         failures += not ok
         print(
-            f"{'ok  ' if ok else 'FAIL'} {case} {dtype} states={states} chunks={chunks}: {worst} {errs[worst]:.2e}"
+            f"{'ok  ' if ok else 'FAIL'} {case} {dtype} states={states} chunks={chunks} split={split}: "
+            f"{worst} {errs[worst]:.2e}"
         )
+    st.SPLIT_FORWARD = st.SPLIT_BACKWARD = True
     # both directions in one launch (reversed indexing for the second half of the batch)
     cases = [dict(l=1, b=2, h=2, p=16, g=1, n=16), dict(l=40, b=2, h=4, p=16, g=2, n=16)]
     cases.append(dict(l=75, b=2, h=2, p=16, g=1, n=16))  # chunked, not a multiple of the chunks
@@ -181,6 +188,7 @@ def _run_interpret_cases(full: bool) -> int:
         cases.append(dict(l=130, b=2, h=2, p=16, g=1, n=16, dtype="bfloat16"))
     st.force_config("fwd_chunked", *st.CONFIGS["fwd_chunked"][0], chunk=64)
     st.force_config("bwd_chunked", *st.CONFIGS["bwd_chunked"][0], chunk=32)
+    st.force_config("bwd_chunk", *st.CONFIGS["bwd_chunk"][0], chunk=32)
     for i, case in enumerate(cases):
         case = dict(case)
         dtype = getattr(torch, case.pop("dtype", "float32"))
@@ -222,7 +230,7 @@ def test_shipped_configurations_are_candidates() -> None:
         assert set(table) == set(st.CONFIGS), arch
         for name, (cfg, chunk) in table.items():
             assert cfg in st.CONFIGS[name] + st.EXTRA_CONFIGS[name], (arch, name)
-            assert (chunk in (16, 32, 64)) if name.endswith("chunked") else chunk is None, (arch, name)
+            assert (chunk in (16, 32, 64)) if name in st.CHUNK_T else chunk is None, (arch, name)
 
 
 def test_environment_overrides_the_shipped_configuration() -> None:
@@ -337,15 +345,42 @@ def test_gpu_chunk_lengths(chunks: tuple[int, int]) -> None:
     from bsmamba2.model.mixers import ssd_triton as st
 
     torch.set_float32_matmul_precision("highest")
-    st.force_config("fwd_chunked", *st.CONFIGS["fwd_chunked"][0], chunk=chunks[0])
-    st.force_config("bwd_chunked", *st.CONFIGS["bwd_chunked"][0], chunk=chunks[1])
+    for name, chunk in (("fwd_chunked", 0), ("fwd_chunk", 0), ("bwd_chunked", 1), ("bwd_chunk", 1)):
+        st.force_config(name, *st.CONFIGS[name][0], chunk=chunks[chunk])
     try:
         ins = make_inputs(2, 801, 4, 64, 1, 128, torch.float32, seed=5, device="cuda")
-        errs = compare(st.ssd_triton, ins, with_states=True)
+        errs: dict[tuple[bool, bool], dict[str, float]] = {}
+        for split, states in itertools.product((True, False), (True, False)):  # no states: the split kernels
+            st.SPLIT_FORWARD = st.SPLIT_BACKWARD = split
+            errs[split, states] = compare(st.ssd_triton, ins, with_states=states)
     finally:
-        st.force_config("fwd_chunked", None)
-        st.force_config("bwd_chunked", None)
-    assert max(errs.values()) < 1e-4, errs
+        st.SPLIT_FORWARD = st.SPLIT_BACKWARD = True
+        for name in ("fwd_chunked", "fwd_chunk", "bwd_chunked", "bwd_chunk"):
+            st.force_config(name, None)
+    assert all(max(e.values()) < 1e-4 for e in errs.values()), errs
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("length", [65, 801])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_gpu_split_kernels_match_reference(length: int, dtype: torch.dtype) -> None:
+    """The split forward and backward (state sweep + per-chunk kernels, the default) and the one-program-per-
+    sequence kernels at the paper's head layout, each against the float64 reference, both directions in one
+    launch."""
+    from bsmamba2.model.mixers import ssd_triton as st
+
+    torch.set_float32_matmul_precision("highest")
+    ins = bidirectional_inputs(make_inputs(4, length, 16, 64, 1, 128, dtype, seed=11, device="cuda"), 11)
+    tol = 1e-4 if dtype == torch.float32 else 1e-2
+    try:
+        for split in (True, False):
+            st.SPLIT_FORWARD = st.SPLIT_BACKWARD = split
+            _poison()
+            errs = compare(_bidirectional, ins, ref=bidirectional_reference)
+            assert max(errs.values()) < tol, (split, errs)
+    finally:
+        st.SPLIT_FORWARD = st.SPLIT_BACKWARD = True
 
 
 @pytest.mark.gpu

@@ -48,6 +48,12 @@ from torch import Tensor
 
 from bsmamba2.model.mixers import triton_key
 from bsmamba2.model.mixers.conv_triton import conv_silu
+from bsmamba2.model.mixers.ssd_triton_split import (
+    _bwd_chunk_kernel,
+    _fwd_chunk_kernel,
+    _mem_rows,
+    _sweeps_kernel,
+)
 from bsmamba2.model.mixers.ssd_types import check_shapes
 
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
@@ -72,16 +78,23 @@ CONFIGS: dict[str, list[tuple[int, int, int]]] = {
     "bwd_single": [(8, 1, 0)],
     "fwd_chunked": [(8, 1, 0), (8, 2, 0)],
     "bwd_chunked": [(8, 1, 0)],
+    "sweeps": [(8, 1, 0)],
+    "fwd_chunk": [(8, 1, 0)],
+    "bwd_chunk": [(8, 1, 0)],
 }
 EXTRA_CONFIGS: dict[str, list[tuple[int, int, int]]] = {
     "fwd_single": [(4, 1, 0)],
     "bwd_single": [(4, 1, 0), (16, 1, 0)],
     "fwd_chunked": [(4, 1, 0)],
     "bwd_chunked": [(4, 1, 0), (8, 1, 128)],
+    "sweeps": [(4, 1, 0)],
+    "fwd_chunk": [(4, 1, 0)],
+    "bwd_chunk": [(4, 1, 0), (16, 1, 0)],
 }
 # Chunk length of the chunked kernels (forward and backward chunk independently: the backward re-runs the
 # state sweep with its own chunks). 64, 32 or 16; the function computed does not depend on it.
-CHUNK_T: dict[str, int] = {"fwd_chunked": 64, "bwd_chunked": 32}
+# The split kernels' sweeps store one state per chunk of ``fwd_chunk``'s / ``bwd_chunk``'s length.
+CHUNK_T: dict[str, int] = {"fwd_chunked": 64, "bwd_chunked": 32, "fwd_chunk": 64, "bwd_chunk": 64}
 # What ships per architecture: the fastest variant among the triaged-safe candidates. Hopper (sm_90, H100 and
 # H200, Triton 3.6, paper shapes): the 32-step backward chunk ran the time path's fwd + bwd in 11.5 ms against
 # 22 ms with the 64-step one (fewer register spills); the 8-warp single-stage programs passed every triage.
@@ -92,8 +105,17 @@ ARCH_CONFIGS: dict[tuple[int, int], ArchConfig] = {
         "bwd_single": ((8, 1, 0), None),
         "fwd_chunked": ((8, 1, 0), 64),
         "bwd_chunked": ((8, 1, 0), 32),
+        "sweeps": ((8, 1, 0), None),
+        "fwd_chunk": ((8, 1, 0), 64),
+        "bwd_chunk": ((8, 1, 0), 64),
     },
 }
+# The chunked forward / backward as two kernels each (``ssd_triton_split``: a state sweep, then every chunk in
+# parallel) instead of one program per (sequence, head) walking its chunks (``_fwd_chunked_kernel``,
+# ``_bwd_chunked_kernel``, which also serve initial and final states). BSMAMBA2_SSD_SPLIT_FWD=0 /
+# BSMAMBA2_SSD_SPLIT_BWD=0 select the single kernels.
+SPLIT_FORWARD = os.environ.get("BSMAMBA2_SSD_SPLIT_FWD", "1") != "0"
+SPLIT_BACKWARD = os.environ.get("BSMAMBA2_SSD_SPLIT_BWD", "1") != "0"
 _env_configs: set[str] = set()  # kernels whose candidates (and first choice) the environment replaced
 _env_chunks: set[str] = set()
 
@@ -128,8 +150,14 @@ _TUNE_KEYS = {
     "bwd_single": ["HPG", "P", "N", "T"],
     "fwd_chunked": ["HPG", "P", "N", "T"],
     "bwd_chunked": ["HPG", "P", "N", "T"],
+    "sweeps": ["HPG", "P", "N", "T"],
+    "fwd_chunk": ["HPG", "P", "N", "T"],
+    "bwd_chunk": ["HPG", "P", "N", "T"],
 }
-_RESET = {"bwd_chunked": ["dB_ptr", "dC_ptr"]}  # atomically accumulated: zeroed before each timed trial
+_RESET = {
+    "bwd_chunked": ["dB_ptr", "dC_ptr"],
+    "bwd_chunk": ["dB_ptr", "dC_ptr"],
+}  # atomically accumulated: zeroed before each timed trial
 _forced: dict[str, tuple[int, int, int]] = {}
 _forced_chunk: dict[str, int] = {}
 _tuned: dict[str, Any] = {}
@@ -202,15 +230,8 @@ def _launch(
     kernel[grid](*args, **meta, **_options(cfg))
 
 
-# ---- direction: a sequence scanned from its last step back, by reversed indexing (no flipped copies) --------
-@triton.jit
-def _mem_rows(rows, di, L, REV: tl.constexpr):
-    """Memory rows of logical steps ``rows`` (0 = the first step the scan sees): the same rows for a sequence
-    scanned forward (di 0), counted from the end for one scanned backward (di 1). Logical rows >= L stay
-    masked by the callers, whatever row they map to."""
-    if REV:
-        rows = tl.where(di == 1, L - 1 - rows, rows)
-    return rows
+# ---- direction: ``_mem_rows`` (from ssd_triton_split) maps logical steps to memory rows, so a sequence is scanned
+# from its last step back by reversed indexing (no flipped copies).
 
 
 # ---- single chunk (l <= 64): one program per (sequence, group), heads in a loop -------------------------------
@@ -616,6 +637,9 @@ def _forward(
             T=TS, BP=BP, BN=BN, HAS_D=D is not None, DOT=DOT, PREC=_precision(), REV=ndir == 2,
         )  # fmt: skip
         return y, None
+    if SPLIT_FORWARD and init is None and not want_final:
+        _forward_split(x, dt, A, B, C, Dp, D is not None, y, nseq, common)
+        return y, None
     final = x.new_empty(b, h, p, n, dtype=torch.float32) if want_final else None
     init_c = init.float().contiguous() if init is not None else None
     _launch(
@@ -626,6 +650,43 @@ def _forward(
         DOT=DOT, PREC=_precision(), REV=ndir == 2,
     )  # fmt: skip
     return y, final
+
+
+def _forward_split(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    Dp: Tensor,
+    has_d: bool,
+    y: Tensor,
+    nseq: int,
+    common: tuple[int, ...],
+) -> None:
+    """The chunked forward as ``ssd_triton_split``'s state sweep and per-chunk kernel; writes y in place.
+    ``common``: the strides of x, dt, B, C, y."""
+    b, l, h, p = x.shape
+    g, n = B.shape[-2:]
+    DOT = _dot_dtype(x.dtype)
+    BP, BN, _ = _tiles(p, n, l)
+    T = _chunk("fwd_chunk", x.device)
+    nchunks = triton.cdiv(l, T)
+    scratch_dtype = {tl.bfloat16: torch.bfloat16, tl.float16: torch.float16}.get(DOT, torch.float32)
+    states = torch.empty(b * h, nchunks, BP, BN, dtype=scratch_dtype, device=x.device)
+    flags = {"DOT": DOT, "PREC": _precision(), "REV": nseq != b}
+    _launch(
+        "sweeps", _sweeps_kernel, (b * h,), x.device,  # the state half of the sweeps only
+        x, dt, A, B, C, x, x, x, states, states, x,
+        l, nseq, b * h, h, h // g, p, n, *common,  # y's strides stand in for dy's
+        T=T, BP=BP, BN=BN, HAS_INIT=False, HAS_DFINAL=False, **flags,
+    )  # fmt: skip
+    _launch(
+        "fwd_chunk", _fwd_chunk_kernel, (b * h, nchunks), x.device,
+        x, dt, A, B, C, Dp, y, states,
+        l, nseq, h, h // g, g, p, n, *common,
+        T=T, BP=BP, BN=BN, HAS_D=has_d, **flags,
+    )  # fmt: skip
 
 
 def _backward(
@@ -662,6 +723,10 @@ def _backward(
             l, nseq, h, h // g, g, p, n, *strides,
             T=TS, BP=BP, BN=BN, HAS_D=D is not None, DOT=DOT, PREC=_precision(), REV=ndir == 2,
         )  # fmt: skip
+    elif SPLIT_BACKWARD:
+        dB, dC, dA_part, dD_part, dinit = _backward_split(
+            x, dt, A, B, C, Dp, D is not None, init, dy, dfinal, dx, ddt, nseq, strides
+        )
     else:
         T = _chunk("bwd_chunked", x.device)
         nchunks = triton.cdiv(l, T)
@@ -683,9 +748,60 @@ def _backward(
             HAS_DFINAL=dfinal is not None, DOT=DOT, PREC=_precision(), REV=ndir == 2,
         )  # fmt: skip
         dB, dC = dB32.to(B.dtype), dC32.to(C.dtype)
-    dA = dA_part.view(ndir, nseq, h).sum(1).view(A.shape).to(A.dtype)
-    dD = dD_part.view(ndir, nseq, h).sum(1).view(D.shape).to(D.dtype) if D is not None else None
+    dA = dA_part.view(ndir, nseq, h, -1).sum((1, 3)).view(A.shape).to(A.dtype)
+    dD = dD_part.view(ndir, nseq, h, -1).sum((1, 3)).view(D.shape).to(D.dtype) if D is not None else None
     return dx, ddt, dA, dB, dC, dD, dinit
+
+
+def _backward_split(
+    x: Tensor,
+    dt: Tensor,
+    A: Tensor,
+    B: Tensor,
+    C: Tensor,
+    Dp: Tensor,
+    has_d: bool,
+    init: Tensor | None,
+    dy: Tensor,
+    dfinal: Tensor | None,
+    dx: Tensor,
+    ddt: Tensor,
+    nseq: int,
+    strides: tuple[int, ...],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor | None]:
+    """The chunked backward as ``ssd_triton_split``'s two kernels; writes dx, ddt in place and returns dB, dC (in
+    B's dtype), the dA and dD partials (b·h, chunks) and the initial state's gradient (b, h, p, n) or None."""
+    b, l, h, p = x.shape
+    g, n = B.shape[-2:]
+    DOT = _dot_dtype(x.dtype)
+    BP, BN, _ = _tiles(p, n, l)
+    T = _chunk("bwd_chunk", x.device)
+    nchunks = triton.cdiv(l, T)
+    scratch_dtype = {tl.bfloat16: torch.bfloat16, tl.float16: torch.float16}.get(DOT, torch.float32)
+    states = torch.empty(b * h, nchunks, BP, BN, dtype=scratch_dtype, device=x.device)
+    dstates = torch.empty_like(states)
+    init_c = init.float().contiguous() if init is not None else None
+    dfinal_c = dfinal.float().contiguous() if dfinal is not None else None
+    dinit = torch.empty(b, h, p, n, dtype=torch.float32, device=x.device) if init is not None else None
+    flags = {"DOT": DOT, "PREC": _precision(), "REV": nseq != b}
+    _launch(
+        "sweeps", _sweeps_kernel, (2 * b * h,), x.device,
+        x, dt, A, B, C, dy, init_c if init_c is not None else dx, dfinal_c if dfinal_c is not None else dx,
+        states, dstates, dinit if dinit is not None else dx,
+        l, nseq, b * h, h, h // g, p, n, *strides,
+        T=T, BP=BP, BN=BN, HAS_INIT=init is not None, HAS_DFINAL=dfinal is not None, **flags,
+    )  # fmt: skip
+    dB32 = torch.zeros(b, l, g, n, dtype=torch.float32, device=x.device)
+    dC32 = torch.zeros(b, l, g, n, dtype=torch.float32, device=x.device)
+    dA_part = torch.empty(b * h, nchunks, dtype=torch.float32, device=x.device)
+    dD_part = torch.empty(b * h, nchunks, dtype=torch.float32, device=x.device)
+    _launch(
+        "bwd_chunk", _bwd_chunk_kernel, (b * h, nchunks), x.device,
+        x, dt, A, B, C, Dp, dy, states, dstates, dx, ddt, dB32, dC32, dA_part, dD_part,
+        l, nseq, h, h // g, g, p, n, *strides,
+        T=T, BP=BP, BN=BN, HAS_D=has_d, **flags,
+    )  # fmt: skip
+    return dB32.to(B.dtype), dC32.to(C.dtype), dA_part, dD_part, dinit
 
 
 class _SSDTriton(torch.autograd.Function):
