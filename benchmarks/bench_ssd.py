@@ -228,7 +228,7 @@ def time_directions(rep: Report, shape: str) -> None:
 
 def time_split(rep: Report, dl: Deadline, shape: str = "time") -> None:
     """The chunked kernels two ways on the time path: split (a state sweep, then every chunk in parallel:
-    ``ssd_triton_split``, at chunk 64 and 32) and one program per (sequence, head) walking its chunks (the
+    ``ssd_triton_split``, opt-in, at chunk 64 and 32) and one program per (sequence, head) walking its chunks (the
     shipped chunks). Forward and forward + backward medians, both directions in one launch as the model calls
     it; the backward's time is their difference."""
     import bsmamba2.model.mixers.ssd_triton as st
@@ -239,6 +239,7 @@ def time_split(rep: Report, dl: Deadline, shape: str = "time") -> None:
     ins["D"] = torch.stack([ins["D"], ins["D"].flip(0)])
     fwd, fwdbwd = fwd_bwd_closure(st.ssd_triton_bidirectional, ins)
     w = work(2 * b, l)
+    shipped = st.SPLIT_FORWARD, st.SPLIT_BACKWARD
     try:
         for split, chunk in ((True, 64), (True, 32), (False, None)):
             if not dl.ok(10):
@@ -264,7 +265,7 @@ def time_split(rep: Report, dl: Deadline, shape: str = "time") -> None:
                 shape=f"{shape} 2×{b}×{l}", kernels=label, chunks_fwd_bwd=fb_chunks, fwd_ms=t_f, fwdbwd_ms=t_fb,
                 bwd_ms=t_fb - t_f, extra_mem_gib=mem, tflops=w["fwdbwd_flop"] / t_fb / 1e9))  # fmt: skip
     finally:
-        st.SPLIT_FORWARD = st.SPLIT_BACKWARD = True
+        st.SPLIT_FORWARD, st.SPLIT_BACKWARD = shipped
     del ins
     empty_cache()
 

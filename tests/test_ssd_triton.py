@@ -157,6 +157,7 @@ def _run_interpret_cases(full: bool) -> int:
     from bsmamba2.model.mixers import ssd_triton as st
 
     failures = 0
+    shipped = st.SPLIT_FORWARD, st.SPLIT_BACKWARD
     # every case through both chunked forms: split (state sweep + per-chunk kernels) and one program per sequence
     for (i, case), split in itertools.product(enumerate(_interpret_cases(full)), (True, False)):
         case = dict(case)
@@ -179,7 +180,7 @@ def _run_interpret_cases(full: bool) -> int:
             f"{'ok  ' if ok else 'FAIL'} {case} {dtype} states={states} chunks={chunks} split={split}: "
             f"{worst} {errs[worst]:.2e}"
         )
-    st.SPLIT_FORWARD = st.SPLIT_BACKWARD = True
+    st.SPLIT_FORWARD, st.SPLIT_BACKWARD = shipped
     # both directions in one launch (reversed indexing for the second half of the batch)
     cases = [dict(l=1, b=2, h=2, p=16, g=1, n=16), dict(l=40, b=2, h=4, p=16, g=2, n=16)]
     cases.append(dict(l=75, b=2, h=2, p=16, g=1, n=16))  # chunked, not a multiple of the chunks
@@ -246,6 +247,21 @@ def test_environment_overrides_the_shipped_configuration() -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["((4,", "2,", "0),", "32)", "16"]
+
+
+def test_split_kernels_compile_for_hopper() -> None:
+    """The split kernels compile ahead of time for sm_90a (Triton's own ptxas, no GPU needed) at the paper's
+    head layout and the shipped launch configuration, and ptxas reports their register use."""
+    pytest.importorskip("triton.backends.nvidia")
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.ssd_resources import compile_one
+    from bsmamba2.model.mixers import ssd_triton as st
+
+    for name in ("sweeps", "fwd_chunk", "bwd_chunk"):
+        (warps, _, _), chunk = st.ARCH_CONFIGS[(9, 0)][name]
+        row = compile_one(name, chunk or st.CHUNK_T["bwd_chunk"], warps, 90)
+        assert row["registers"] is not None and 0 < row["registers"] <= 255, row
+        assert row["spill_stores_B"] is not None, row
 
 
 # ---- GPU: the compiled kernels --------------------------------------------------------------------------------
@@ -350,11 +366,12 @@ def test_gpu_chunk_lengths(chunks: tuple[int, int]) -> None:
     try:
         ins = make_inputs(2, 801, 4, 64, 1, 128, torch.float32, seed=5, device="cuda")
         errs: dict[tuple[bool, bool], dict[str, float]] = {}
+        shipped = st.SPLIT_FORWARD, st.SPLIT_BACKWARD
         for split, states in itertools.product((True, False), (True, False)):  # no states: the split kernels
             st.SPLIT_FORWARD = st.SPLIT_BACKWARD = split
             errs[split, states] = compare(st.ssd_triton, ins, with_states=states)
     finally:
-        st.SPLIT_FORWARD = st.SPLIT_BACKWARD = True
+        st.SPLIT_FORWARD, st.SPLIT_BACKWARD = shipped
         for name in ("fwd_chunked", "fwd_chunk", "bwd_chunked", "bwd_chunk"):
             st.force_config(name, None)
     assert all(max(e.values()) < 1e-4 for e in errs.values()), errs
@@ -365,7 +382,7 @@ def test_gpu_chunk_lengths(chunks: tuple[int, int]) -> None:
 @pytest.mark.parametrize("length", [65, 801])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
 def test_gpu_split_kernels_match_reference(length: int, dtype: torch.dtype) -> None:
-    """The split forward and backward (state sweep + per-chunk kernels, the default) and the one-program-per-
+    """The split forward and backward (state sweep + per-chunk kernels, opt-in) and the one-program-per-
     sequence kernels at the paper's head layout, each against the float64 reference, both directions in one
     launch."""
     from bsmamba2.model.mixers import ssd_triton as st
@@ -373,6 +390,7 @@ def test_gpu_split_kernels_match_reference(length: int, dtype: torch.dtype) -> N
     torch.set_float32_matmul_precision("highest")
     ins = bidirectional_inputs(make_inputs(4, length, 16, 64, 1, 128, dtype, seed=11, device="cuda"), 11)
     tol = 1e-4 if dtype == torch.float32 else 1e-2
+    shipped = st.SPLIT_FORWARD, st.SPLIT_BACKWARD
     try:
         for split in (True, False):
             st.SPLIT_FORWARD = st.SPLIT_BACKWARD = split
@@ -380,7 +398,7 @@ def test_gpu_split_kernels_match_reference(length: int, dtype: torch.dtype) -> N
             errs = compare(_bidirectional, ins, ref=bidirectional_reference)
             assert max(errs.values()) < tol, (split, errs)
     finally:
-        st.SPLIT_FORWARD = st.SPLIT_BACKWARD = True
+        st.SPLIT_FORWARD, st.SPLIT_BACKWARD = shipped
 
 
 @pytest.mark.gpu
