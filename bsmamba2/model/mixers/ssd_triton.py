@@ -653,6 +653,18 @@ def _forward(
     return y, final
 
 
+def _split_setup(x: Tensor, n: int, kind: str, nseq: int) -> tuple[int, int, int, Tensor, dict[str, Any]]:
+    """Tiles, chunk and the (b·h, chunks, BP, BN) state scratch (product dtype) of a split call, and the
+    kernels' shared flags. x (b, l, h, p); ``kind``: the per-chunk kernel whose chunk applies."""
+    b, l, h, p = x.shape
+    DOT = _dot_dtype(x.dtype)
+    BP, BN, _ = _tiles(p, n, l)
+    T = _chunk(kind, x.device)
+    scratch_dtype = {tl.bfloat16: torch.bfloat16, tl.float16: torch.float16}.get(DOT, torch.float32)
+    states = torch.empty(b * h, triton.cdiv(l, T), BP, BN, dtype=scratch_dtype, device=x.device)
+    return BP, BN, T, states, {"DOT": DOT, "PREC": _precision(), "REV": nseq != b}
+
+
 def _forward_split(
     x: Tensor,
     dt: Tensor,
@@ -669,13 +681,8 @@ def _forward_split(
     ``common``: the strides of x, dt, B, C, y."""
     b, l, h, p = x.shape
     g, n = B.shape[-2:]
-    DOT = _dot_dtype(x.dtype)
-    BP, BN, _ = _tiles(p, n, l)
-    T = _chunk("fwd_chunk", x.device)
-    nchunks = triton.cdiv(l, T)
-    scratch_dtype = {tl.bfloat16: torch.bfloat16, tl.float16: torch.float16}.get(DOT, torch.float32)
-    states = torch.empty(b * h, nchunks, BP, BN, dtype=scratch_dtype, device=x.device)
-    flags = {"DOT": DOT, "PREC": _precision(), "REV": nseq != b}
+    BP, BN, T, states, flags = _split_setup(x, n, "fwd_chunk", nseq)
+    nchunks = states.shape[1]
     _launch(
         "sweeps", _sweeps_kernel, (b * h,), x.device,  # the state half of the sweeps only
         x, dt, A, B, C, x, x, x, states, states, x,
@@ -774,17 +781,12 @@ def _backward_split(
     B's dtype), the dA and dD partials (b·h, chunks) and the initial state's gradient (b, h, p, n) or None."""
     b, l, h, p = x.shape
     g, n = B.shape[-2:]
-    DOT = _dot_dtype(x.dtype)
-    BP, BN, _ = _tiles(p, n, l)
-    T = _chunk("bwd_chunk", x.device)
-    nchunks = triton.cdiv(l, T)
-    scratch_dtype = {tl.bfloat16: torch.bfloat16, tl.float16: torch.float16}.get(DOT, torch.float32)
-    states = torch.empty(b * h, nchunks, BP, BN, dtype=scratch_dtype, device=x.device)
+    BP, BN, T, states, flags = _split_setup(x, n, "bwd_chunk", nseq)
+    nchunks = states.shape[1]
     dstates = torch.empty_like(states)
     init_c = init.float().contiguous() if init is not None else None
     dfinal_c = dfinal.float().contiguous() if dfinal is not None else None
     dinit = torch.empty(b, h, p, n, dtype=torch.float32, device=x.device) if init is not None else None
-    flags = {"DOT": DOT, "PREC": _precision(), "REV": nseq != b}
     _launch(
         "sweeps", _sweeps_kernel, (2 * b * h,), x.device,
         x, dt, A, B, C, dy, init_c if init_c is not None else dx, dfinal_c if dfinal_c is not None else dx,

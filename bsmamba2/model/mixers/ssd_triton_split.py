@@ -42,6 +42,30 @@ def _mem_rows(rows, di, L, REV: tl.constexpr):
 
 
 @triton.jit
+def _sweep_step(
+    S, rows, di, L, A, u_base, su_l, su_p, v_base, sv_l, sv_n, dt_base, sdt_l, pp, nn, pm, nm,
+    GRAD: tl.constexpr, DOT: tl.constexpr, PREC: tl.constexpr, REV: tl.constexpr,
+):  # fmt: skip
+    """One chunk (logical steps ``rows``) of a sweep: S ← e^{cl}·S + (u ∘ w)ᵀ·v, with u = x, v = B,
+    w = dt·e^{cl − cum} for the state (leaving the chunk), and u = dy, v = C, w = e^{cum} for the state gradient
+    (entering it, GRAD)."""
+    tm = rows < L
+    mr = _mem_rows(rows, di, L, REV)
+    u = tl.load(u_base + mr[:, None] * su_l + pp[None, :] * su_p, mask=tm[:, None] & pm[None, :], other=0.0)
+    dt = tl.load(dt_base + mr * sdt_l, mask=tm, other=0.0).to(tl.float32)
+    v = tl.load(v_base + mr[:, None] * sv_l + nn[None, :] * sv_n, mask=tm[:, None] & nm[None, :], other=0.0)
+    a = dt * A
+    cum = tl.cumsum(a, axis=0)
+    cl = tl.sum(a, axis=0)
+    if GRAD:
+        w = tl.exp(cum)
+    else:
+        w = dt * tl.exp(cl - cum)
+    uw = (u.to(tl.float32) * w[:, None]).to(DOT)
+    return tl.dot(tl.trans(uw), v.to(DOT), S * tl.exp(cl), input_precision=PREC)
+
+
+@triton.jit
 def _sweeps_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, dy_ptr, init_ptr, dfinal_ptr, states_ptr, dstates_ptr, dinit_ptr,
     L, NSEQ, NPROG, H, HPG, P, N,
@@ -84,21 +108,10 @@ def _sweeps_kernel(
             S = tl.zeros((BP, BN), dtype=tl.float32)
         tl.store(out + so, S.to(DOT))
         for ci in range(0, nchunks - 1):
-            rows = ci * T + t
-            tm = rows < L
-            mr = _mem_rows(rows, di, L, REV)
-            x = tl.load(
-                x_base + mr[:, None] * sx_l + pp[None, :] * sx_p, mask=tm[:, None] & pm[None, :], other=0.0
-            )
-            dt = tl.load(dt_base + mr * sdt_l, mask=tm, other=0.0).to(tl.float32)
-            Bm = tl.load(
-                b_base + mr[:, None] * sb_l + nn[None, :] * sb_n, mask=tm[:, None] & nm[None, :], other=0.0
-            )
-            a = dt * A
-            cum = tl.cumsum(a, axis=0)
-            cl = tl.sum(a, axis=0)
-            xw = (x.to(tl.float32) * (dt * tl.exp(cl - cum))[:, None]).to(DOT)
-            S = tl.dot(tl.trans(xw), Bm.to(DOT), S * tl.exp(cl), input_precision=PREC)
+            S = _sweep_step(
+                S, ci * T + t, di, L, A, x_base, sx_l, sx_p, b_base, sb_l, sb_n, dt_base, sdt_l, pp, nn, pm, nm,
+                GRAD=False, DOT=DOT, PREC=PREC, REV=REV,
+            )  # fmt: skip
             tl.store(out + (ci + 1) * BP * BN + so, S.to(DOT))
     else:
         dy_base = dy_ptr + bi * sdy_b + hi * sdy_h
@@ -112,25 +125,25 @@ def _sweeps_kernel(
         for k in range(0, nchunks - last):
             ci = nchunks - 1 - k
             tl.store(out + ci * BP * BN + so, dS.to(DOT))
-            rows = ci * T + t
-            tm = rows < L
-            mr = _mem_rows(rows, di, L, REV)
-            dy = tl.load(
-                dy_base + mr[:, None] * sdy_l + pp[None, :] * sdy_p, mask=tm[:, None] & pm[None, :], other=0.0
-            )
-            dt = tl.load(dt_base + mr * sdt_l, mask=tm, other=0.0).to(tl.float32)
-            Cm = tl.load(
-                c_base + mr[:, None] * sc_l + nn[None, :] * sc_n, mask=tm[:, None] & nm[None, :], other=0.0
-            )
-            a = dt * A
-            cum = tl.cumsum(a, axis=0)
-            cl = tl.sum(a, axis=0)
-            dye = (dy.to(tl.float32) * tl.exp(cum)[:, None]).to(DOT)
-            dS = tl.dot(tl.trans(dye), Cm.to(DOT), dS * tl.exp(cl), input_precision=PREC)
+            dS = _sweep_step(
+                dS, ci * T + t, di, L, A, dy_base, sdy_l, sdy_p, c_base, sc_l, sc_n, dt_base, sdt_l, pp, nn, pm, nm,
+                GRAD=True, DOT=DOT, PREC=PREC, REV=REV,
+            )  # fmt: skip
         if HAS_INIT:
             tl.store(dinit_ptr + go, dS, mask=sm)
         else:
             tl.store(out + so, dS.to(DOT))
+
+
+@triton.jit
+def _chunk_program(H, HPG, NSEQ):
+    """A per-chunk kernel's program (grid b·h × chunks): its (sequence·head) index, chunk, chunk count,
+    sequence, head, group and direction (0 forward, 1 from the last step back)."""
+    pid = tl.program_id(0)
+    bi = (pid // H).to(tl.int64)
+    hi = pid % H
+    di = (bi // NSEQ).to(tl.int32)
+    return pid.to(tl.int64), tl.program_id(1), tl.num_programs(1), bi, hi, hi // HPG, di
 
 
 @triton.jit
@@ -147,14 +160,7 @@ def _fwd_chunk_kernel(
 ):  # fmt: skip
     """Grid (b·h, chunks): y of one chunk from its inputs and the state entering it (the sweep's S_c):
     y = (C ∘ e_in)·S_cᵀ + (CB ∘ L)·(dt·x) + D·x."""
-    pid = tl.program_id(0)
-    ci = tl.program_id(1)
-    nchunks = tl.num_programs(1)
-    pid64 = pid.to(tl.int64)
-    bi = (pid // H).to(tl.int64)
-    hi = pid % H
-    gi = hi // HPG
-    di = (bi // NSEQ).to(tl.int32)  # 0: scanned forward; 1: from the last step back (see _mem_rows)
+    pid64, ci, nchunks, bi, hi, gi, di = _chunk_program(H, HPG, NSEQ)
     t = tl.arange(0, T)
     pp = tl.arange(0, BP)
     nn = tl.arange(0, BN)
@@ -205,14 +211,7 @@ def _bwd_chunk_kernel(
 ):  # fmt: skip
     """Grid (b·h, chunks). dx (b,l,h,p), ddt (b,l,h) contiguous; dB, dC (b,l,g,n) fp32 zero-filled (atomics);
     dA, dD partials (b·h, chunks) fp32."""
-    pid = tl.program_id(0)
-    ci = tl.program_id(1)
-    nchunks = tl.num_programs(1)
-    pid64 = pid.to(tl.int64)
-    bi = (pid // H).to(tl.int64)
-    hi = pid % H
-    gi = hi // HPG
-    di = (bi // NSEQ).to(tl.int32)  # 0: scanned forward; 1: from the last step back (see _mem_rows)
+    pid64, ci, nchunks, bi, hi, gi, di = _chunk_program(H, HPG, NSEQ)
     t = tl.arange(0, T)
     pp = tl.arange(0, BP)
     nn = tl.arange(0, BN)
