@@ -151,7 +151,7 @@ def test_missing_onnxruntime_names_the_extra(
     monkeypatch.setattr(runtime, "ort", None)
     with pytest.raises(UserError) as e:
         Separator.from_pretrained(files[1], device="cpu")
-    assert "pip install bsmamba2[onnx]" in one_line(e)
+    assert "pip install 'bsmamba2[onnx]'" in one_line(e)
 
 
 def test_sessions_free_tensors_after_their_last_use(files: tuple[Path, Path]) -> None:

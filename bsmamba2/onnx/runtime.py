@@ -5,7 +5,7 @@ and iSTFT run in torch (:mod:`bsmamba2.spectral`), the network between them in O
 ``cfg`` rebuilt from the file's metadata, so ``Separator``, :class:`bsmamba2.apply.OverlapAdd` and
 :mod:`bsmamba2.pipeline` run it unchanged: same chunking, overlap and outputs as the torch engine.
 
-onnxruntime is an optional dependency (``pip install bsmamba2[onnx]``); without it, opening a file raises a
+onnxruntime is an optional dependency (``pip install 'bsmamba2[onnx]'``); without it, opening a file raises a
 one-line UserError saying so.
 """
 
@@ -33,7 +33,7 @@ except ImportError:  # optional: the [onnx] extra
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install bsmamba2[onnx]"
+INSTALL_HINT = "pip install 'bsmamba2[onnx]'"
 
 
 def require_onnxruntime() -> Any:
