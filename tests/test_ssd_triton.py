@@ -403,11 +403,17 @@ def test_gpu_split_kernels_match_reference(length: int, dtype: torch.dtype) -> N
 
 @pytest.mark.gpu
 @gpu
-def test_gpu_model_backends_agree() -> None:
+@pytest.mark.parametrize("split", [False, True], ids=["ssd-default", "ssd-split"])
+def test_gpu_model_backends_agree(split: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """A small BSMamba2 gives the same output and parameter gradients with the triton and chunked backends
-    (float32, exact products): the mixer's strided views of x, B, C reach the kernels correctly."""
+    (float32, exact products): the mixer's strided views of x, B, C reach the kernels correctly; also through
+    the split chunked kernels (the time path has ~690 steps, so it runs them)."""
     from bsmamba2.config import ModelConfig
     from bsmamba2.model import build_model
+    from bsmamba2.model.mixers import ssd_triton
+
+    monkeypatch.setattr(ssd_triton, "SPLIT_FORWARD", split)
+    monkeypatch.setattr(ssd_triton, "SPLIT_BACKWARD", split)
 
     torch.set_float32_matmul_precision("highest")
     torch.manual_seed(0)
