@@ -106,7 +106,8 @@ def _leakage_lines(runs: Sequence[dict[str, Any]]) -> list[str]:
 
 
 def summary_markdown(summary: dict[str, Any], title: str) -> str:
-    """Markdown tables: metrics per run and stem (paper statistics first), then the vocal-region buckets."""
+    """Markdown tables: metrics per run and stem (paper statistics first), then the vocal-region buckets and
+    the vocal leakage."""
     lines = [
         f"## {title}",
         "",
