@@ -110,9 +110,11 @@ def _corpus_copy(src: Path, dst: Path) -> Path:
 
 
 def _md_rows(md: str) -> dict[tuple[str, str], list[str]]:
-    """{(segment, stem): [uSDR mean, cSDR median, uSDR median, cSDR mean, tracks]} of summary.md's table."""
+    """{(segment, stem): [uSDR mean, cSDR median, uSDR median, cSDR mean, tracks]} of summary.md's first table
+    (the stems; the region and leakage tables follow it)."""
     rows = {}
-    for line in md.splitlines():
+    table = md.split("| segment | stem |", 1)[1].split("\n\n", 1)[0]
+    for line in table.splitlines():
         cells = [c.strip() for c in line.strip("|").split("|")]
         if len(cells) == 7 and cells[1] not in ("stem", "---"):
             rows[(cells[0], cells[1])] = cells[2:]
@@ -188,3 +190,40 @@ def test_full_disk_while_writing_results(
     out = tmp_path / "eval"
     assert cli.main(["evaluate", "--baseline", "mixture", "--data", str(tiny_corpus), "--out", str(out)]) == 1
     assert "No space left on device" in one_line_error(capsys.readouterr().err, "evaluate")
+
+
+def test_vocal_leakage_in_json_and_markdown(tiny_corpus: Path, tmp_path: Path) -> None:
+    # the tiny corpus plus an instrumental song: A's accompaniment, vocals exactly zero, meta.json without phrases
+    data = _corpus_copy(tiny_corpus, tmp_path / "data")
+    song = data / "test" / "C"
+    shutil.copytree(data / "test" / "A", song)
+    vocals, _ = audio.read(song / "vocals.wav")
+    mix, _ = audio.read(song / "mixture.wav")
+    sf.write(str(song / "vocals.wav"), np.zeros_like(vocals).T, SR, subtype="FLOAT")
+    sf.write(str(song / "mixture.wav"), (mix - vocals).T, SR, subtype="FLOAT")
+    (song / "meta.json").write_text(json.dumps({"sample_rate": SR, "phrases": []}))
+    for baseline, expected in (("mixture", 0.0), ("oracle-irm", None)):
+        out = tmp_path / baseline
+        assert cli.main(["evaluate", "--baseline", baseline, "--data", str(data), "--out", str(out)]) == 0
+        tracks = {t: json.loads((out / "baseline" / "tracks" / f"{t}.json").read_text()) for t in "ABC"}
+        leaks = {t: r["vocal_leakage"] for t, r in tracks.items()}
+        assert [leaks[t]["silence_from"] for t in "ABC"] == ["meta.json", "below -60 dBFS", "meta.json"]
+        assert leaks["A"]["silent_seconds"] == pytest.approx(2.5 - 1.3)  # outside A's one phrase
+        assert leaks["C"]["instrumental"] and leaks["C"]["silent_seconds"] == 2.5
+        # B's pauses (0.1, 0.2 and 0.05 s) are shorter than the threshold detector's 0.2 s runs: no data
+        assert leaks["B"]["silent_seconds"] == 0 and leaks["B"]["leakage_db"] is None
+        assert [tracks[t]["regions_from"] for t in "ABC"] == [
+            "meta.json",
+            "energy detector",
+            "energy detector",
+        ]
+        run = json.loads((out / "summary.json").read_text())["runs"][0]["vocal_leakage"]
+        assert (run["silent"]["tracks"], run["silent"]["tracks_without"]) == (2, 1)
+        assert run["instrumental"]["tracks"] == 1
+        md = (out / "summary.md").read_text()
+        assert "| – | 2 with silence (1 without) |" in md and "| – | 1 instrumental |" in md
+        if expected is not None:  # the mixture as the estimate: exactly as loud as the mixture
+            assert all(leaks[t]["leakage_db"] == pytest.approx(expected, abs=1e-6) for t in "AC")
+            assert run["silent"]["windows_above_share"] == 1.0
+        else:  # ideal masks of a silent reference are zero: the floor
+            assert leaks["C"]["leakage_db"] == -120.0 and run["instrumental"]["windows_above"] == 0

@@ -104,3 +104,29 @@ def test_perfect_and_missing_scores_read_the_same_in_json_and_markdown(tmp_path:
     md = summary_markdown(summary, "t")
     assert "| – | instrumental | 25.00 | inf | 25.00 | inf | 2 |" in md
     assert "| – | vocals | 4.00 | 2.00 | 4.00 | 2.00 | 2 (cSDR 1) |" in md
+
+
+def _leak_row(track: str, est: float, mix: float, seconds: float, instrumental: bool) -> dict:
+    leak = {
+        "silent_seconds": seconds, "track_seconds": 10.0, "instrumental": instrumental,
+        "leakage_db": 10 * math.log10(est / mix) if seconds else math.nan,
+        "estimate_energy": est, "mixture_energy": mix, "windows": int(seconds), "windows_above": 1,
+    }  # fmt: skip
+    return {"track": track, "stems": {"vocals": {"usdr": 3.0, "csdr": 2.0}}, "vocal_leakage": leak}
+
+
+def test_summary_reports_vocal_leakage_only_where_references_are_silent() -> None:
+    rows = [_leak_row("A", 1.0, 100.0, 10.0, True), _leak_row("B", 1.0, 1.0, 4.0, False)]
+    summary = summarize({8.0: rows}, ["vocals"], overlap=0.0)
+    leak = summary["runs"][0]["vocal_leakage"]
+    assert leak["silent"]["leakage_db"] == pytest.approx(10 * math.log10(2 / 101))
+    assert leak["instrumental"]["leakage_db"] == pytest.approx(-20.0)
+    md = summary_markdown(summary, "t")
+    assert "| 8 s | 2 with silence | 14.0 | -17.03 | -10.00 | 0.00 | 2 / 14 (14.3 %) |" in md
+    assert "| 8 s | 1 instrumental | 10.0 | -20.00 | -20.00 | -20.00 | 1 / 10 (10.0 %) |" in md
+    # no silent reference anywhere: no leakage in the summary, and the same tables as without the field
+    dense = [_leak_row("C", 1.0, 1.0, 0.0, False)]
+    bare = [{k: v for k, v in r.items() if k != "vocal_leakage"} for r in dense]
+    s_dense, s_bare = summarize({8.0: dense}, ["vocals"], 0.0), summarize({8.0: bare}, ["vocals"], 0.0)
+    assert "vocal_leakage" not in s_dense["runs"][0] and s_dense == s_bare
+    assert summary_markdown(s_dense, "t") == summary_markdown(s_bare, "t")

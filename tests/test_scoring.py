@@ -3,6 +3,7 @@ the evaluation's per-track report."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -48,3 +49,25 @@ def test_track_report_scores_estimated_stems_and_vocal_regions() -> None:
     assert [r["bucket"] for r in report["vocal_regions"]] == ["1-2s", "2-4s"]
     perfect = track_report(refs, {"drums": refs["drums"].copy()}, SR)
     assert perfect["stems"]["drums"]["csdr"] == math.inf and "vocal_regions" not in perfect
+
+
+def test_track_report_adds_vocal_leakage_only_with_the_mixture() -> None:
+    est, refs = _signals()
+    refs["vocals"][:, 2 * SR :] = 0.0  # no voice in the last second
+    mix = refs["vocals"] + refs["drums"]
+    plain = track_report(refs, est, SR)
+    with_mix = track_report(refs, est, SR, mixture=mix)
+    assert "vocal_leakage" not in plain
+    # what was recorded before is unchanged (compared as JSON text: the silent frame's NaN equals itself there)
+    before = {k: v for k, v in with_mix.items() if k != "vocal_leakage"}
+    assert json.dumps(before, sort_keys=True) == json.dumps(plain, sort_keys=True)
+    leak = with_mix["vocal_leakage"]
+    assert leak["silence_from"].startswith("below") and leak["silent_seconds"] == pytest.approx(1.0, abs=0.05)
+    exact = track_report(refs, est, SR, mixture=mix, phrases=[(0, 2 * SR)])["vocal_leakage"]
+    assert exact["silence_from"] == "meta.json" and exact["silent_seconds"] == 1.0
+    silent = slice(2 * SR, None)
+    expected = np.sum(est["vocals"][:, silent].astype(np.float64) ** 2) / np.sum(
+        mix[:, silent].astype(np.float64) ** 2
+    )
+    assert exact["leakage_db"] == pytest.approx(10 * math.log10(expected), abs=1e-9)
+    assert "vocal_leakage" not in track_report(refs, {"drums": est["drums"]}, SR, mixture=mix)

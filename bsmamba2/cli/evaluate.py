@@ -3,12 +3,13 @@
 Follows the official evaluation (OFFICIAL_SPEC §7): whole test tracks at 44.1 kHz, chunks of ``--segment``
 seconds with **no overlap by default** (plain concatenation, the last chunk zero-padded), cSDR as the median
 of 1 s frames then the median over tracks, uSDR as the mean over tracks. Several ``--segment`` values give
-the paper's Table IV in one run; the vocal-region study (Table III) is computed alongside.
+the paper's Table IV in one run; the vocal-region study (Table III) is computed alongside, and so is the vocal
+leakage where the reference has no voice (:mod:`~bsmamba2.evaluate.leakage`; issue 14's "-20 dB").
 
 Writes ``OUT/summary.md`` and ``OUT/summary.json``, and per run ``OUT/segment_<S>s/tracks/<track>.json``
 (plus ``estimates/<track>/<stem>.wav`` with ``--save-estimates``). Models are run through ``Separator``; the
-logic lives in :mod:`~bsmamba2.evaluate.runner`, :mod:`~bsmamba2.evaluate.scoring` and
-:mod:`~bsmamba2.evaluate.report`.
+logic lives in :mod:`~bsmamba2.evaluate.runner`, :mod:`~bsmamba2.evaluate.scoring`,
+:mod:`~bsmamba2.evaluate.leakage` and :mod:`~bsmamba2.evaluate.report`.
 """
 
 from __future__ import annotations

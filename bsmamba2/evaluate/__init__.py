@@ -1,2 +1,2 @@
-"""Evaluation: the paper's metrics (uSDR, cSDR), its studies (input length, vocal-region duration) and the
-``bsmamba2 evaluate`` command."""
+"""Evaluation: the paper's metrics (uSDR, cSDR), its studies (input length, vocal-region duration), the vocal
+leakage where the reference has no voice, and the ``bsmamba2 evaluate`` command."""

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bsmamba2.atomic import atomic_write
-from bsmamba2.evaluate import metrics, studies
+from bsmamba2.evaluate import leakage, metrics, studies
 
 
 def json_value(x: Any) -> Any:
@@ -42,8 +42,8 @@ def write_text(path: Path, text: str) -> None:
 def summarize(
     per_run: dict[float, list[dict[str, Any]]], stems: Sequence[str], overlap: float | None
 ) -> dict[str, Any]:
-    """Aggregate per-track rows: per run (segment) and stem, mean/median uSDR and cSDR, and the Table III
-    duration buckets for vocals."""
+    """Aggregate per-track rows: per run (segment) and stem, mean/median uSDR and cSDR, the Table III
+    duration buckets for vocals, and the vocal leakage where some reference has silent samples."""
     runs = []
     for seg, rows in per_run.items():
         entry: dict[str, Any] = {"segment": seg or None, "overlap": overlap, "stems": {}}
@@ -57,6 +57,9 @@ def summarize(
         ]
         if regions:
             entry["vocal_regions"] = studies.duration_table(regions)
+        leak = leakage.leakage_summary([r["vocal_leakage"] for r in rows if "vocal_leakage" in r])
+        if leak is not None:
+            entry["vocal_leakage"] = leak
         runs.append(entry)
     return {"runs": runs}
 
@@ -72,8 +75,39 @@ def _tracks(a: dict[str, Any]) -> str:
     return f"{n}" if nc == n else f"{n} (cSDR {nc})"
 
 
+def _leakage_lines(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """The vocal-leakage table (:mod:`.leakage`): one row per run and track set; none without silence."""
+    if not any("vocal_leakage" in r for r in runs):
+        return []
+    lines = [
+        "",
+        "Vocal leakage where the reference has no voice: the estimated vocals' energy relative to the",
+        f"mixture's there, dB (lower is better; issue 14's target {leakage.TARGET_DB:g} dB; floor "
+        f"{leakage.LEAK_FLOOR_DB:g} dB):",
+        "",
+        f"| segment | tracks | silent (s) | energy-weighted | mean over tracks | worst track "
+        f"| 1 s windows above {leakage.TARGET_DB:g} dB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        seg = "–" if r["segment"] is None else f"{r['segment']:g} s"
+        for name, a in r.get("vocal_leakage", {}).items():
+            n = f"{a['tracks']} {'with silence' if name == 'silent' else 'instrumental'}"
+            if a["tracks_without"]:
+                n += f" ({a['tracks_without']} without)"
+            share = a["windows_above_share"]
+            windows = f"{a['windows_above']} / {a['windows']}"
+            windows += "" if isinstance(share, float) and math.isnan(share) else f" ({100 * share:.1f} %)"
+            lines.append(
+                f"| {seg} | {n} | {a['silent_seconds']:.1f} | {_fmt(a['leakage_db'])} | "
+                f"{_fmt(a['leakage_mean_db'])} | {_fmt(a['leakage_max_db'])} | {windows} |"
+            )
+    return lines
+
+
 def summary_markdown(summary: dict[str, Any], title: str) -> str:
-    """Markdown tables: metrics per run and stem (paper statistics first), then the vocal-region buckets."""
+    """Markdown tables: metrics per run and stem (paper statistics first), then the vocal-region buckets and
+    the vocal leakage."""
     lines = [
         f"## {title}",
         "",
@@ -101,6 +135,7 @@ def summary_markdown(summary: dict[str, Any], title: str) -> str:
                 for b in buckets
             ]
             lines.append(f"| {seg} | " + " | ".join(cells) + " |")
+    lines += _leakage_lines(summary["runs"])
     if summary.get("errors"):
         lines += ["", "Not scored:", ""]
         lines += [f"- {track}: {why}" for track, why in summary["errors"].items()]

@@ -126,7 +126,7 @@ def evaluate(
     results = Results({s: [] for s in runs})
     for info in tqdm(tracks, unit="track", disable=not progress or len(tracks) < 2):
         try:
-            mix, refs, true_stems, regions = _load(candidate, info)
+            mix, refs, true_stems, regions, phrases = _load(candidate, info)
         except UserError as e:
             log.error("%s: %s", info.name, e)
             results.failed.append(info.name)
@@ -139,7 +139,7 @@ def evaluate(
                 "track": info.name,
                 "duration": mix.shape[-1] / candidate.sample_rate,
                 "regions_from": "meta.json" if regions is not None else "energy detector",
-                **track_report(refs, estimates, candidate.sample_rate, regions),
+                **track_report(refs, estimates, candidate.sample_rate, regions, mixture=mix, phrases=phrases),
             }
             results.per_run[seg].append(row)
             folder = run_folder(out_root, candidate, seg)
@@ -153,8 +153,17 @@ def evaluate(
 
 def _load(
     candidate: Candidate, info: musdb.TrackInfo
-) -> tuple[np.ndarray, dict[str, np.ndarray], dict[str, np.ndarray], list[tuple[int, int]] | None]:
-    """(mixture, references with the residual, the files' own stems, vocal regions from meta.json or None).
+) -> tuple[
+    np.ndarray,
+    dict[str, np.ndarray],
+    dict[str, np.ndarray],
+    list[tuple[int, int]] | None,
+    list[tuple[int, int]] | None,
+]:
+    """(mixture, references with the residual, the files' own stems, vocal regions for Table III, the
+    meta.json phrases). Regions and phrases are [start, end) samples; regions are None without phrases (the
+    energy detector finds them), phrases None without a meta.json that lists them ([] for an instrumental
+    song: the leakage then takes the whole track as silent, not a threshold's guess).
 
     The oracle needs every stem of the track; everything else only the candidate's stems.
     """
@@ -167,8 +176,9 @@ def _load(
     true_stems = dict(refs)  # before adding the derived residual
     if residual_name(candidate.stems) is not None and candidate.stems[0] in refs:
         refs = add_residual(mix, refs, candidate.stems)  # e.g. instrumental = mixture - vocals
-    regions = studies.regions_from_meta(meta, rate) if meta and meta.get("phrases") else None
-    return mix, refs, true_stems, regions
+    phrases = studies.regions_from_meta(meta, rate) if meta and "phrases" in meta else None
+    regions = phrases if meta and meta.get("phrases") else None
+    return mix, refs, true_stems, regions, phrases
 
 
 def _check_finite(info: musdb.TrackInfo, stem: str, x: np.ndarray) -> None:

@@ -1,8 +1,8 @@
 """Scores of separated tracks, shared by ``bsmamba2 evaluate`` and training-time validation.
 
 ``score_track`` is the paper's per-track pair (uSDR, cSDR with museval's 1 s frames) for every reference
-stem; ``track_report`` adds what the evaluation writes per track: the per-frame SDRs and the vocal-region
-study (Table III). Both are built on ``score_stem``.
+stem; ``track_report`` adds what the evaluation writes per track: the per-frame SDRs, the vocal-region
+study (Table III) and the vocal leakage where the reference has no voice. Both are built on ``score_stem``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from bsmamba2.audio import MODEL_SAMPLE_RATE
-from bsmamba2.evaluate import metrics, studies
+from bsmamba2.evaluate import leakage, metrics, studies
 
 
 @dataclass(frozen=True)
@@ -74,10 +74,17 @@ def track_report(
     estimates: Mapping[str, np.ndarray],
     sample_rate: int = MODEL_SAMPLE_RATE,
     regions: Sequence[tuple[int, int]] | None = None,
+    *,
+    mixture: np.ndarray | None = None,
+    phrases: Sequence[tuple[int, int]] | None = None,
 ) -> dict[str, Any]:
     """What the evaluation records of one track: {"stems": {stem: {usdr, csdr, csdr_frames}}} for every
     estimated stem with a reference, plus "vocal_regions" (Table III) when vocals are scored. ``regions``:
-    [start, end) samples of the vocal phrases, else found by the energy detector. Arrays (C, N)."""
+    [start, end) samples of the vocal phrases, else found by the energy detector. Arrays (C, N).
+
+    With the ``mixture`` (C, N), scored vocals also get "vocal_leakage" (:mod:`.leakage`): the silent samples
+    come from ``phrases`` (a meta.json's, [] for an instrumental song) or, when None, from the threshold.
+    """
     scored = {s: references[s] for s in estimates if s in references}
     stems = score_stems(estimates, scored, sample_rate)
     out: dict[str, Any] = {"stems": {s: v.as_dict(frames=True) for s, v in stems.items()}}
@@ -86,4 +93,12 @@ def track_report(
             regions = studies.vocal_regions(references["vocals"], sample_rate)
         scores = studies.region_scores(references["vocals"], estimates["vocals"], regions, sample_rate)
         out["vocal_regions"] = [r.to_dict() for r in scores]
+        if mixture is not None:
+            ref = references["vocals"]
+            silent = leakage.silence_mask(ref, phrases, sample_rate)
+            source = "meta.json" if phrases is not None else f"below {leakage.SILENCE_DB:g} dBFS"
+            leak = leakage.vocal_leakage(
+                mixture, estimates["vocals"], ref, silent, sample_rate, silence_from=source
+            )
+            out["vocal_leakage"] = leak.to_dict()
     return out
