@@ -10,7 +10,8 @@ Sections, in this order (each is written to ``--out`` as soon as it is done, so 
 2. ``bsmamba2 separate`` on one ``--seconds`` song and on a folder of ``--songs`` songs (16-bit stereo WAV
    at 44.1 kHz in, 24-bit WAV out), per setting: *cold* = empty Triton / inductor caches (the first run on a
    machine), *warm* = the caches that run filled; wall time from process start to files written, the
-   per-stage seconds the CLI reports (``--timings``: load, decode, model, encode; start-up = wall − run)
+   per-stage seconds the CLI reports (``--timings``: load, decode, model, to host = waiting for the GPU's
+   pieces, encode, write; start-up = wall − run)
    and the peak GPU memory. The first row is the CLI's defaults as they are; the others name their flags.
 3. The models alone through the package's chunk engine (``apply_model``) on a tensor already on the device:
    BSMamba2 eager at several batch sizes and with the compiled glue (checked against eager at the same batch
@@ -421,7 +422,8 @@ def md_table(rows: list[dict[str, Any]], skip: tuple[str, ...] = ()) -> str:
 
 def stage_rows(cli: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per-stage seconds of every CLI run (the stages overlap: decode and encode run beside the model)."""
-    keys = ("wall (s)", "start-up (s)", "load (s)", "decode (s)", "model (s)", "encode (s)", "gpu peak (GiB)")
+    keys = ("wall (s)", "start-up (s)", "load (s)", "decode (s)", "model (s)", "to host (s)", "encode (s)")
+    keys += ("write (s)", "gpu peak (GiB)")
     rows = []
     for r in cli:
         for kind, st in r.get("stages", {}).items():

@@ -10,7 +10,7 @@ is needed.
 Speed (issue 12): each file is decoded ahead and encoded behind the model on threads
 (:mod:`bsmamba2.batchrun`); on CUDA the batch size and the compiled glue default to
 ``CUDA_BATCH_SIZE`` / ``CUDA_FUSED``, chosen from ``benchmarks/bench_cli.py`` on an H200.
-``--timings FILE`` writes the seconds spent per stage (load, decode, model, encode) as JSON.
+``--timings FILE`` writes the seconds spent per stage (load, decode, model, to host, encode, write) as JSON.
 
 This module holds the command's arguments and imports no torch, so ``bsmamba2 separate --help`` answers
 without loading it; the work is :mod:`~bsmamba2.cli.separate_jobs`'s.
@@ -69,7 +69,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timings", type=Path, default=None, metavar="FILE",
-        help="write the seconds spent per stage (load, decode, model, encode) to FILE as JSON",
+        help="write the seconds spent per stage (load, decode, model, to host, encode, write) to FILE as JSON",
     )  # fmt: skip
 
 
