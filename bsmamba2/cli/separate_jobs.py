@@ -23,6 +23,7 @@ from bsmamba2.api import Separator
 from bsmamba2.atomic import atomic_write
 from bsmamba2.batchrun import StageTimes, stage_clock
 from bsmamba2.cli import options
+from bsmamba2.cli.inflight import ModelGates, run_in_flight
 from bsmamba2.cli.inputs import Job, find_inputs
 from bsmamba2.device import dist_env, resolve_device
 from bsmamba2.errors import UserError
@@ -30,6 +31,9 @@ from bsmamba2.progress import ChunkBar
 
 log = logging.getLogger(__name__)
 
+# Files under way at once, per device type (cli/inflight.py): on CUDA the next file takes the GPU while the
+# last one's outputs are written; elsewhere that tail would share the cores with the model: one at a time.
+FILES_IN_FLIGHT = {"cuda": 2}
 # Where the compiled glue's kernels are kept between runs (unless TORCHINDUCTOR_CACHE_DIR says otherwise):
 # torch's own default lives in /tmp, which a reboot empties.
 INDUCTOR_CACHE = Path.home() / ".cache" / "bsmamba2" / "inductor"
@@ -38,21 +42,21 @@ INDUCTOR_CACHE = Path.home() / ".cache" / "bsmamba2" / "inductor"
 def run_jobs(args: argparse.Namespace) -> int:
     """Run ``bsmamba2 separate`` on parsed arguments; returns the exit code (1 if any file failed)."""
     options.check(args)
-    jobs, failures = find_inputs(args.inputs, args.out)
-    env = dist_env()
-    jobs = jobs[env.rank :: env.world_size]  # torchrun: file i goes to rank i % world
-    if not jobs:
-        return _summary(0, 0, failures, env.rank, env.world_size, bool(args.quiet))
+    t = time.perf_counter()
     device = _device_defaults(args)
-    with stage_clock() as times:
-        t = time.perf_counter()
-        warming = warm_up(device) if args.engine != "onnx" else None
-        try:
+    warming = warm_up(device) if args.engine != "onnx" else None  # beside the file search and the load
+    try:
+        jobs, failures = find_inputs(args.inputs, args.out)
+        env = dist_env()
+        jobs = jobs[env.rank :: env.world_size]  # torchrun: file i goes to rank i % world
+        if not jobs:
+            return _summary(0, 0, failures, env.rank, env.world_size, bool(args.quiet))
+        with stage_clock() as times:
             code = _run_jobs(args, jobs, failures, env.rank, env.world_size, times)
-        finally:
-            if warming is not None:
-                warming.join()  # long done by now: the model was built on the device
-        times.add("run", time.perf_counter() - t)
+            times.add("run", time.perf_counter() - t)
+    finally:
+        if warming is not None:
+            warming.join()  # long done when a model was built on the device; else still no stray thread
     if args.timings is not None:
         with atomic_write(args.timings, durable=False) as tmp:
             Path(tmp).write_text(json.dumps(times.as_dict(), indent=1))
@@ -110,32 +114,39 @@ def _run_jobs(
     quiet = bool(args.quiet)
     # per-file chunk progress, through the same hook a web front end would use
     chunk_bar = None if quiet else ChunkBar()
+    gates = ModelGates(chunk_bar)
     t = time.perf_counter()
     sep = Separator.from_pretrained(
         args.model,
         segment=args.segment,
         overlap=args.overlap,
-        callback=chunk_bar,
+        callback=gates,
         fused=args.fused,
         engine=args.engine,
         **options.model_settings(args),
     )
     times.add("load", time.perf_counter() - t)
+    in_flight = FILES_IN_FLIGHT.get(sep.device.type, 1)
     times.info.update(
         device=str(sep.device),
         batch_size=sep.batch_size,
         fused=bool(args.fused),
+        files_in_flight=in_flight,
     )
     names = sep.check_stems(args.stems)
-    done = skipped = 0
-    bar = tqdm(jobs, unit="file", disable=quiet or len(jobs) < 2)
-    for job in bar:
-        bar.set_postfix_str(job.source.name)
+
+    def work(job: Job) -> str | None:
         try:
-            result = _separate_one(sep, job, args, names)
+            return _separate_one(sep, job, args, names)
         finally:
-            if chunk_bar is not None:
+            if chunk_bar is not None and in_flight == 1:  # with files in flight the bar resets itself
                 chunk_bar.close()
+
+    done = skipped = 0
+    bar = tqdm(total=len(jobs), unit="file", disable=quiet or len(jobs) < 2)
+    for job, result in run_in_flight(jobs, work, gates, key=lambda j: j.source, in_flight=in_flight):
+        bar.set_postfix_str(job.source.name)
+        bar.update()
         if result is SKIPPED:
             skipped += 1
         elif result is not None:
@@ -143,6 +154,7 @@ def _run_jobs(
         else:
             done += 1
             log.info("%s -> %s", job.source, job.out_dir)
+    bar.close()
     if sep.device.type == "cuda":
         times.info["gpu peak (GiB)"] = round(torch.cuda.max_memory_allocated(sep.device) / 2**30, 3)
     log.debug("stage seconds: %s", times.as_dict())
