@@ -47,7 +47,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SR = 44100
 # (label, flags) of the CLI rows after the defaults, most telling first; rows equal to the defaults are dropped.
 NO_IO_THREADS = {"BSMAMBA2_IO_THREADS": "0"}  # decode and encode on the model's thread, as before issue 12
+# the defaults without session 6's start-up and per-file overlaps (no CUDA warm-up thread, one file at a time)
+NO_OVERLAPS = {"BSMAMBA2_CUDA_WARM_UP": "0", "BSMAMBA2_FILES_IN_FLIGHT": "1"}
 GPU_VARIANTS: list[tuple[str, list[str], dict[str, str]]] = [
+    ("defaults, no warm-up, one file at a time", [], NO_OVERLAPS),
     ("compiled glue, batch 16", ["--fused", "--batch-size", "16"], {}),
     ("eager, batch 16", ["--no-fused", "--batch-size", "16"], {}),
     # warm only, in the caches of "eager, batch 16" (a row whose env sets BSMAMBA2_IO_THREADS reuses them)
@@ -56,11 +59,12 @@ GPU_VARIANTS: list[tuple[str, list[str], dict[str, str]]] = [
     ("compiled glue, batch 4", ["--fused", "--batch-size", "4"], {}),
 ]
 QUICK_VARIANTS = [
+    ("defaults, two files in flight", [], {"BSMAMBA2_FILES_IN_FLIGHT": "2"}),
     ("eager, batch 2", ["--no-fused", "--batch-size", "2"], {}),
     ("eager, batch 2, no I/O threads", ["--no-fused", "--batch-size", "2"], NO_IO_THREADS),
 ]
 CHILD_TIMEOUT_S = 240  # one stuck process becomes a failed row, not a lost run
-N_CORE_VARIANTS = 2  # run before the model-only section; the rest only while the budget lasts
+N_CORE_VARIANTS = 3  # run before the model-only section; the rest only while the budget lasts
 
 
 class Bench:
@@ -249,7 +253,7 @@ def cli_row(
     audio_one, audio_all = b.args.seconds, b.args.seconds * len(songs)
     row: dict[str, Any] = {
         "flags": " ".join([*(f"{k}={v}" for k, v in extra.items()), *flags]) or "(defaults)",
-        "settings": {k: cold.get(k) for k in ("device", "batch_size", "fused")},
+        "settings": {k: cold.get(k) for k in ("device", "batch_size", "fused", "files_in_flight")},
         "one song, cold (s)": "" if same else cold["wall (s)"],
         "first-call cost, cold - warm (s)": "" if same else cold["wall (s)"] - warm["wall (s)"],
         "one song, warm (s)": warm["wall (s)"],

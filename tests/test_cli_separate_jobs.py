@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import threading
+import time
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ import torch
 from bsmamba2 import cli
 from bsmamba2.cli import options, separate_jobs
 from bsmamba2.cli import separate as cli_separate
+from bsmamba2.errors import UserError
 
 
 def _parsed(*argv: str) -> argparse.Namespace:
@@ -83,3 +85,51 @@ def test_warm_up_failure_is_left_to_the_callers_own_cuda_call(monkeypatch: pytes
     thread.join(timeout=30)
     assert not thread.is_alive() and [c for c, _ in calls] == ["init"]  # stopped at the error
     assert escaped == []  # and did not raise it out of the thread
+
+
+def test_files_in_flight_per_device_and_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(separate_jobs.FILES_IN_FLIGHT_ENV, raising=False)
+    assert separate_jobs._files_in_flight(torch.device("cpu")) == 1
+    assert separate_jobs._files_in_flight(torch.device("cuda:1")) == separate_jobs.FILES_IN_FLIGHT["cuda"]
+    monkeypatch.setenv(separate_jobs.FILES_IN_FLIGHT_ENV, "3")
+    assert separate_jobs._files_in_flight(torch.device("cpu")) == 3
+    for bad in ("0", "two", "-1"):
+        monkeypatch.setenv(separate_jobs.FILES_IN_FLIGHT_ENV, bad)
+        with pytest.raises(UserError, match=separate_jobs.FILES_IN_FLIGHT_ENV):
+            separate_jobs._files_in_flight(torch.device("cpu"))
+
+
+@pytest.mark.parametrize(("env", "started"), [(None, True), ("0", False)])
+def test_separate_starts_the_warm_up_on_cuda_and_joins_it(
+    monkeypatch: pytest.MonkeyPatch, write_audio, env: str | None, started: bool
+) -> None:
+    """``run_jobs`` on a (stand-in) CUDA device starts the warm-up before the model loads and has joined it
+    when it returns; BSMAMBA2_CUDA_WARM_UP=0 (benchmarks) skips it."""
+    threads: list[threading.Thread] = []
+    order: list[str] = []
+
+    def fake_warm_up(device: torch.device) -> threading.Thread:
+        order.append(f"warm-up on {device}")
+        t = threading.Thread(target=time.sleep, args=(0.3,))  # still running when the jobs are done
+        t.start()
+        threads.append(t)
+        return t
+
+    def fake_jobs(*args: object) -> int:
+        order.append("jobs")
+        return 0
+
+    monkeypatch.setattr(options, "check", lambda args: None)
+    monkeypatch.setattr(separate_jobs, "resolve_device", lambda name: torch.device("cuda"))
+    monkeypatch.setattr(separate_jobs, "warm_up", fake_warm_up)
+    monkeypatch.setattr(separate_jobs, "_run_jobs", fake_jobs)
+    if env is None:
+        monkeypatch.delenv(separate_jobs.WARM_UP_ENV, raising=False)
+    else:
+        monkeypatch.setenv(separate_jobs.WARM_UP_ENV, env)
+    args = _parsed()
+    args.inputs = [str(write_audio("a.wav", seconds=0.1))]
+    args.quiet = True
+    assert separate_jobs.run_jobs(args) == 0
+    assert order == (["warm-up on cuda", "jobs"] if started else ["jobs"])
+    assert all(not t.is_alive() for t in threads)

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 # Files under way at once, per device type (cli/inflight.py): on CUDA the next file takes the GPU while the
 # last one's outputs are written; elsewhere that tail would share the cores with the model: one at a time.
 FILES_IN_FLIGHT = {"cuda": 2}
+# For benchmarks (before / after in one run): a number of files in flight, and "0" to skip the CUDA warm-up.
+FILES_IN_FLIGHT_ENV = "BSMAMBA2_FILES_IN_FLIGHT"
+WARM_UP_ENV = "BSMAMBA2_CUDA_WARM_UP"
 # Where the compiled glue's kernels are kept between runs (unless TORCHINDUCTOR_CACHE_DIR says otherwise):
 # torch's own default lives in /tmp, which a reboot empties.
 INDUCTOR_CACHE = Path.home() / ".cache" / "bsmamba2" / "inductor"
@@ -44,7 +47,8 @@ def run_jobs(args: argparse.Namespace) -> int:
     options.check(args)
     t = time.perf_counter()
     device = _device_defaults(args)
-    warming = warm_up(device) if args.engine != "onnx" else None  # beside the file search and the load
+    # beside the file search and the load
+    warming = warm_up(device) if args.engine != "onnx" and os.environ.get(WARM_UP_ENV) != "0" else None
     try:
         jobs, failures = find_inputs(args.inputs, args.out)
         env = dist_env()
@@ -126,7 +130,7 @@ def _run_jobs(
         **options.model_settings(args),
     )
     times.add("load", time.perf_counter() - t)
-    in_flight = FILES_IN_FLIGHT.get(sep.device.type, 1)
+    in_flight = _files_in_flight(sep.device)
     times.info.update(
         device=str(sep.device),
         batch_size=sep.batch_size,
@@ -155,10 +159,22 @@ def _run_jobs(
             done += 1
             log.info("%s -> %s", job.source, job.out_dir)
     bar.close()
+    if chunk_bar is not None:
+        chunk_bar.close()  # a last file that failed midway leaves its bar open
     if sep.device.type == "cuda":
         times.info["gpu peak (GiB)"] = round(torch.cuda.max_memory_allocated(sep.device) / 2**30, 3)
     log.debug("stage seconds: %s", times.as_dict())
     return _summary(done, skipped, failures, rank, world, quiet)
+
+
+def _files_in_flight(device: torch.device) -> int:
+    """FILES_IN_FLIGHT for the device's type (1 if absent), unless the environment sets a number."""
+    given = os.environ.get(FILES_IN_FLIGHT_ENV)
+    if not given:
+        return FILES_IN_FLIGHT.get(device.type, 1)
+    if not given.isdigit() or int(given) < 1:
+        raise UserError(f"{FILES_IN_FLIGHT_ENV} must be a whole number of at least 1, got {given!r}")
+    return int(given)
 
 
 SKIPPED = "skipped"  # _separate_one's answer when every output is up to date
