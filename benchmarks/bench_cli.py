@@ -57,6 +57,8 @@ GPU_VARIANTS: list[tuple[str, list[str], dict[str, str]]] = [
     ("eager, batch 16, no I/O threads", ["--no-fused", "--batch-size", "16"], NO_IO_THREADS),
     ("eager, batch 8", ["--no-fused", "--batch-size", "8"], {}),
     ("compiled glue, batch 4", ["--fused", "--batch-size", "4"], {}),
+    # worker threads' large allocations through glibc's main arena, as the model thread's (session 6)
+    ("defaults, MALLOC_ARENA_MAX=1", [], {"MALLOC_ARENA_MAX": "1"}),
 ]
 QUICK_VARIANTS = [
     ("defaults, two files in flight", [], {"BSMAMBA2_FILES_IN_FLIGHT": "2"}),

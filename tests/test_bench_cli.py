@@ -41,7 +41,8 @@ def test_quick_mode_writes_every_section(tmp_path: Path) -> None:
             stages
         )
     overlapped = rows["defaults, two files in flight"]
-    assert "note" not in overlapped and overlapped["settings"]["files_in_flight"] == 2
+    assert "note" not in overlapped and overlapped["settings"]["files_in_flight"] == 1  # one song: inline
+    assert overlapped["stages"]["folder"]["files_in_flight"] == 2
     assert overlapped["stages"]["folder"]["files"] == 2
     assert rows["eager, batch 2"]["settings"]["batch_size"] == 2
     plain = rows["eager, batch 2, no I/O threads"]

@@ -184,3 +184,23 @@ def test_cli_with_files_in_flight_writes_what_one_at_a_time_writes(
         a, _ = sf.read(str(tmp_path / "one" / rel), dtype="int32")
         b, _ = sf.read(str(tmp_path / "two" / rel), dtype="int32")
         assert np.array_equal(a, b)
+
+
+def test_cli_runs_a_single_file_on_its_own_thread(
+    tiny_model_path: Path, tmp_path: Path, write_audio: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(separate_jobs, "FILES_IN_FLIGHT", {"cpu": 2})
+    threads: set[str] = set()
+    real = separate_jobs._separate_one
+
+    def one(*args: object) -> str | None:
+        threads.add(threading.current_thread().name)
+        return real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(separate_jobs, "_separate_one", one)
+    src = write_audio("in/a.wav", seconds=0.5)
+    report = tmp_path / "t.json"
+    argv = ["separate", str(src), "-o", str(tmp_path / "o"), "--model", str(tiny_model_path)]
+    assert cli.main([*argv, "--segment", "0.25", "--timings", str(report)]) == 0
+    assert '"files_in_flight": 1' in report.read_text()
+    assert threads == {threading.current_thread().name}

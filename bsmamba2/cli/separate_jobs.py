@@ -130,7 +130,7 @@ def _run_jobs(
         **options.model_settings(args),
     )
     times.add("load", time.perf_counter() - t)
-    in_flight = _files_in_flight(sep.device)
+    in_flight = min(_files_in_flight(sep.device), len(jobs))  # one file: on this thread, as before
     times.info.update(
         device=str(sep.device),
         batch_size=sep.batch_size,
