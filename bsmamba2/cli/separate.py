@@ -9,7 +9,9 @@ is needed.
 
 Speed (issue 12): each file is decoded ahead and encoded behind the model on threads
 (:mod:`bsmamba2.batchrun`); on CUDA the batch size and the compiled glue default to
-``CUDA_BATCH_SIZE`` / ``CUDA_FUSED``, chosen from ``benchmarks/bench_cli.py`` on an H200.
+``CUDA_BATCH_SIZE`` / ``CUDA_FUSED``, chosen from ``benchmarks/bench_cli.py`` on an H200, the CUDA context
+is created beside the model load and the next file starts while the last one is written
+(:mod:`~bsmamba2.cli.separate_jobs`).
 ``--timings FILE`` writes the seconds spent per stage (load, decode, model, to host, encode, write) as JSON.
 
 This module holds the command's arguments and imports no torch, so ``bsmamba2 separate --help`` answers

@@ -1,8 +1,10 @@
 """The work of ``bsmamba2 separate`` (:mod:`~bsmamba2.cli.separate` holds its arguments): load the model
 once, then separate every input file, skipping those whose outputs are up to date.
 
-Start-up (issue 12): on a CUDA device the driver context is created on a thread (:func:`warm_up`) while
-this one imports the model stack, reads the checkpoint and builds the model; elsewhere nothing starts.
+Fixed costs (issue 12): on a CUDA device the driver context is created on a thread (:func:`warm_up`)
+while this one searches the inputs, reads the checkpoint and builds the model; and with two or more files,
+the next one takes the GPU while the last one's outputs are still written (``FILES_IN_FLIGHT``,
+:mod:`~bsmamba2.cli.inflight`). Elsewhere neither happens: files go one at a time on this thread.
 """
 
 from __future__ import annotations
