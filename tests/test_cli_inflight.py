@@ -204,3 +204,34 @@ def test_cli_runs_a_single_file_on_its_own_thread(
     assert cli.main([*argv, "--segment", "0.25", "--timings", str(report)]) == 0
     assert '"files_in_flight": 1' in report.read_text()
     assert threads == {threading.current_thread().name}
+
+
+def test_cli_ctrl_c_with_files_in_flight_leaves_no_partial_output(
+    tiny_model_path: Path, tmp_path: Path, write_audio: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C while the second of three files is on the model: exit 130, its temp files and folder gone,
+    the third never started, the first whole; no worker left."""
+    monkeypatch.setattr(separate_jobs, "FILES_IN_FLIGHT", {"cpu": 2})
+    for i in range(3):
+        write_audio(f"in/t{i}.wav", seconds=2.0, seed=i)
+    real = ModelGates.__call__
+
+    def interrupting(self: ModelGates, info: dict[str, object]) -> None:
+        if str(info["path"]).endswith("t1.wav") and info["processed"] == 2:
+            _thread.interrupt_main()  # as SIGINT would
+            time.sleep(0.3)  # the calling thread gets it and cancels meanwhile
+        real(self, info)
+
+    monkeypatch.setattr(ModelGates, "__call__", interrupting)
+    before = threading.active_count()
+    flags = ["--model", str(tiny_model_path), "--segment", "0.25", "--batch-size", "1", "-q"]
+    assert cli.main(["separate", str(tmp_path / "in"), "-o", str(tmp_path / "o"), *flags]) == 130
+    out = tmp_path / "o"
+    assert not [p for p in out.rglob("*") if ".part" in p.name]
+    assert sorted(p.name for p in (out / "t0").iterdir()) == [
+        "bsmamba2.json",
+        "instrumental.wav",
+        "vocals.wav",
+    ]
+    assert not (out / "t1").exists() and not (out / "t2").exists()
+    assert threading.active_count() == before

@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextvars
 import threading
 from collections import deque
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Generator, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from concurrent.futures import TimeoutError as FutureTimeout  # the builtin one only from Python 3.11
 from typing import Any, TypeVar
@@ -69,7 +69,7 @@ def run_in_flight(
     gates: ModelGates,
     key: Callable[[J], Hashable],
     in_flight: int = 2,
-) -> Iterator[tuple[J, R]]:
+) -> Generator[tuple[J, R], None, None]:
     """Yield (job, work(job)) in the jobs' order, ``work`` running on up to ``in_flight`` worker threads: a
     job starts once the previous one's gate (``gates.expect(key(job))``) opened or its work returned. Each
     worker runs in a copy of the caller's context (the stage clock follows). An exception from ``work`` is

@@ -10,6 +10,7 @@ the next one takes the GPU while the last one's outputs are still written (``FIL
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -148,25 +149,32 @@ def _run_jobs(
             if chunk_bar is not None and in_flight == 1:  # with files in flight the bar resets itself
                 chunk_bar.close()
 
-    done = skipped = 0
+    counts = {"done": 0, "skipped": 0}
     bar = tqdm(total=len(jobs), unit="file", disable=quiet or len(jobs) < 2)
-    for job, result in run_in_flight(jobs, work, gates, key=lambda j: j.source, in_flight=in_flight):
-        bar.set_postfix_str(job.source.name)
-        bar.update()
-        if result is SKIPPED:
-            skipped += 1
-        elif result is not None:
-            failures.append((str(job.source), result))
-        else:
-            done += 1
-            log.info("%s -> %s", job.source, job.out_dir)
+    results = run_in_flight(jobs, work, gates, key=lambda j: j.source, in_flight=in_flight)
+    with contextlib.closing(results):  # a signal while a result is handled here stops the workers at once
+        for job, result in results:
+            _count(job, result, failures, counts)
+            bar.set_postfix_str(job.source.name)
+            bar.update()
     bar.close()
     if chunk_bar is not None:
         chunk_bar.close()  # a last file that failed midway leaves its bar open
     if sep.device.type == "cuda":
         times.info["gpu peak (GiB)"] = round(torch.cuda.max_memory_allocated(sep.device) / 2**30, 3)
     log.debug("stage seconds: %s", times.as_dict())
-    return _summary(done, skipped, failures, rank, world, quiet)
+    return _summary(counts["done"], counts["skipped"], failures, rank, world, quiet)
+
+
+def _count(job: Job, result: str | None, failures: list[tuple[str, str]], counts: dict[str, int]) -> None:
+    """Tally one file's outcome (``_separate_one``'s answer) into ``counts`` / ``failures``."""
+    if result is SKIPPED:
+        counts["skipped"] += 1
+    elif result is not None:
+        failures.append((str(job.source), result))
+    else:
+        counts["done"] += 1
+        log.info("%s -> %s", job.source, job.out_dir)
 
 
 def _files_in_flight(device: torch.device) -> int:
