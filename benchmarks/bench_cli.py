@@ -10,7 +10,8 @@ Sections, in this order (each is written to ``--out`` as soon as it is done, so 
 2. ``bsmamba2 separate`` on one ``--seconds`` song and on a folder of ``--songs`` songs (16-bit stereo WAV
    at 44.1 kHz in, 24-bit WAV out), per setting: *cold* = empty Triton / inductor caches (the first run on a
    machine), *warm* = the caches that run filled; wall time from process start to files written, the
-   per-stage seconds the CLI reports (``--timings``: load, decode, model, encode; start-up = wall − run)
+   per-stage seconds the CLI reports (``--timings``: load, decode, model, to host = waiting for the GPU's
+   pieces, encode, write; start-up = wall − run)
    and the peak GPU memory. The first row is the CLI's defaults as they are; the others name their flags.
 3. The models alone through the package's chunk engine (``apply_model``) on a tensor already on the device:
    BSMamba2 eager at several batch sizes and with the compiled glue (checked against eager at the same batch
@@ -46,20 +47,26 @@ ROOT = Path(__file__).resolve().parents[1]
 SR = 44100
 # (label, flags) of the CLI rows after the defaults, most telling first; rows equal to the defaults are dropped.
 NO_IO_THREADS = {"BSMAMBA2_IO_THREADS": "0"}  # decode and encode on the model's thread, as before issue 12
+# the defaults without session 6's start-up and per-file overlaps (no CUDA warm-up thread, one file at a time)
+NO_OVERLAPS = {"BSMAMBA2_CUDA_WARM_UP": "0", "BSMAMBA2_FILES_IN_FLIGHT": "1"}
 GPU_VARIANTS: list[tuple[str, list[str], dict[str, str]]] = [
+    ("defaults, no warm-up, one file at a time", [], NO_OVERLAPS),
     ("compiled glue, batch 16", ["--fused", "--batch-size", "16"], {}),
     ("eager, batch 16", ["--no-fused", "--batch-size", "16"], {}),
     # warm only, in the caches of "eager, batch 16" (a row whose env sets BSMAMBA2_IO_THREADS reuses them)
     ("eager, batch 16, no I/O threads", ["--no-fused", "--batch-size", "16"], NO_IO_THREADS),
     ("eager, batch 8", ["--no-fused", "--batch-size", "8"], {}),
     ("compiled glue, batch 4", ["--fused", "--batch-size", "4"], {}),
+    # worker threads' large allocations through glibc's main arena, as the model thread's (session 6)
+    ("defaults, MALLOC_ARENA_MAX=1", [], {"MALLOC_ARENA_MAX": "1"}),
 ]
 QUICK_VARIANTS = [
+    ("defaults, two files in flight", [], {"BSMAMBA2_FILES_IN_FLIGHT": "2"}),
     ("eager, batch 2", ["--no-fused", "--batch-size", "2"], {}),
     ("eager, batch 2, no I/O threads", ["--no-fused", "--batch-size", "2"], NO_IO_THREADS),
 ]
 CHILD_TIMEOUT_S = 240  # one stuck process becomes a failed row, not a lost run
-N_CORE_VARIANTS = 2  # run before the model-only section; the rest only while the budget lasts
+N_CORE_VARIANTS = 3  # run before the model-only section; the rest only while the budget lasts
 
 
 class Bench:
@@ -248,7 +255,7 @@ def cli_row(
     audio_one, audio_all = b.args.seconds, b.args.seconds * len(songs)
     row: dict[str, Any] = {
         "flags": " ".join([*(f"{k}={v}" for k, v in extra.items()), *flags]) or "(defaults)",
-        "settings": {k: cold.get(k) for k in ("device", "batch_size", "fused")},
+        "settings": {k: cold.get(k) for k in ("device", "batch_size", "fused", "files_in_flight")},
         "one song, cold (s)": "" if same else cold["wall (s)"],
         "first-call cost, cold - warm (s)": "" if same else cold["wall (s)"] - warm["wall (s)"],
         "one song, warm (s)": warm["wall (s)"],
@@ -421,7 +428,8 @@ def md_table(rows: list[dict[str, Any]], skip: tuple[str, ...] = ()) -> str:
 
 def stage_rows(cli: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per-stage seconds of every CLI run (the stages overlap: decode and encode run beside the model)."""
-    keys = ("wall (s)", "start-up (s)", "load (s)", "decode (s)", "model (s)", "encode (s)", "gpu peak (GiB)")
+    keys = ("wall (s)", "start-up (s)", "load (s)", "decode (s)", "model (s)", "to host (s)", "encode (s)")
+    keys += ("write (s)", "gpu peak (GiB)")
     rows = []
     for r in cli:
         for kind, st in r.get("stages", {}).items():

@@ -35,7 +35,9 @@ from torch import Tensor, nn
 
 from bsmamba2 import pipeline, provenance
 from bsmamba2.apply import DEFAULT_OVERLAP, OverlapAdd, ProgressCallback, Transition
-from bsmamba2.audio import DEFAULT_MP3_BITRATE, MP3_BITRATES, channels_first, from_channels_first
+from bsmamba2.audio import channels_first, from_channels_first
+from bsmamba2.audio.formats import BIT_DEPTHS as BIT_DEPTHS  # the API's name for the choices, too
+from bsmamba2.audio.formats import FORMATS, check_format
 from bsmamba2.device import describe, log_once, resolve_device, resolve_precision
 from bsmamba2.errors import AudioError, CheckpointError, UserError
 from bsmamba2.progress import ChunkBar
@@ -43,8 +45,6 @@ from bsmamba2.progress import ChunkBar
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = Path(__file__).parent / "assets" / "default.safetensors"
-FORMATS = ("wav", "flac", "mp3")
-BIT_DEPTHS = ("16", "24", "float")
 ENGINES = ("auto", "torch", "onnx")  # onnx: an exported file run by ONNX Runtime (bsmamba2.onnx.runtime)
 
 
@@ -364,21 +364,3 @@ class Separator:
         finally:
             if bar is not None:
                 bar.close()
-
-
-def check_format(fmt: str, bit_depth: str, bitrate: int | None = None) -> None:
-    """Reject format / bit-depth / bitrate combinations before any work (FLAC stores integers only; a
-    bitrate is MP3's alone, and one of the MPEG-1 Layer III set). MP3 ignores the bit depth."""
-    if fmt not in FORMATS:
-        raise UserError(f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
-    if bit_depth not in BIT_DEPTHS:
-        raise UserError(f"unknown bit depth {bit_depth!r} (choose from {', '.join(BIT_DEPTHS)})")
-    if fmt == "flac" and bit_depth == "float":
-        raise UserError("FLAC stores 16- or 24-bit integers; use --bit-depth 16/24 or --format wav")
-    if bitrate is not None and fmt != "mp3":
-        raise UserError(f"a bitrate applies to mp3 output only; {fmt} is lossless")
-    if bitrate is not None and bitrate not in MP3_BITRATES:
-        choices = ", ".join(map(str, MP3_BITRATES))
-        raise UserError(
-            f"no MP3 bitrate of {bitrate} kbps (choose from {choices}; default {DEFAULT_MP3_BITRATE})"
-        )

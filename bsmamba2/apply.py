@@ -41,7 +41,8 @@ NONFINITE = "the model produced NaN/Inf values (try --precision fp32)"
 CPU_CHUNKS_PER_CALL = 1
 
 # Called after every batch of chunks with {"processed": chunks done, "total": chunks in all, "position":
-# samples of the signal covered by finished chunks, "length": the signal's length in samples}.
+# samples of the signal covered by finished chunks, "length": the signal's length in samples, "finished":
+# finish() has begun, so the total is exact and, once processed reaches it, the model is no longer used}.
 ProgressCallback = Callable[[dict[str, Any]], None]
 
 
@@ -285,7 +286,13 @@ class OverlapAdd:
     def _progress(self, end: int) -> dict[str, Any]:
         length = self._total if self._finished or self.length is None else max(self.length, self._total)
         total = max(num_chunks(length, self.segment, self.stride), self.processed)
-        return {"processed": self.processed, "total": total, "position": min(end, length), "length": length}
+        return {
+            "processed": self.processed,
+            "total": total,
+            "position": min(end, length),
+            "length": length,
+            "finished": self._finished,
+        }
 
     def _grow(self, end: int, stems: int, channels: int, device: torch.device) -> None:
         if self._acc is None or self._wsum is None:

@@ -1,13 +1,14 @@
 """Threads that keep the model busy during disk-to-disk separation, and the per-stage clock that shows it.
 
 :func:`bsmamba2.pipeline.separate_file` runs three stages per block of a file: decode (read, lay out,
-resample to the model's rate), the model (the chunk engine, on the calling thread) and encode (resample
-back, residual, write). With ``threads`` the first runs ahead on a :class:`Prefetch` thread and the last
-behind on a :class:`Background` thread, each through a bounded queue, so the accelerator never waits for
-the file system or libsndfile / soxr (which release the GIL); each output file is written by a
-:class:`BackgroundWriter` thread of its own. Each stage does the same operations in the
-same order as the plain loop, on its own objects (a resampler belongs to one stage), so the outputs are
-bit-identical; only the wall time changes.
+resample to the model's rate), the model (the chunk engine, on the calling thread) and encode (on CUDA first
+"to host", waiting for the piece's copy from the device; then resample back and the residual), and each
+output's "write" (clip, libsndfile's encode, the file system). With ``threads`` the decode runs ahead on a
+:class:`Prefetch` thread and the encode behind on a :class:`Background` thread, each through a bounded
+queue, so the accelerator never waits for the file system or libsndfile / soxr (which release the GIL);
+each output file is written by a :class:`BackgroundWriter` thread of its own. Each stage does the same
+operations in the same order as the plain loop, on its own objects (a resampler belongs to one stage), so
+the outputs are bit-identical; only the wall time changes.
 
 :func:`stage_clock` collects the seconds each stage spent (the stages overlap, so they need not add up to
 the wall time): ``bsmamba2 separate --timings`` and ``benchmarks/bench_cli.py`` read it.
@@ -242,19 +243,27 @@ class BackgroundWriter:
     """A block writer (``write`` / ``commit`` / ``abort``, e.g. ``audio.AtomicWriter``) whose writes run on a
     :class:`Background` thread of their own, in order: two outputs encode in parallel (libsndfile releases the
     GIL), beside the model. ``commit`` waits for the writes, then commits; ``abort`` stops them, then aborts.
-    The writes' seconds go to ``clock["encode"]``.
+    The writes' seconds go to ``clock["write"]``. ``threads=False``: each write runs at once, on the caller's
+    thread (:class:`Inline`), still timed.
     """
 
-    def __init__(self, writer: _Writer, clock: StageTimes | None = None, depth: int = ENCODE_DEPTH) -> None:
+    def __init__(
+        self,
+        writer: _Writer,
+        clock: StageTimes | None = None,
+        depth: int = ENCODE_DEPTH,
+        *,
+        threads: bool = True,
+    ) -> None:
         self.writer = writer
         self.clock = clock
-        self._worker = Background(depth)
+        self._worker: Background | Inline = Background(depth) if threads else Inline()
 
     def write(self, block: Any) -> None:
         self._worker.submit(self._write, block)
 
     def _write(self, block: Any) -> None:
-        with timed(self.clock, "encode"):
+        with timed(self.clock, "write"):
             self.writer.write(block)
 
     def commit(self) -> Any:

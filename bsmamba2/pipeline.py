@@ -139,32 +139,34 @@ def separate_file(
     clock = current_clock()
     with timed(clock, "model"):  # the first engine may allocate on the device
         chunks = engine(max(1, round(meta.frames * io.sample_rate / rate)))
-    if threads and chunks.device.type == "cuda":
-        # The engine's pieces stay on the GPU and the encode thread moves them to the host, so the model's
-        # thread queues batch after batch without waiting for one to finish (the "model" stage then counts
-        # the host's time; the GPU's shows in "encode").
+    on_gpu = threads and chunks.device.type == "cuda"
+    if on_gpu:
+        # The engine's pieces stay on the GPU, each copied to the host in stream order as it is made, and
+        # the encode thread waits for the copy: the model's thread queues batch after batch without waiting
+        # for one to finish (the "model" stage then counts the host's time; the GPU's shows in "to host").
         chunks.keep_on_device()
     # Input-rate samples per block: whole batches of chunks, so the model always gets full batches.
     block = max(1, round(chunks.stride * chunks.batch_size * rate / io.sample_rate))
-    writers: dict[str, AtomicWriter | BackgroundWriter] = {}
+    writers: dict[str, BackgroundWriter] = {}
     created = _missing_folders(Path(o).parent for o in outputs.values())
     source = _decoded_blocks(p, meta.frames, block, out_ch, rate, io, clock)
     encode = Background() if threads else Inline()
     try:
         for name, out_path in outputs.items():
             raw = AtomicWriter(Path(out_path), rate, out_ch, subtype, bitrate)
-            writers[name] = BackgroundWriter(raw, clock) if threads else raw
-        sink = _FileSink(writers, io, out_ch, rate, meta.frames)
+            writers[name] = BackgroundWriter(raw, clock, threads=threads)
+        sink = _FileSink(writers, io, out_ch, rate, meta.frames, clock)
         with Prefetch(source) if threads else contextlib.nullcontext(source) as blocks:
             for x_out, x_model in blocks:
                 if x_out is not None:  # None: the resampler's tail, no new input samples
                     encode.submit(sink.mix.push, x_out)
                 with timed(clock, "model"):
                     y = chunks.push(torch.from_numpy(x_model))
-                encode.submit(_timed_emit, sink, clock, y, False)
+                    piece = HostCopy(y) if on_gpu and y is not None else y
+                encode.submit(sink.emit, piece, False)
         with timed(clock, "model"):
             y = chunks.finish()
-        encode.submit(_timed_emit, sink, clock, y, True)
+        encode.submit(sink.emit, y, True)
         encode.join()
         written = {name: w.commit() for name, w in writers.items()}
         if clock is not None:
@@ -199,11 +201,6 @@ def _decoded_blocks(
     yield None, tail
 
 
-def _timed_emit(sink: _FileSink, clock: StageTimes | None, y: Tensor | None, last: bool) -> None:
-    with timed(clock, "encode"):
-        sink.emit(y, last=last)
-
-
 def _missing_folders(folders: Iterable[Path]) -> list[Path]:
     """The folders (and their missing parents) that do not exist yet, deepest first."""
     missing: set[Path] = set()
@@ -215,33 +212,65 @@ def _missing_folders(folders: Iterable[Path]) -> list[Path]:
     return sorted(missing, key=lambda f: len(f.parts), reverse=True)
 
 
+class HostCopy:
+    """A CUDA piece of output (S, C, m) copied to pinned host memory, the copy queued on the piece's stream
+    right behind the batches that made it; ``wait()`` returns the host tensor once the copy has landed.
+
+    A plain ``.cpu()`` on the encode thread would queue its copy behind every batch the model's thread had
+    queued meanwhile, so each piece would wait for later ones. Creating this does not wait for the device."""
+
+    def __init__(self, y: Tensor) -> None:
+        self.host = torch.empty(y.shape, dtype=y.dtype, pin_memory=True)
+        self.host.copy_(y, non_blocking=True)
+        self.done = torch.cuda.Event()
+        self.done.record(torch.cuda.current_stream(y.device))
+
+    def wait(self) -> Tensor:
+        self.done.synchronize()
+        return self.host
+
+
 class _FileSink:
     """The output side of :func:`separate_file`: model-rate stem blocks from the engine -> the outputs'
     layout and the input's rate -> the writers, with the residual taken against the matching input samples.
+    Its seconds go to ``clock``: waiting for the device's pieces to "to host", the rest to "encode".
     """
 
     def __init__(
         self,
-        writers: Mapping[str, AtomicWriter | BackgroundWriter],
+        writers: Mapping[str, BackgroundWriter],
         io: ModelIO,
         channels: int,
         rate: int,
         frames: int,
+        clock: StageTimes | None = None,
     ) -> None:
         self.writers = writers
         self.stems = io.stems
         self.channels = channels
         self.frames = frames  # the input's length: the outputs get exactly as many samples
+        self.clock = clock
         self.from_model = Resampler(io.sample_rate, rate, len(io.stems) * channels)
         self.mix = SampleFifo(channels)  # laid-out input not yet matched by output samples
         self.written = 0
 
-    def emit(self, y: Tensor | None, last: bool = False) -> None:
+    def emit(self, y: Tensor | HostCopy | None, last: bool = False) -> None:
         """Convert and write the engine's output y (S, C_model, m) (None: nothing new; ``last``: flush)."""
+        if isinstance(y, HostCopy):
+            with timed(self.clock, "to host"):
+                y = y.wait()
+        with timed(self.clock, "encode"):
+            blocks = self._convert(None if y is None else y.cpu().numpy(), last)
+        for name, w in self.writers.items():
+            if blocks:
+                w.write(blocks[name])
+
+    def _convert(self, y: np.ndarray | None, last: bool) -> dict[str, np.ndarray]:
+        """{output: (c, k)} at the input's rate for the model-rate stems y (S, C_model, m); {} if k = 0."""
         s, c = len(self.stems), self.channels
         ys = np.zeros((s * c, 0), np.float32)
         if y is not None:
-            y_np = np.stack([convert_channels(stem, c) for stem in y.cpu().numpy()])  # (S, c, m)
+            y_np = y if y.shape[1] == c else np.stack([convert_channels(stem, c) for stem in y])  # (S, c, m)
             ys = y_np.reshape(s * c, -1)
         if y is not None or last:
             ys = self.from_model(ys, last=last)  # (S * c, k) at the input's rate
@@ -250,9 +279,7 @@ class _FileSink:
         ys = ys[:, : self.frames - self.written]
         k = ys.shape[-1]
         if k == 0:
-            return
+            return {}
         est = ys.reshape(s, c, k)
-        blocks = add_residual(self.mix.pop(k), dict(zip(self.stems, est, strict=True)), self.stems)
-        for name, w in self.writers.items():
-            w.write(blocks[name])
         self.written += k
+        return add_residual(self.mix.pop(k), dict(zip(self.stems, est, strict=True)), self.stems)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from bsmamba2 import audio
 from bsmamba2.errors import AudioError, UserError
@@ -91,6 +92,38 @@ def test_block_writer_commit_and_abort(tmp_path: Path) -> None:
     w.write(np.zeros((1, 10), np.float32))
     w.abort()
     assert sorted(os.listdir(tmp_path)) == ["o.wav"]
+
+
+@pytest.mark.parametrize(
+    ("suffix", "subtype"), [("wav", "24"), ("wav", "16"), ("flac", "24"), ("flac", "16")]
+)
+def test_block_writer_bytes_equal_one_libsndfile_write(tmp_path: Path, suffix: str, subtype: str) -> None:
+    """Block by block, clipping only blocks that need it, gives byte for byte the file that libsndfile
+    writes from the whole clipped signal at once (edge values, blocks clipped below or above only, an
+    empty block)."""
+    rng = np.random.default_rng(0)
+    x = (0.1 * rng.standard_normal((2, 30000))).astype(np.float32)  # never past 1 by itself
+    x[:, 9000:9050] = -1.5  # the third block clips below only
+    x[:, 17000:17100] += 1.2  # the last one above only
+    edges = np.array([1.0, -1.0, 0.5 / 8388607, -0.5 / 8388607, 1.5 / 8388607, 0.99999994, -1.0000001])
+    x[0, : edges.size] = edges
+    x[1, : edges.size] = -edges
+    w = audio.AtomicWriter(tmp_path / f"blocks.{suffix}", 44100, 2, subtype=subtype)
+    for a, b in ((0, 5000), (5000, 5000), (5000, 16500), (16500, 30000)):  # the second block is empty
+        w.write(x[:, a:b])
+    w.commit()
+    want = tmp_path / f"whole.{suffix}"
+    sf.write(str(want), np.clip(x, -1.0, 1.0).T, 44100, subtype=audio.SUBTYPES[subtype])
+    assert w.clipped == int(np.count_nonzero(np.abs(x) > 1.0)) > 100
+    assert (tmp_path / f"blocks.{suffix}").read_bytes() == want.read_bytes()
+
+
+def test_block_writer_keeps_float_samples_unclipped(tmp_path: Path) -> None:
+    x = np.array([[0.5, 1.5, -2.0, 0.0]], np.float32)
+    w = audio.AtomicWriter(tmp_path / "f.wav", 8000, 1, subtype="float")
+    w.write(x)
+    assert w.commit() == tmp_path / "f.wav" and w.clipped == 0
+    np.testing.assert_array_equal(audio.read(tmp_path / "f.wav")[0], x)
 
 
 def test_callers_arrays_to_channels_first() -> None:

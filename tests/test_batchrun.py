@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from bsmamba2 import audio, pipeline
+from bsmamba2 import audio, batchrun, pipeline
 from bsmamba2.api import Separator
 from bsmamba2.apply import OverlapAdd
 from bsmamba2.batchrun import Background, Prefetch, stage_clock
@@ -94,13 +94,21 @@ def test_encode_error_stops_the_model_and_removes_outputs(
     assert not out.exists()  # neither the temp files nor the folder the call created
 
 
-def test_stage_clock_sees_every_stage(tiny_model_path: Path, tmp_path: Path, write_audio) -> None:
-    sep = Separator.from_pretrained(tiny_model_path, device="cpu", segment=0.25, batch_size=2)
+@pytest.mark.parametrize("device", ["cpu", CUDA.values[1]], ids=["cpu", "cuda"])
+def test_stage_clock_sees_every_stage(
+    tiny_model_path: Path, tmp_path: Path, write_audio, device: str
+) -> None:
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    sep = Separator.from_pretrained(tiny_model_path, device=device, segment=0.25, batch_size=2)
     src = write_audio("a.wav", seconds=1.0)
     with stage_clock() as times:
         sep.separate_file(src, tmp_path / "o")
     assert times.files == 1
-    assert set(times.seconds) == {"decode", "model", "encode"}
+    # on CUDA the encode thread first waits for each piece's copy from the device ("to host")
+    assert set(times.seconds) == {"decode", "model", "encode", "write"} | (
+        {"to host"} if device == "cuda" else set()
+    )
     assert all(v > 0 for v in times.seconds.values())
     sep.separate_file(src, tmp_path / "p")  # outside the block: nothing more is counted
     assert times.files == 1
@@ -160,7 +168,7 @@ def test_environment_turns_the_threads_off(
 
     monkeypatch.setattr(pipeline, "Prefetch", no_threads)
     monkeypatch.setattr(pipeline, "Background", no_threads)
-    monkeypatch.setattr(pipeline, "BackgroundWriter", no_threads)
+    monkeypatch.setattr(batchrun, "Background", no_threads)  # the output writers' threads
     monkeypatch.setenv(pipeline.IO_THREADS_ENV, "0")
     src = write_audio("a.wav", seconds=0.2)
 

@@ -32,11 +32,18 @@ def test_quick_mode_writes_every_section(tmp_path: Path) -> None:
         "device": "cpu",
         "batch_size": 4,
         "fused": False,
+        "files_in_flight": 1,
     }
     for kind in ("cold", "warm", "folder"):
         stages = rows["defaults"]["stages"][kind]
         assert stages["files"] == (2 if kind == "folder" else 1)
-        assert {"load (s)", "decode (s)", "model (s)", "encode (s)", "start-up (s)"} <= set(stages)
+        assert {"load (s)", "decode (s)", "model (s)", "encode (s)", "write (s)", "start-up (s)"} <= set(
+            stages
+        )
+    overlapped = rows["defaults, two files in flight"]
+    assert "note" not in overlapped and overlapped["settings"]["files_in_flight"] == 1  # one song: inline
+    assert overlapped["stages"]["folder"]["files_in_flight"] == 2
+    assert overlapped["stages"]["folder"]["files"] == 2
     assert rows["eager, batch 2"]["settings"]["batch_size"] == 2
     plain = rows["eager, batch 2, no I/O threads"]
     assert "note" not in plain and plain["flags"].startswith("BSMAMBA2_IO_THREADS=0")

@@ -78,6 +78,19 @@ def test_help_imports_no_subcommand_module() -> None:
     assert out.strip().splitlines()[-1] == "[]"
 
 
+@pytest.mark.parametrize("argv", [["--help"], ["separate", "--help"], ["separate"]])
+def test_help_and_usage_errors_do_not_import_torch(argv: list[str]) -> None:
+    """``bsmamba2 --help``, ``separate --help`` and a usage error answer without loading torch (~1.7 s)."""
+    code = (
+        "import sys; from bsmamba2.cli import main; code = main(sys.argv[1:]); "
+        "print(code, 'torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, *argv], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip().splitlines()[-1] == f"{2 if argv == ['separate'] else 0} False"
+
+
 def test_python_dash_m(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "bsmamba2", "--version"], cwd=REPO, capture_output=True, text=True

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bsmamba2 import cli
-from bsmamba2.api import BIT_DEPTHS, FORMATS
+from bsmamba2.audio.formats import BIT_DEPTHS, FORMATS
 from bsmamba2.cli import options
 from bsmamba2.device import BACKENDS, PRECISIONS
 
@@ -99,6 +99,20 @@ def test_choices_come_from_their_definitions() -> None:
         "format": FORMATS,
         "bit_depth": BIT_DEPTHS,
     }
+
+
+def test_copies_for_help_equal_their_sources() -> None:
+    """The choices and defaults options.py copies so that --help needs no torch are the real ones."""
+    from bsmamba2 import api, apply, device
+    from bsmamba2.model.mixers import ssd
+
+    assert options.DEVICES == device.DEVICES
+    assert options.PRECISIONS == device.PRECISIONS
+    assert options.BACKENDS == device.BACKENDS == ssd.USER_BACKENDS
+    assert options.BACKEND_HELP == device.BACKEND_HELP == ssd.BACKEND_HELP
+    assert options.DEFAULT_OVERLAP == apply.DEFAULT_OVERLAP
+    assert options.ENGINES == api.ENGINES
+    assert (api.FORMATS, api.BIT_DEPTHS) == (FORMATS, BIT_DEPTHS)  # the API re-exports audio.formats'
 
 
 def test_each_command_keeps_its_defaults() -> None:

@@ -3,7 +3,6 @@ the command must survive with a one-line error."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -16,8 +15,6 @@ from safetensors.torch import save_file
 
 from bsmamba2 import cli, pipeline
 from bsmamba2.api import Separator
-from bsmamba2.cli import options
-from bsmamba2.cli import separate as cli_separate
 from bsmamba2.config import ModelConfig
 from bsmamba2.device import resolve_device, resolve_precision
 from bsmamba2.errors import UserError
@@ -344,37 +341,14 @@ def test_musdb_layout_without_out_goes_next_to_the_track_folders(
 # ---- speed: device defaults, stage timings, the threaded folder run ---------------------------------------
 
 
-def _parsed(*argv: str) -> argparse.Namespace:
-    return cli.command_parser("separate", cli_separate).parse_args(["x.wav", *argv])
-
-
-def test_batch_size_and_fused_follow_the_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    args = _parsed("--device", "cpu")
-    cli_separate._device_defaults(args)
-    assert (args.batch_size, args.fused) == (options.DEFAULT_BATCH_SIZE, False)
-    monkeypatch.setattr(cli_separate, "resolve_device", lambda name: torch.device("cuda"))
-    monkeypatch.setattr(cli_separate, "CUDA_BATCH_SIZE", 7)
-    monkeypatch.setattr(cli_separate, "CUDA_FUSED", True)
-    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "/somewhere")
-    args = _parsed()
-    cli_separate._device_defaults(args)
-    assert (args.batch_size, args.fused) == (7, True)
-    args = _parsed("--batch-size", "2", "--no-fused")  # what the user says wins
-    cli_separate._device_defaults(args)
-    assert (args.batch_size, args.fused) == (2, False)
-    assert _parsed("--engine", "onnx").fused is None
-    args = _parsed("--engine", "onnx")
-    cli_separate._device_defaults(args)
-    assert args.fused is False  # an ONNX file has no glue to compile
-
-
 def test_timings_file(tiny_model_path: Path, tmp_path: Path, write_audio) -> None:
     srcs = [write_audio(f"in/t{i}.wav", seconds=0.6, seed=i) for i in range(2)]
     report = tmp_path / "t.json"
     assert separate(tiny_model_path, *srcs, "-o", tmp_path / "o", "--timings", report) == 0
     times = json.loads(report.read_text())
     assert times["files"] == 2
-    assert {"load (s)", "decode (s)", "model (s)", "encode (s)"} <= times.keys()
+    assert {"load (s)", "decode (s)", "model (s)", "encode (s)", "write (s)"} <= times.keys()
+    assert "to host (s)" not in times  # on the CPU nothing waits for a device's copy
     assert all(v > 0 for k, v in times.items() if k.endswith("(s)"))
 
 

@@ -184,11 +184,11 @@ class AtomicWriter:
 
     def write(self, block: np.ndarray) -> None:
         """Append (C, n) float32 samples."""
-        if self.clip:
-            over = np.abs(block) > 1.0
-            if over.any():
-                self.clipped += int(over.sum())
-                block = np.clip(block, -1.0, 1.0)
+        # Two reductions find whether anything clips without making arrays; only then are the samples
+        # counted and clipped (the usual output has none to clip).
+        if self.clip and block.size and (block.max() > 1.0 or block.min() < -1.0):
+            self.clipped += int(np.count_nonzero(np.abs(block) > 1.0))
+            block = np.clip(block, -1.0, 1.0)
         try:
             self._f.write(np.ascontiguousarray(block.T))
         except Exception as e:

@@ -95,14 +95,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = args_in[0]
     if command not in SUBCOMMANDS:
         return _usage_error(f"unknown command {command!r} (choose from {', '.join(SUBCOMMANDS)})")
-    from bsmamba2.device import tune_cpu_allocator
-
-    tune_cpu_allocator()  # large CPU tensors: reuse freed memory instead of page-faulting it back each pass
     module = importlib.import_module(SUBCOMMANDS[command][0])
     try:
         args = command_parser(command, module).parse_args(args_in[1:])
     except SystemExit as e:  # argparse already printed its help, or its one-line usage error
         return int(e.code or 0)
+    # After parsing, so that --help and usage errors need no torch (bsmamba2.device imports it); before
+    # the command allocates anything large.
+    from bsmamba2.device import tune_cpu_allocator
+
+    tune_cpu_allocator()  # large CPU tensors: reuse freed memory instead of page-faulting it back each pass
     args.verbose = "verbose" in flags or bool(args.verbose)
     args.quiet = "quiet" in flags or bool(args.quiet)
     if args.verbose and args.quiet:

@@ -1,9 +1,13 @@
 """Options several subcommands share, each defined once, and their checks before any model is loaded.
 
-Choices come from where they are defined (``device.DEVICES`` / ``PRECISIONS`` / ``BACKENDS``, ``api.FORMATS``
-/ ``BIT_DEPTHS``). Defaults that differ between commands are arguments (``evaluate`` chunks without overlap,
-as the paper's evaluation; ``separate`` with half a chunk). :func:`check` turns every bad value argparse
-cannot catch (a zero batch, a NaN segment, an unusable device) into a one-line ``UserError``.
+This module does not import torch, so that a subcommand's ``--help`` stays fast (issue 12): the output
+formats come from ``bsmamba2.audio.formats``; the device, precision and backend choices, the default
+overlap and the engines are defined beside torch code (``bsmamba2.device``, the SSD backend registry,
+``bsmamba2.apply``, ``bsmamba2.api``) and copied here, each held to its source by
+``tests/test_cli_options.py``. Defaults that differ between commands are arguments (``evaluate`` chunks
+without overlap, as the paper's evaluation; ``separate`` with a quarter chunk). :func:`check` turns every
+bad value argparse cannot catch (a zero batch, a NaN segment, an unusable device) into a one-line
+``UserError``; it imports torch, as the command is about to run.
 """
 
 from __future__ import annotations
@@ -12,15 +16,29 @@ import argparse
 import math
 from typing import Any
 
-from bsmamba2.api import BIT_DEPTHS, FORMATS, check_format
 from bsmamba2.audio import DEFAULT_MP3_BITRATE
-from bsmamba2.device import BACKEND_HELP, BACKENDS, DEVICES, PRECISIONS, resolve_device, resolve_precision
+from bsmamba2.audio.formats import BIT_DEPTHS, FORMATS, check_format
 from bsmamba2.errors import UserError
 
 DEFAULT_BIT_DEPTH = "24"  # wav / flac output of separate, demo and the API
 
 DEFAULT_SEGMENT = 8.0
 DEFAULT_BATCH_SIZE = 4
+# Defaults of `separate` on a CUDA device (elsewhere: DEFAULT_BATCH_SIZE, eager glue). Each is a one-line
+# switch, set from benchmarks/bench_cli.py on an H200 (BENCHMARKS.md, issue 12).
+CUDA_BATCH_SIZE = 4
+CUDA_FUSED = False
+
+# Copies of choices defined beside torch code, for --help without torch (the test holds each to its source)
+DEVICES = ("auto", "cpu", "cuda", "mps")  # bsmamba2.device.DEVICES
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # bsmamba2.device.PRECISIONS
+BACKENDS = ("auto", "torch", "fast", "triton")  # bsmamba2.device.BACKENDS (the SSD backend registry)
+BACKEND_HELP = (  # bsmamba2.device.BACKEND_HELP
+    "Mamba2 scan: auto (fused Triton on CUDA, else fast), torch (the plain-PyTorch reference, any device), "
+    "fast (plain PyTorch laid out for speed, any device), triton (fused kernels, CUDA)"
+)
+DEFAULT_OVERLAP = 0.25  # bsmamba2.apply.DEFAULT_OVERLAP
+ENGINES = ("auto", "torch", "onnx")  # bsmamba2.api.ENGINES
 MODEL_HELP = "model file (default: the bundled model)"
 
 
@@ -103,6 +121,9 @@ def check(args: argparse.Namespace, *, device: bool = True) -> None:
             )
         check_format(args.format, args.bit_depth, getattr(args, "bitrate", None))
     if device and hasattr(args, "device"):
+        # torch loads here, not at import: --help and argparse's errors do without it
+        from bsmamba2.device import resolve_device, resolve_precision
+
         dev = resolve_device(args.device)
         if hasattr(args, "precision"):
             resolve_precision(dev, args.precision)

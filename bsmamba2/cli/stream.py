@@ -25,8 +25,9 @@ import torch
 from torch import Tensor
 
 from bsmamba2 import audio
-from bsmamba2.api import BIT_DEPTHS, DEFAULT_MODEL, FORMATS, check_format
+from bsmamba2.api import DEFAULT_MODEL
 from bsmamba2.audio import DEFAULT_MP3_BITRATE
+from bsmamba2.audio.formats import BIT_DEPTHS, FORMATS, check_format
 from bsmamba2.device import BACKEND_HELP, BACKENDS, PRECISIONS, describe, resolve_device, resolve_precision
 from bsmamba2.errors import UserError
 from bsmamba2.streaming.separator import DEFAULT_CAUSAL_MODEL, StreamingSeparator
