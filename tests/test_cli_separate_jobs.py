@@ -90,7 +90,12 @@ def test_warm_up_failure_is_left_to_the_callers_own_cuda_call(monkeypatch: pytes
 def test_files_in_flight_per_device_and_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(separate_jobs.FILES_IN_FLIGHT_ENV, raising=False)
     assert separate_jobs._files_in_flight(torch.device("cpu")) == 1
-    assert separate_jobs._files_in_flight(torch.device("cuda:1")) == separate_jobs.FILES_IN_FLIGHT["cuda"]
+    assert separate_jobs._files_in_flight(torch.device("cuda:1")) == separate_jobs.FILES_IN_FLIGHT.get(
+        "cuda", 1
+    )
+    monkeypatch.setattr(separate_jobs, "FILES_IN_FLIGHT", {"cuda": 2})
+    assert separate_jobs._files_in_flight(torch.device("cuda:1")) == 2
+    assert separate_jobs._files_in_flight(torch.device("cpu")) == 1
     monkeypatch.setenv(separate_jobs.FILES_IN_FLIGHT_ENV, "3")
     assert separate_jobs._files_in_flight(torch.device("cpu")) == 3
     for bad in ("0", "two", "-1"):

@@ -32,10 +32,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
         "bsmamba2.cli.stream",
         "separate block by block with bounded latency (a causal model; file or stdin)",
     ),
-    "export": ("bsmamba2.cli.export", "export a model to ONNX (pip install bsmamba2[onnx])"),
+    "export": ("bsmamba2.cli.export", "export a model to ONNX (pip install 'bsmamba2[onnx]')"),
     "serve": (
         "bsmamba2.cli.serve",
-        "a web page to separate songs in the browser (pip install bsmamba2[web])",
+        "a web page to separate songs in the browser (pip install 'bsmamba2[web]')",
     ),
 }
 # global flag -> the Namespace attribute it sets
