@@ -166,3 +166,26 @@ def test_heads_that_forget_within_steps_take_the_decay_matrices() -> None:
         y, s = ssd_fast(x, dt, A, B, C, D, chunk_size=16, return_final_state=True)
     y_ref, s_ref = ssd_naive(x, dt, A, B, C, D, return_final_state=True)
     assert _rel(y, y_ref) < 1e-12 and _rel(s, s_ref) < 1e-12
+
+
+def test_fast_decays_keep_float32_precision_across_chunks() -> None:
+    """Heads whose chunks span close to the factored range (γ = e^{m_{i+1}} u_end_i down to e^-120, below
+    float32's normal numbers): the carry still takes float32 precision, against the float64 recurrence."""
+    import bsmamba2.model.mixers.ssd_fast as fast
+
+    gen = torch.Generator().manual_seed(2)
+    b, l, h = 2, 801, 4
+    x, dt, A, B, C, D = _inputs(b, l, h, 8, 1, 16, seed=2)
+    dt = 0.1 * torch.rand(b, l, h, generator=gen, dtype=torch.float64)
+    A = torch.full((h,), -16.0, dtype=torch.float64)  # every head fast (one applied factor: 6e-6)
+    q = fast.factor_chunk(dt * A)
+    assert q is not None and q < l
+    c = -(-l // q)
+    acum = F.pad(dt * A, (0, 0, 0, c * q - l)).view(b, c, q, h).cumsum(2)
+    mid = (acum[:, :, 0] + acum[:, :, -1]) / 2
+    gamma = torch.exp(mid[:, 1:] + acum[:, :-1, -1] - mid[:, :-1])
+    assert float(gamma.min()) < fast.GAMMA_MIN  # the case this test is for
+    y_ref, s_ref = ssd_naive(x, dt, A, B, C, D, return_final_state=True)
+    with torch.no_grad():
+        y, s = ssd_fast(*(t.float() for t in (x, dt, A, B, C, D)), return_final_state=True)
+    assert _rel(y.double(), y_ref) < 1e-6 and _rel(s.double(), s_ref) < 1e-6
