@@ -6,10 +6,12 @@
 Each tree's ``bsmamba2`` is imported in turn (the modules of the first are set aside before the second is
 imported), so both models live in this process and their passes alternate (base, this, this, base, ...):
 a change of load hits both. ``bundled`` is the shipped model, ``paper`` the paper config (48.1M) with random
-weights drawn from seed 0 (the same in both trees while their constructors draw the same numbers). Prints
-the best pass of each per second of audio, the load average, how far this tree's output is from the base's
-(relative L2) and how far each tree's bf16 output is from the base's fp32 one, and writes
-``--out``/cpu_ab.json.
+weights drawn from seed 0 (the same in both trees while their constructors draw the same numbers).
+
+Prints the best pass of each per second of audio, wall time and the process's CPU time (with one thread,
+what the pass cost without the time it waited for a core on a shared machine), the load average, how far
+this tree's output is from the base's (relative L2) and how far each tree's bf16 output is from the base's
+fp32 one, and writes ``--out``/cpu_ab.json.
 """
 
 from __future__ import annotations
@@ -64,12 +66,13 @@ def race(models: dict[str, torch.nn.Module], wave: torch.Tensor, reps: int) -> d
                 order = list(models.items())
                 for name, model in order if rep % 2 else order[::-1]:  # ABBA: neither tree always first
                     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype == "bf16"):
-                        t = time.perf_counter()
+                        t, c = time.perf_counter(), time.process_time()
                         y = model(wave if rep else wave[..., : SR // 2])
-                        took = (time.perf_counter() - t) / seconds
+                        took, cpu = (time.perf_counter() - t) / seconds, (time.process_time() - c) / seconds
                     if rep:
                         key = f"{name} {dtype}"
                         best[key] = min(best.get(key, float("inf")), took)
+                        best[f"{key} cpu"] = min(best.get(f"{key} cpu", float("inf")), cpu)
                         outs[key] = y
     result: dict[str, Any] = {}
     for dtype in ("fp32", "bf16"):
@@ -78,6 +81,8 @@ def race(models: dict[str, torch.nn.Module], wave: torch.Tensor, reps: int) -> d
             "base": a,
             "this": b,
             "speed-up": a / b,
+            "base_cpu": best[f"base {dtype} cpu"],
+            "this_cpu": best[f"this {dtype} cpu"],
             "rel_diff": rel(outs[f"this {dtype}"], outs[f"base {dtype}"]),
             "base_vs_fp32": rel(outs[f"base {dtype}"], outs["base fp32"]),
             "this_vs_fp32": rel(outs[f"this {dtype}"], outs["base fp32"]),
@@ -107,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
         for dtype, r in result[model].items():
             print(
                 f"{model} {dtype}: base {r['base']:.3f} s/s, this tree {r['this']:.3f} s/s "
-                f"({r['speed-up']:.2f}x); outputs differ by {r['rel_diff']:.1e}; from base fp32: "
+                f"({r['speed-up']:.2f}x), CPU time {r['base_cpu']:.3f} -> {r['this_cpu']:.3f} s/s; "
+                f"outputs differ by {r['rel_diff']:.1e}; from base fp32: "
                 f"base {r['base_vs_fp32']:.1e}, this {r['this_vs_fp32']:.1e}"
             )
     result["load_after"] = os.getloadavg()

@@ -101,27 +101,29 @@ def forward(m: Mamba2Like, u: Tensor) -> Tensor:
     conv_b: Tensor = bias
 
     def make() -> tuple[Tensor, ...]:
-        # in_proj's rows as three products: x‖B‖C (the convolution then reads a contiguous product), z (its
-        # SiLU fused) and Δ; the conv kernel as a height-1 2-D one, out_proj's columns times the norm's weight
-        w_z, w_xbc, w_dt = m.in_proj.weight.split([d_inner, d_inner + 2 * gn, h])
-        conv_w = m.conv1d.weight.unsqueeze(2)
+        # in_proj's rows as four products: x and B‖C (each convolution then reads and writes a contiguous
+        # block, so the scan's elementwise passes over x run on whole rows), z (its SiLU fused) and Δ; the
+        # conv kernels as height-1 2-D ones, out_proj's columns times the norm's weight
+        w_z, w_x, w_bc, w_dt = m.in_proj.weight.split([d_inner, d_inner, 2 * gn, h])
+        conv_wx, conv_wbc = m.conv1d.weight.unsqueeze(2).split([d_inner, 2 * gn])
+        conv_bx, conv_bbc = conv_b.split([d_inner, 2 * gn])
         out_w = m.out_proj.weight * m.norm.weight
-        return w_xbc.contiguous(), w_z.contiguous(), w_dt.contiguous(), conv_w, conv_b, out_w
+        weights = (w_x, w_bc, w_z, w_dt, conv_wx, conv_bx, conv_wbc, conv_bbc, out_w)
+        return tuple(w.contiguous() for w in weights)
 
     sources = (m.in_proj.weight, m.conv1d.weight, conv_b, m.out_proj.weight, m.norm.weight)
     prepared = prepared_weights(m, sources, compute_dtype(m.in_proj.weight), make)
-    in_xbc, in_z, in_dt, conv_w, conv_b, out_w = prepared
+    in_x, in_bc, in_z, in_dt, conv_wx, conv_bx, conv_wbc, conv_bbc, out_w = prepared
     n, l, _ = u.shape
     with torch.autocast("cpu", enabled=False):  # the weights are already in the compute dtype
-        u2 = u.to(in_xbc.dtype).reshape(n * l, -1)  # (n·l, d), contiguous
-        xBC = conv_silu(
-            onednn.linear(u2, in_xbc).view(n, l, -1), conv_w, conv_b
-        )  # (n, l, c), rows contiguous
+        u2 = u.to(in_x.dtype).reshape(n * l, -1)  # (n·l, d), contiguous
+        x = conv_silu(onednn.linear(u2, in_x).view(n, l, d_inner), conv_wx, conv_bx)  # (n, l, d_inner)
+        BC = conv_silu(onednn.linear(u2, in_bc).view(n, l, 2 * gn), conv_wbc, conv_bbc)  # (n, l, 2·g·s)
         gate = onednn.linear(u2, in_z, silu=True).view(n, l, d_inner)  # SiLU(z)
         dt = onednn.linear(u2, in_dt).view(n, l, h)
         acc = torch.promote_types(dt.dtype, torch.float32)  # Δ and A in (at least) float32, as mamba_ssm
         dt = F.softplus(dt.to(acc) + m.dt_bias.to(acc))  # (n, l, h)
-        x, B, C = xBC.split([d_inner, gn, gn], dim=-1)
+        B, C = BC.split([gn, gn], dim=-1)
         y = m.scan(
             rearrange(x, "n l (h p) -> n l h p", p=m.headdim),
             dt,
