@@ -12,7 +12,7 @@ Used by models built with the ``fast`` scan backend (the CPU default) when nothi
 * the products and the convolution go to oneDNN's fused kernels (``model.onednn``: float32 GEMMs there took
   less than half of MKL's time on an AMD CPU), with the plain ops as the fallback;
 * under CPU autocast (bf16) the projections and the convolution run on weights converted once and kept
-  (``prepared_weights``) instead of being cast per call, and nothing of the block is cast back and forth per op;
+  (``onednn.prepared_weights``) instead of being cast per call, and nothing of the block is cast back and forth per op;
 * the gated norm's weight is folded into out_proj's columns and its row scale applied to out_proj's output.
 
 Precision under bf16, against the autocast reference: products and the gated norm's y·SiLU(z) in bf16; Δ, A,
@@ -25,7 +25,6 @@ Axis legend: n sequences, l length, c conv channels (x‖B‖C), h heads, p head
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Protocol
 
 import torch
@@ -37,6 +36,11 @@ from bsmamba2.model import onednn
 from bsmamba2.model.mixers.ssd_fast import ssd_fast, ssd_fast_causal
 from bsmamba2.model.mixers.ssd_types import SSDFn
 from bsmamba2.model.norms import GatedRMSNorm
+
+
+# The row count the GEMM weights are packed for: a pass's tokens (dualpath.CPU_INFERENCE_TOKENS); products of
+# other sizes take the packed weights too.
+PACK_ROWS = 4096
 
 
 class Mamba2Like(Protocol):
@@ -72,27 +76,6 @@ def causal_scan(scan: SSDFn) -> SSDFn:
     return ssd_fast_causal if scan is ssd_fast else scan
 
 
-def compute_dtype(weight: Tensor) -> torch.dtype:
-    """The dtype the projections run in: CPU autocast's when it is on, else the weight's."""
-    if torch.is_autocast_enabled("cpu"):
-        return torch.get_autocast_dtype("cpu")
-    return weight.dtype
-
-
-def prepared_weights(
-    owner: object, sources: tuple[Tensor, ...], dtype: torch.dtype, make: Callable[[], tuple[Tensor, ...]]
-) -> tuple[Tensor, ...]:
-    """``make()``'s tensors (weights derived from ``sources``) in ``dtype``, made once and kept on ``owner``
-    until one of the sources changes (an in-place update bumps its version, a new tensor its address) or
-    another dtype is asked for. A plain attribute, never a buffer: nothing of it enters a state dict."""
-    key = (dtype, *((t.data_ptr(), t._version) for t in sources))
-    cached = owner.__dict__.get("_cpu_weights")
-    if cached is None or cached[0] != key:
-        cached = (key, tuple(w.detach().to(dtype) for w in make()))
-        owner.__dict__["_cpu_weights"] = cached
-    return cached[1]
-
-
 def forward(m: Mamba2Like, u: Tensor) -> Tensor:
     """u (n, l, d) -> (n, l, d) in the compute dtype: ``Mamba2.forward`` laid out for the CPU."""
     d_inner, gn, h = m.d_inner, m.ngroups * m.d_state, m.nheads
@@ -108,11 +91,14 @@ def forward(m: Mamba2Like, u: Tensor) -> Tensor:
         conv_wx, conv_wbc = m.conv1d.weight.unsqueeze(2).split([d_inner, 2 * gn])
         conv_bx, conv_bbc = conv_b.split([d_inner, 2 * gn])
         out_w = m.out_proj.weight * m.norm.weight
-        weights = (w_x, w_bc, w_z, w_dt, conv_wx, conv_bx, conv_wbc, conv_bbc, out_w)
-        return tuple(w.contiguous() for w in weights)
+        conv = (conv_wx, conv_bx, conv_wbc, conv_bbc)
+        return *(w.contiguous() for w in (w_x, w_bc, w_z, w_dt, *conv)), out_w
+
+    def pack(ws: tuple[Tensor, ...]) -> tuple[Tensor, ...]:  # the GEMM weights in oneDNN's layout
+        return *(onednn.pack(w, PACK_ROWS) for w in ws[:4]), *ws[4:8], onednn.pack(ws[8], PACK_ROWS)
 
     sources = (m.in_proj.weight, m.conv1d.weight, conv_b, m.out_proj.weight, m.norm.weight)
-    prepared = prepared_weights(m, sources, compute_dtype(m.in_proj.weight), make)
+    prepared = onednn.prepared_weights(m, sources, onednn.compute_dtype(m.in_proj.weight), make, pack)
     in_x, in_bc, in_z, in_dt, conv_wx, conv_bx, conv_wbc, conv_bbc, out_w = prepared
     n, l, _ = u.shape
     with torch.autocast("cpu", enabled=False):  # the weights are already in the compute dtype
