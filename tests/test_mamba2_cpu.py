@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import io
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -96,19 +99,23 @@ def test_prepared_weights_are_kept_until_a_weight_changes() -> None:
     keys = set(fast.state_dict())
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         fast(u)
-        first = fast.__dict__["_cpu_weights"][1]
-        assert all(w.dtype == torch.bfloat16 for w in first)
+        first = onednn.cached_weights(fast)
+        assert first is not None and all(w.dtype == torch.bfloat16 for w in first)
         fast(u)
-        assert fast.__dict__["_cpu_weights"][1] is first  # converted once, reused
+        assert onednn.cached_weights(fast) is first  # converted once, reused
         for m in (fast, ref):  # an in-place update (an optimizer step, load_state_dict) bumps the version
             m.out_proj.weight.mul_(0.5)
             m.norm.weight.add_(0.25)
         y = fast(u)
-        assert fast.__dict__["_cpu_weights"][1] is not first
+        assert onednn.cached_weights(fast) is not first
         assert _rel(y, ref(u)) < 1e-2
     with torch.no_grad():  # fp32 again: the bf16 copies are not used
         assert _rel(fast(u), ref(u)) < 1e-5
     assert set(fast.state_dict()) == keys
+    twin = copy.deepcopy(fast)  # packed oneDNN weights are kept beside the module: it still copies, pickles
+    torch.save(fast, io.BytesIO())
+    with torch.no_grad():
+        assert onednn.cached_weights(twin) is None and _rel(twin(u), ref(u)) < 1e-5
 
 
 def test_the_channels_last_conv_is_the_official_conv() -> None:

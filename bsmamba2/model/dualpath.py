@@ -81,18 +81,18 @@ class BidirectionalBlock(nn.Module):
         """Linear([f ; b]) for f, b (n, l, d) on the CPU without autograd: oneDNN's products on weights
         converted and packed once (MKL's float32 GEMM took 2.3x oneDNN's time on the AMD CPU here)."""
         lin = self.linear
-        bias = lin.bias
-        assert bias is not None  # built with bias=True
+        lin_b = lin.bias
+        assert lin_b is not None  # built with bias=True
 
         def make() -> tuple[Tensor, ...]:
             w_f, w_b = lin.weight.chunk(2, dim=1)
-            return w_f.contiguous(), w_b.contiguous(), bias
+            return w_f.contiguous(), w_b.contiguous(), lin_b
 
         def pack(ws: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
             return onednn.pack(ws[0], CPU_INFERENCE_TOKENS), onednn.pack(ws[1], CPU_INFERENCE_TOKENS), ws[2]
 
         dtype = onednn.compute_dtype(lin.weight)
-        w_f, w_b, bias = onednn.prepared_weights(self, (lin.weight, bias), dtype, make, pack)
+        w_f, w_b, bias = onednn.prepared_weights(self, (lin.weight, lin_b), dtype, make, pack)
         n, l, d = f.shape
         with torch.autocast("cpu", enabled=False):  # the weights are already in the compute dtype
             out = onednn.linear(f.to(dtype).reshape(n * l, d), w_f, bias)

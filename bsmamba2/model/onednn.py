@@ -14,6 +14,7 @@ to the plain PyTorch ops (the same function) elsewhere, or where ``ENABLED`` is 
 from __future__ import annotations
 
 import functools
+import weakref
 from collections.abc import Callable
 
 import torch
@@ -80,6 +81,13 @@ def compute_dtype(weight: Tensor) -> torch.dtype:
     return weight.dtype
 
 
+# Prepared weights per module, kept beside it (not in its __dict__): a module holding packed oneDNN tensors
+# could not be deep-copied or pickled, and nothing of them belongs in a state dict. An entry goes with its module.
+_PREPARED: weakref.WeakKeyDictionary[object, tuple[tuple[object, ...], tuple[Tensor, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def prepared_weights(
     owner: object,
     sources: tuple[Tensor, ...],
@@ -88,13 +96,19 @@ def prepared_weights(
     finish: Callable[[tuple[Tensor, ...]], tuple[Tensor, ...]] | None = None,
 ) -> tuple[Tensor, ...]:
     """``make()``'s tensors (weights derived from ``sources``) in ``dtype``, passed through ``finish`` (a
-    layout change: packing), made once and kept on ``owner`` until one of the sources changes (an in-place
+    layout change: packing), made once and kept for ``owner`` until one of the sources changes (an in-place
     update bumps its version, a new tensor its address), another dtype is asked for or oneDNN is switched on
-    or off. A plain attribute, never a buffer: nothing of it enters a state dict."""
+    or off."""
     key = (dtype, ENABLED, *((t.data_ptr(), t._version) for t in sources))
-    cached = owner.__dict__.get("_cpu_weights")
+    cached = _PREPARED.get(owner)
     if cached is None or cached[0] != key:
         ws = tuple(w.detach().to(dtype) for w in make())
         cached = (key, ws if finish is None else finish(ws))
-        owner.__dict__["_cpu_weights"] = cached
+        _PREPARED[owner] = cached
     return cached[1]
+
+
+def cached_weights(owner: object) -> tuple[Tensor, ...] | None:
+    """The weights ``prepared_weights`` keeps for ``owner`` now, if any."""
+    cached = _PREPARED.get(owner)
+    return None if cached is None else cached[1]

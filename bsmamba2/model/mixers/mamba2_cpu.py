@@ -37,7 +37,6 @@ from bsmamba2.model.mixers.ssd_fast import ssd_fast, ssd_fast_causal
 from bsmamba2.model.mixers.ssd_types import SSDFn
 from bsmamba2.model.norms import GatedRMSNorm
 
-
 # The row count the GEMM weights are packed for: a pass's tokens (dualpath.CPU_INFERENCE_TOKENS); products of
 # other sizes take the packed weights too.
 PACK_ROWS = 4096
