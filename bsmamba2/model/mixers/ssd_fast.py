@@ -18,8 +18,9 @@ over contiguous batches, with as few passes over the big intermediates as possib
   cache between their passes instead of streaming through memory four times.
 
 Precision: the products run in the inputs' dtype (bf16 from an autocast region: the matmuls are where bf16
-pays), the decays, cumulative sums and carried states in float32 or wider. Autocast is switched off inside, so
-nothing is cast back and forth per product.
+pays), the decays, cumulative sums and carried states in float32 or wider; at inference the factored scan's
+per-step factors are rounded to the products' dtype before they multiply (a mixed bf16 × float32 product is
+three passes on the CPU). Autocast is switched off inside, so nothing is cast back and forth per product.
 
 Shapes as in ``ssd.py``: x (b, l, h, p), dt (b, l, h), A (h,), B and C (b, l, g, n), D (h,) -> y (b, l, h, p).
 Axis legend: c chunks, s steps in a chunk, g groups, k heads per group.
@@ -219,6 +220,8 @@ def _states(
 FACTOR_EXP = 60.0
 MIN_FACTOR_CHUNK = 8
 MAX_FACTOR_CHUNK = 128
+# The smallest carry factor γ applied as one float32 number (well inside the normal range, which ends at 1.2e-38)
+GAMMA_MIN = 1e-30
 
 
 def factor_chunk(a: Tensor, longest: int = MAX_FACTOR_CHUNK) -> int | None:
@@ -268,9 +271,11 @@ def _scan_factored(
     u = torch.exp(rel)  # (b, c, q, h)
     coef = rel.neg_().exp_().view(b, L, h)[:, :l].mul_(dt)  # v_j · Δ_j, (b, l, h)
     Xs = x.new_empty(b, L, h, p, dtype=dtype)
-    # The per-step factors stay in acc: rounding them to bf16 too cost ~15 % more error in the bundled model's
-    # output, for ~1 % less time (a mixed-dtype product here costs +30 %, measured 2026-12-01).
-    torch.mul(x, coef[..., None], out=Xs[:, :l])  # X', rounded once
+    # The per-step factors in the products' dtype: a bf16 tensor times a float32 one is three passes on the
+    # CPU (both converted, then multiplied: 3x the time of the bf16 product, 2026-12-01), for one rounding of
+    # each factor per (step, head) more (benchmarks/cpu_ab.py reports the model's distance to fp32).
+    torch.mul(x, coef.to(dtype)[..., None], out=Xs[:, :l])  # X'
+    u_prod = u.to(dtype)
     if L > l:  # padded steps: zero input, and B, C rows that multiply nothing
         Xs[:, l:].zero_()
         B, C = F.pad(B, (0, 0, 0, 0, 0, L - l)), F.pad(C, (0, 0, 0, 0, 0, L - l))
@@ -281,8 +286,8 @@ def _scan_factored(
     final: Tensor | None = None
     if c > 1 or initial_state is not None or want_final:
         final = _factored_states(Y, Xc, Bc, Cc, acum, mid, u, acc, initial_state, k)
-    heads = rearrange(u, "b c s (g k) -> b g c s k 1", g=g)
-    Y.view(b, g, c, q, k, p).mul_(heads)  # × u_i, rounded once
+    heads = rearrange(u_prod, "b c s (g k) -> b g c s k 1", g=g)
+    Y.view(b, g, c, q, k, p).mul_(heads)  # × u_i
     y = rearrange(Y, "b g c s (k p) -> b (c s) (g k) p", p=p)  # a view for one group
     return y[:, :l], final
 
@@ -300,32 +305,38 @@ def _factored_states(
     k: int,
 ) -> Tensor:
     """Adds what the state entering each chunk contributes to Y (b, g, c, q, k·p) (before the u_i factor)
-    and returns the state after the last chunk (b, h, p, n) in ``acc``."""
+    and returns the state after the last chunk (b, h, p, n) in ``acc``.
+
+    With T_i the state after chunk i, own_i = Σ_j B_j ⊗ X'_j its own part and S_i = e^{m_i} T_{i-1} what
+    chunk i reads out: T_i = u_end_i (own_i + S_i) (as exp(acum_end_i) = u_end_i e^{m_i}), so the carry runs
+    on S directly, S_{i+1} = γ_{i+1} (own_i + S_i) with γ_{i+1} = exp(m_{i+1} + acum_end_i − m_i) ∈ (0, 1]:
+    one float32 chunk of state carried, each S_i written once in the products' dtype."""
     b, g, c, q, kp = Y.shape
     n, p = Bc.shape[-1], kp // k
 
-    def per_head(t: Tensor) -> Tensor:  # (b, c, h) -> (b, g, c, 1, k, 1)
-        return rearrange(t, "b c (g k) -> b g c 1 k 1", g=g)
+    def per_head(t: Tensor) -> Tensor:  # (b, h) -> (b, g, 1, k, 1), against a chunk's (b, g, n, k, p)
+        return rearrange(t, "b (g k) -> b g 1 k 1", g=g)
 
-    # each chunk's own state, in the (n × k·p) layout of the read-out, then the recurrence in place:
-    # states[:, :, i] becomes the state after chunk i
     own = (Bc.transpose(-1, -2) @ Xc).view(b, g, c, n, k, p)  # Σ_j B_j ⊗ X'_j, products' dtype
-    # (b, g, c, n, k, p) in acc, × u_end: converted first, as a mixed-dtype product broadcast over p is slow
-    states = own.to(acc).mul_(per_head(u[:, :, -1]))
-    through = per_head(torch.exp(acum[:, :, -1]))  # decay across a whole chunk
-    S0 = None
-    if initial_state is not None:
-        S0 = rearrange(initial_state.to(acc), "b (g k) p n -> b g n k p", g=g)
-        states[:, :, 0].addcmul_(through[:, :, 0], S0)
-    for i in range(1, c):
-        states[:, :, i].addcmul_(through[:, :, i], states[:, :, i - 1])
-    # entering states × e^m, in the products' dtype: y_off_i = u_i · C_i · (e^m S_in)
-    em = per_head(torch.exp(mid[:, :, 0]))
-    S_in = Y.new_empty(b, g, c, n, k, p)
-    S_in[:, :, 1:] = states[:, :, :-1] * em[:, :, 1:]
-    if S0 is None:
+    m = mid[:, :, 0]  # (b, c, h)
+    gamma = torch.exp(m[:, 1:] + acum[:, :-1, -1] - m[:, :-1])  # (b, c - 1, h)
+    S_in = Y.new_empty(b, g, c, n, k, p)  # (b, g, c, n, k·p): the (n × k·p) layout of the read-out
+    if initial_state is None:
+        S = own.new_zeros(b, g, n, k, p, dtype=acc)
         S_in[:, :, 0].zero_()
     else:
-        S_in[:, :, 0] = S0 * em[:, :, 0]
+        S = rearrange(initial_state.to(acc), "b (g k) p n -> b g n k p", g=g) * per_head(torch.exp(m[:, 0]))
+        S_in[:, :, 0] = S
+    # γ spans e^-120..1: where one would fall out of float32's normal range, apply it as its two factors
+    # u_end_i and e^{m_{i+1}} (each within e^-60..1), so that no factor loses precision
+    split = bool((gamma < GAMMA_MIN).any())
+    for i in range(c - 1):
+        S.add_(own[:, :, i])
+        if split:
+            S.mul_(per_head(u[:, i, -1])).mul_(per_head(torch.exp(m[:, i + 1])))
+        else:
+            S.mul_(per_head(gamma[:, i]))
+        S_in[:, :, i + 1] = S
     Y.view(-1, q, kp).baddbmm_(Cc.reshape(-1, q, n), S_in.view(-1, n, kp))
-    return rearrange(states[:, :, -1], "b g n k p -> b (g k) p n")
+    final = S.add_(own[:, :, -1]).mul_(per_head(u[:, -1, -1]))  # T_{c-1}, (b, g, n, k, p)
+    return rearrange(final, "b g n k p -> b (g k) p n")
