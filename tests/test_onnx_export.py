@@ -120,7 +120,7 @@ def test_refuses_old_opset(tmp_path: Path) -> None:
 
 def test_missing_exporter_packages_name_the_extra(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # import fails as if not installed
-    with pytest.raises(UserError, match=r"pip install bsmamba2\[onnx\]"):
+    with pytest.raises(UserError, match=r"pip install 'bsmamba2\[onnx\]'"):
         export_onnx(build_model(SMALL_CFG), tmp_path / "m.onnx")
 
 
