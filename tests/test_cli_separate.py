@@ -382,23 +382,31 @@ def test_termination_signal_mid_separation_leaves_no_file(
     import sys
     import time
 
+    signum = getattr(signal, signame)
     src = write_audio("long.wav", seconds=240.0)  # long enough to be under way when the signal lands
-    out = tmp_path / "out"
     code = "import sys; from bsmamba2.cli import main; sys.exit(main(sys.argv[1:]))"
-    argv = ["separate", str(src), "-o", str(out), "--model", str(tiny_model_path), *FAST]
-    proc = subprocess.Popen([sys.executable, "-c", code, *argv], stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not leftovers(tmp_path):  # a temp output exists: separation is under way
-            assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "separation never started"
-            time.sleep(0.05)
-        proc.send_signal(getattr(signal, signame))
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 128 + getattr(signal, signame), err
+    # Under load this test's own process can be descheduled for the second or so the tiny model needs to
+    # finish: a signal that lands after the work (exit 0, or killed once the CLI gave its handlers back) says
+    # nothing about the behaviour under test, so that attempt is run again.
+    for attempt in range(3):
+        out = tmp_path / f"out{attempt}"
+        argv = ["separate", str(src), "-o", str(out), "--model", str(tiny_model_path), *FAST]
+        proc = subprocess.Popen([sys.executable, "-c", code, *argv], stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not leftovers(tmp_path):  # a temp output exists: separation is under way
+                assert proc.poll() is None, proc.communicate()[1]
+                assert time.monotonic() < deadline, "separation never started"
+                time.sleep(0.05)
+            proc.send_signal(signum)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        late = proc.returncode in (0, -signum) and (out / "long" / "vocals.wav").exists()
+        if not late:
+            break
+    assert proc.returncode == 128 + signum, err
     assert "Traceback" not in err and signame in err
     assert not out.exists() or list(out.rglob("*")) == []
 
