@@ -106,17 +106,18 @@ ARCH_CONFIGS: dict[tuple[int, int], ArchConfig] = {
         "fwd_chunked": ((8, 1, 0), 64),
         "bwd_chunked": ((8, 1, 0), 32),
         "sweeps": ((8, 1, 0), None),
-        "fwd_chunk": ((8, 1, 0), 64),  # opt-in kernels (SPLIT_*): chunks from ptxas's spills, not yet timed
-        "bwd_chunk": ((8, 1, 0), 32),
+        "fwd_chunk": ((8, 1, 0), 64),  # opt-in (SPLIT_FORWARD): 6.5 ms against the per-sequence kernel's 5.2
+        "bwd_chunk": ((8, 1, 0), 64),  # the default backward: at 64, 18.5 ms against 23.6 at 32 and 22.3 shipped
     },
 }
 # The chunked forward / backward as two kernels each (``ssd_triton_split``: a state sweep, then every chunk in
 # parallel) instead of one program per (sequence, head) walking its chunks (``_fwd_chunked_kernel``,
-# ``_bwd_chunked_kernel``, which also serve initial and final states). Opt-in (BSMAMBA2_SSD_SPLIT_FWD=1,
-# BSMAMBA2_SSD_SPLIT_BWD=1) until a GPU run has checked and timed them: so far they are checked only in Triton's
-# interpreter (benchmarks/NOTES.md, version 3).
+# ``_bwd_chunked_kernel``, which also serve initial and final states). Timed on an H200 (2026-12-01, both
+# directions of the paper's time path, benchmarks/bench_ssd.py): the split backward is the faster one and the
+# default (BSMAMBA2_SSD_SPLIT_BWD=0 turns it off); the split forward is slower and opt-in
+# (BSMAMBA2_SSD_SPLIT_FWD=1).
 SPLIT_FORWARD = os.environ.get("BSMAMBA2_SSD_SPLIT_FWD", "0") == "1"
-SPLIT_BACKWARD = os.environ.get("BSMAMBA2_SSD_SPLIT_BWD", "0") == "1"
+SPLIT_BACKWARD = os.environ.get("BSMAMBA2_SSD_SPLIT_BWD", "1") == "1"
 _env_configs: set[str] = set()  # kernels whose candidates (and first choice) the environment replaced
 _env_chunks: set[str] = set()
 
