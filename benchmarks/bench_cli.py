@@ -47,22 +47,25 @@ ROOT = Path(__file__).resolve().parents[1]
 SR = 44100
 # (label, flags) of the CLI rows after the defaults, most telling first; rows equal to the defaults are dropped.
 NO_IO_THREADS = {"BSMAMBA2_IO_THREADS": "0"}  # decode and encode on the model's thread, as before issue 12
-# the defaults without session 6's CUDA warm-up thread; and with two files in flight (opt-in until timed)
+# the defaults without the CUDA warm-up thread and one file at a time (session 5's defaults); and one file at
+# a time alone (the default on CUDA is two files in flight)
 NO_OVERLAPS = {"BSMAMBA2_CUDA_WARM_UP": "0", "BSMAMBA2_FILES_IN_FLIGHT": "1"}
+ONE_AT_A_TIME = {"BSMAMBA2_FILES_IN_FLIGHT": "1"}
 GPU_VARIANTS: list[tuple[str, list[str], dict[str, str]]] = [
     ("defaults, no warm-up, one file at a time", [], NO_OVERLAPS),
-    ("defaults, two files in flight", [], {"BSMAMBA2_FILES_IN_FLIGHT": "2"}),
+    ("defaults, one file at a time", [], ONE_AT_A_TIME),
     ("compiled glue, batch 16", ["--fused", "--batch-size", "16"], {}),
     ("eager, batch 16", ["--no-fused", "--batch-size", "16"], {}),
     # warm only, in the caches of "eager, batch 16" (a row whose env sets BSMAMBA2_IO_THREADS reuses them)
     ("eager, batch 16, no I/O threads", ["--no-fused", "--batch-size", "16"], NO_IO_THREADS),
+    ("eager, batch 4", ["--no-fused", "--batch-size", "4"], {}),
     ("eager, batch 8", ["--no-fused", "--batch-size", "8"], {}),
     ("compiled glue, batch 4", ["--fused", "--batch-size", "4"], {}),
     # worker threads' large allocations through glibc's main arena, as the model thread's (session 6)
     ("defaults, MALLOC_ARENA_MAX=1", [], {"MALLOC_ARENA_MAX": "1"}),
 ]
 QUICK_VARIANTS = [
-    ("defaults, two files in flight", [], {"BSMAMBA2_FILES_IN_FLIGHT": "2"}),
+    ("defaults, two files in flight", [], {"BSMAMBA2_FILES_IN_FLIGHT": "2"}),  # on the CPU, 1 is the default
     ("eager, batch 2", ["--no-fused", "--batch-size", "2"], {}),
     ("eager, batch 2, no I/O threads", ["--no-fused", "--batch-size", "2"], NO_IO_THREADS),
 ]

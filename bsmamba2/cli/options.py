@@ -26,7 +26,7 @@ DEFAULT_SEGMENT = 8.0
 DEFAULT_BATCH_SIZE = 4
 # Defaults of `separate` on a CUDA device (elsewhere: DEFAULT_BATCH_SIZE, eager glue). Each is a one-line
 # switch, set from benchmarks/bench_cli.py on an H200 (BENCHMARKS.md, issue 12).
-CUDA_BATCH_SIZE = 4
+CUDA_BATCH_SIZE = 8  # ten 4-minute songs one at a time on an H200: 10.74 s at 8, 12.19 s at 4 (2026-12-01)
 CUDA_FUSED = False
 
 # Copies of choices defined beside torch code, for --help without torch (the test holds each to its source)
