@@ -140,3 +140,13 @@ def test_inference_under_autocast_and_in_pieces(monkeypatch: pytest.MonkeyPatch)
         monkeypatch.setattr(bands, "CPU_INFERENCE_HIDDEN", 1)  # one band per product
         pieces = head(want_z.float())
     assert _rel(pieces, whole) <= 1e-6
+
+
+def test_grouped_form_runs_on_the_meta_device() -> None:
+    """FLOP counting (benchmarks/count_flops.py) runs the model on the meta device, where autocast has no
+    dispatch key: asking it whether it is on must not raise there."""
+    torch.manual_seed(0)
+    split = BandSplit(tuple(4 * w for w in (2, 2, 4)), 8).eval().to("meta")
+    with torch.no_grad():
+        z = split(torch.randn(1, 5, 32, device="meta"))
+    assert z.device.type == "meta" and tuple(z.shape) == (1, 5, 3, 8)
