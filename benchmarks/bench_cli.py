@@ -509,6 +509,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--budget", type=float, default=240.0, help="seconds before optional rows are skipped")
     p.add_argument("--paper", action="store_true", help="also time the paper config (48.1M) alone")
     p.add_argument("--quick", action="store_true", help="CPU smoke test: 2 short songs, 1-s chunks, few rows")
+    p.add_argument(
+        "--rows",
+        default="",
+        help="comma-separated substrings: only the CLI rows whose label holds one (and the defaults)",
+    )
+    p.add_argument("--no-models", action="store_true", help="skip the models-alone section")
     args = p.parse_args(argv)
     if args.quick:
         args.songs, args.seconds, args.device = min(args.songs, 2), min(args.seconds, 1.0), "cpu"
@@ -531,9 +537,13 @@ def main(argv: list[str] | None = None) -> int:
             tiny_model(b.model_file)
         fixed_costs(b, work / "short.wav")
         variants = QUICK_VARIANTS if args.quick else GPU_VARIANTS
+        if args.rows:
+            wanted = [w for w in args.rows.split(",") if w]
+            variants = [v for v in variants if any(w in v[0] for w in wanted)]
         cli_section(b, songs, [("defaults", [], {}), *variants[:N_CORE_VARIANTS]])
         b.result["header"] = header(args)  # imports torch: after the child processes' fixed costs
-        model_section(b)
+        if not args.no_models:
+            model_section(b)
         cli_section(b, songs, variants[N_CORE_VARIANTS:])
         b.result["header"]["total (s)"] = time.perf_counter() - b.t0
         b.save()
