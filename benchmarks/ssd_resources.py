@@ -43,7 +43,6 @@ KERNELS: dict[str, tuple[Any, dict[str, Any]]] = {
     "fwd_chunked": (st._fwd_chunked_kernel, dict(HAS_D=True, HAS_INIT=False, STORE_FINAL=False)),
     "bwd_chunked": (st._bwd_chunked_kernel, dict(HAS_D=True, HAS_INIT=False, HAS_DFINAL=False)),
     "sweeps": (sp._sweeps_kernel, dict(HAS_INIT=False, HAS_DFINAL=False)),
-    "fwd_chunk": (sp._fwd_chunk_kernel, dict(HAS_D=True)),
     "bwd_chunk": (sp._bwd_chunk_kernel, dict(HAS_D=True)),
 }
 SINGLE = {"fwd_single", "bwd_single"}
