@@ -10,6 +10,7 @@ float64 reference on a subset of sequences, and a sweep over our kernels' launch
 
     python benchmarks/bench_ssd.py                 # everything (on a CUDA GPU)
     python benchmarks/bench_ssd.py --only compiled # torch.compile of the chunked path only
+    python benchmarks/bench_ssd.py --only split    # the chunked backward's forms only (time path)
     python benchmarks/bench_ssd.py --prewarm 3 --of 12   # compile part 3 of 12 of all kernels (suite use)
 """
 
@@ -227,11 +228,14 @@ def time_directions(rep: Report, shape: str) -> None:
 
 
 def time_split(rep: Report, dl: Deadline, shape: str = "time") -> None:
-    """The chunked kernels two ways on the time path: split (a state sweep, then every chunk in parallel:
-    ``ssd_triton_split``, opt-in, at chunk 64 and 32) and one program per (sequence, head) walking its chunks (the
-    shipped chunks). Forward and forward + backward medians, both directions in one launch as the model calls
-    it; the backward's time is their difference."""
+    """The chunked backward two ways on the time path, behind the same forward (one program per (sequence,
+    head), its shipped chunk): split (``ssd_triton_split``: the sweeps, then every chunk in parallel; the
+    default) at chunk 64 and 32, at 64 also with session 6's form of the per-chunk kernel
+    (``ssd_bwd_chunk_s6``: same arithmetic, more register spills), and one program per (sequence, head)
+    walking its chunks (the opt-out, its shipped chunk). Forward and forward + backward medians, both
+    directions in one launch as the model calls it; the backward's time is their difference."""
     import bsmamba2.model.mixers.ssd_triton as st
+    from benchmarks.ssd_bwd_chunk_s6 import bwd_chunk_kernel_s6
 
     b, l = SHAPES[shape]
     ins = make_inputs(2 * b, l, seed=3)
@@ -239,35 +243,45 @@ def time_split(rep: Report, dl: Deadline, shape: str = "time") -> None:
     ins["D"] = torch.stack([ins["D"], ins["D"].flip(0)])
     fwd, fwdbwd = fwd_bwd_closure(st.ssd_triton_bidirectional, ins)
     w = work(2 * b, l)
-    shipped = st.SPLIT_FORWARD, st.SPLIT_BACKWARD
+    fwd_chunk = st._chunk("fwd_chunked", DEV)
+    shipped, kernel = st.SPLIT_BACKWARD, st._bwd_chunk_kernel
     try:
-        for split, chunk in ((True, 64), (True, 32), (False, None)):
+        for split, chunk, s6 in (
+            (True, 64, False),
+            (True, 64, True),
+            (True, 32, False),
+            (False, None, False),
+        ):
             if not dl.ok(10):
-                rep.errors.append(f"split variants: split={split} chunk={chunk} skipped (time budget)")
+                rep.errors.append(f"backward variants: split={split} chunk={chunk} skipped (time budget)")
                 continue
-            st.SPLIT_FORWARD = st.SPLIT_BACKWARD = split
-            kinds = ("fwd_chunk", "bwd_chunk") if split else ()
-            for kind in kinds:
-                st.force_config(kind, *st.shipped_config(kind, DEV)[0], chunk=chunk)
-            fwdbwd()
-            sync()
-            t_f, t_fb = cuda_time_ms(fwd), cuda_time_ms(fwdbwd)
-            _, mem = peak_memory_gib(fwdbwd)
-            for kind in kinds:
-                st.force_config(kind, None)
-            label = "split (sweep + per chunk)" if split else "one program per sequence"
-            fb_chunks = (
-                f"{chunk}/{chunk}"
-                if split
-                else "/".join(str(st._chunk(k, DEV)) for k in ("fwd_chunked", "bwd_chunked"))
-            )
-            rep.add("split kernels", dict(
-                shape=f"{shape} 2×{b}×{l}", kernels=label, chunks_fwd_bwd=fb_chunks, fwd_ms=t_f, fwdbwd_ms=t_fb,
-                bwd_ms=t_fb - t_f, extra_mem_gib=mem, tflops=w["fwdbwd_flop"] / t_fb / 1e9))  # fmt: skip
+            st.SPLIT_BACKWARD = split
+            st._bwd_chunk_kernel = bwd_chunk_kernel_s6 if s6 else kernel
+            if split:
+                st.force_config("bwd_chunk", *st.shipped_config("bwd_chunk", DEV)[0], chunk=chunk)
+            try:
+                fwdbwd()
+                sync()
+                t_f, t_fb = cuda_time_ms(fwd), cuda_time_ms(fwdbwd)
+                _, mem = peak_memory_gib(fwdbwd)
+            finally:
+                st.force_config("bwd_chunk", None)
+                st._bwd_chunk_kernel = kernel
+            label = "one program per sequence"
+            if split:
+                label = "split, session 6 per-chunk kernel" if s6 else "split (sweeps + per chunk)"
+            bwd_chunk = chunk if split else st._chunk("bwd_chunked", DEV)
+            rep.add("split backward", dict(
+                shape=f"{shape} 2×{b}×{l}", backward=label, chunks_fwd_bwd=f"{fwd_chunk}/{bwd_chunk}", fwd_ms=t_f,
+                fwdbwd_ms=t_fb, bwd_ms=t_fb - t_f, extra_mem_gib=mem, tflops=w["fwdbwd_flop"] / t_fb / 1e9))  # fmt: skip
     finally:
-        st.SPLIT_FORWARD, st.SPLIT_BACKWARD = shipped
+        st.SPLIT_BACKWARD = shipped
     del ins
     empty_cache()
+
+
+def split_table(rep: Report) -> None:
+    rep.table("split backward", ["shape", "backward", "chunks_fwd_bwd", "fwd_ms", "bwd_ms", "fwdbwd_ms", "extra_mem_gib", "tflops"], "Chunked backward, split vs one program per sequence (ours, both directions in one launch, same forward)")  # fmt: skip
 
 
 def run_main(rep: Report, dl: Deadline, only: str | None, warm: bool = False, quick: bool = False) -> None:
@@ -351,7 +365,7 @@ def run_main(rep: Report, dl: Deadline, only: str | None, warm: bool = False, qu
                 empty_cache()
                 attempt(rep, f"directions {shape}", lambda shape=shape: time_directions(rep, shape))
                 if shape == "time":
-                    attempt(rep, "split kernels", lambda: time_split(rep, dl))
+                    attempt(rep, "split backward", lambda: time_split(rep, dl))
                 continue
             del ins
             empty_cache()
@@ -680,7 +694,7 @@ def triage_all(procs: int, budget: float) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["compiled"], default=None)
+    ap.add_argument("--only", choices=["compiled", "split"], default=None)
     ap.add_argument("--warm", action="store_true", help="with --only compiled: compile once, time nothing")
     ap.add_argument("--budget", type=float, default=float(os.environ.get("BENCH_BUDGET", 300)))
     ap.add_argument("--prewarm", type=int, default=None)
@@ -706,6 +720,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rep = Report("ssd" if args.only is None else f"ssd_{args.only}" + ("_warm" if args.warm else ""))
     dl = Deadline(args.budget)
+    if args.only == "split":  # the chunked backward's forms only (about a minute on an H200)
+        attempt(rep, "split backward", lambda: time_split(rep, dl))
+        split_table(rep)
+        rep.finish()
+        return 0
     attempt(rep, "main", lambda: run_main(rep, dl, args.only, args.warm, args.quick))
     if args.warm:
         rep.save()
@@ -732,6 +751,7 @@ def main(argv: list[str] | None = None) -> int:
         "Forward+backward speed-up of our kernel (same run, same inputs)",
     )
     rep.table("directions", ["shape", "method", "fwd_ms", "fwdbwd_ms", "tflops"], "Both directions of a layer: two calls vs one launch (ours)")  # fmt: skip
+    split_table(rep)
     rep.table("accuracy", ["shape", "method", "y", "dx", "ddt", "dA", "dB", "dC", "dD"], "‖Δ‖/‖ref‖ against float64 (same bf16 inputs)")  # fmt: skip
     rep.table("floors", ["shape", "gflop_fwdbwd", "gb_fwdbwd", "compute_floor_ms", "memory_floor_ms"], "Floors (METHOD.md's two numbers)")  # fmt: skip
     rep.table("sweep", ["shape", "kernel", "num_warps", "num_stages", "maxnreg", "chunk", "timed", "ms"], "Launch-configuration sweep of our kernels")  # fmt: skip

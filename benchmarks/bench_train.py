@@ -41,10 +41,10 @@ from benchmarks.common import (  # noqa: E402
 from benchmarks.count_flops import forward_tflops  # noqa: E402
 
 ONLY: list[str] = []
-# the SSD's split kernels as shipped (forward, backward), before any variant overrides them
+# the SSD's split backward as shipped, before any variant overrides it
 from bsmamba2.model.mixers import ssd_triton as _st  # noqa: E402
 
-SHIPPED_SPLIT = (_st.SPLIT_FORWARD, _st.SPLIT_BACKWARD)
+SHIPPED_SPLIT_BWD = _st.SPLIT_BACKWARD
 
 
 def variants() -> list[dict[str, Any]]:
@@ -68,7 +68,6 @@ def variants() -> list[dict[str, Any]]:
         dict(name="BSMamba2, SSD triton, recompute", cfg=paper, backend="triton", recompute=True),
         dict(name="BSMamba2 paper old path (fused glue per direction; recompute)", cfg=paper, recompute=True, pair=False, **fused),
         dict(name="BSMamba2 paper old path, SSD backward one program per sequence (fused glue per direction; recompute)", cfg=paper, recompute=True, pair=False, split_bwd=False, **fused),
-        dict(name="BSMamba2 paper old path, SSD split forward too (fused glue per direction; recompute)", cfg=paper, recompute=True, pair=False, split_fwd=True, **fused),
         dict(name="BSMamba2 paper new path (paired directions; recompute)", cfg=paper, recompute=True, pair=True, **fused),
         dict(name="BSMamba2 paper new path (paired directions; no recompute)", cfg=paper, pair=True, **fused),
         dict(name="BSMamba2 paper new path + Triton conv (paired directions; recompute)", cfg=paper, recompute=True, pair=True, triton_conv=True, **fused),
@@ -156,10 +155,9 @@ def run(rep: Report, dl: Deadline, batch: int, seconds: float, steps: int, profi
             fused = bool(v.get("fused"))
             mamba2.PAIR_DIRECTIONS = bool(v.get("pair", True))
             mamba2.TRITON_CONV = bool(v.get("triton_conv", False))
-            # the SSD's chunked kernels: split (state sweep + per-chunk kernels; the default backward) or one
-            # program per (sequence, head) walking its chunks (the default forward); a variant may override either
-            ssd_triton.SPLIT_FORWARD = v.get("split_fwd", SHIPPED_SPLIT[0])
-            ssd_triton.SPLIT_BACKWARD = v.get("split_bwd", SHIPPED_SPLIT[1])
+            # the SSD's chunked backward: split (sweeps + per-chunk kernel; the default) or one program per
+            # (sequence, head) walking its chunks; a variant may override it
+            ssd_triton.SPLIT_BACKWARD = v.get("split_bwd", SHIPPED_SPLIT_BWD)
             model = build_model(v["cfg"], backend=v["backend"], device=DEV, fused=fused).train()
             if v.get("recompute"):
                 model.recompute = True

@@ -157,15 +157,15 @@ def _run_interpret_cases(full: bool) -> int:
     from bsmamba2.model.mixers import ssd_triton as st
 
     failures = 0
-    shipped = st.SPLIT_FORWARD, st.SPLIT_BACKWARD
-    # every case through both chunked forms: split (state sweep + per-chunk kernels) and one program per sequence
+    shipped = st.SPLIT_BACKWARD
+    # every case through both chunked backward forms: split (sweeps + per-chunk kernel) and one program per
+    # sequence
     for (i, case), split in itertools.product(enumerate(_interpret_cases(full)), (True, False)):
         case = dict(case)
         states = case.pop("states", False)
         chunks = case.pop("chunks", (64, 64))
-        st.SPLIT_FORWARD = st.SPLIT_BACKWARD = split
-        for fwd in ("fwd_chunked", "fwd_chunk"):
-            st.force_config(fwd, *st.CONFIGS[fwd][0], chunk=chunks[0])
+        st.SPLIT_BACKWARD = split
+        st.force_config("fwd_chunked", *st.CONFIGS["fwd_chunked"][0], chunk=chunks[0])
         for bwd in ("bwd_chunked", "bwd_chunk"):
             st.force_config(bwd, *st.CONFIGS[bwd][0], chunk=chunks[1])
         dtype = getattr(torch, case.pop("dtype", "float32"))
@@ -180,8 +180,7 @@ def _run_interpret_cases(full: bool) -> int:
             f"{'ok  ' if ok else 'FAIL'} {case} {dtype} states={states} chunks={chunks} split={split}: "
             f"{worst} {errs[worst]:.2e}"
         )
-    st.SPLIT_FORWARD, st.SPLIT_BACKWARD = shipped
-    # both directions in one launch (reversed indexing for the second half of the batch)
+    # both directions in one launch (reversed indexing for the second half of the batch), both backward forms
     cases = [dict(l=1, b=2, h=2, p=16, g=1, n=16), dict(l=40, b=2, h=4, p=16, g=2, n=16)]
     cases.append(dict(l=75, b=2, h=2, p=16, g=1, n=16))  # chunked, not a multiple of the chunks
     if full:
@@ -190,8 +189,9 @@ def _run_interpret_cases(full: bool) -> int:
     st.force_config("fwd_chunked", *st.CONFIGS["fwd_chunked"][0], chunk=64)
     st.force_config("bwd_chunked", *st.CONFIGS["bwd_chunked"][0], chunk=32)
     st.force_config("bwd_chunk", *st.CONFIGS["bwd_chunk"][0], chunk=32)
-    for i, case in enumerate(cases):
+    for (i, case), split in itertools.product(enumerate(cases), (True, False)):
         case = dict(case)
+        st.SPLIT_BACKWARD = split
         dtype = getattr(torch, case.pop("dtype", "float32"))
         ins = bidirectional_inputs(make_inputs(**case, dtype=dtype, seed=300 + i, dt_range=(0.01, 1.0)), i)
         errs = compare(_bidirectional, ins, ref=bidirectional_reference)
@@ -199,7 +199,10 @@ def _run_interpret_cases(full: bool) -> int:
         worst = max(errs, key=lambda k: errs[k])
         ok = errs[worst] < tol
         failures += not ok
-        print(f"{'ok  ' if ok else 'FAIL'} bidirectional {case} {dtype}: {worst} {errs[worst]:.2e}")
+        print(
+            f"{'ok  ' if ok else 'FAIL'} bidirectional {case} {dtype} split={split}: {worst} {errs[worst]:.2e}"
+        )
+    st.SPLIT_BACKWARD = shipped
     return failures
 
 
@@ -249,15 +252,16 @@ def test_environment_overrides_the_shipped_configuration() -> None:
     assert out.stdout.split() == ["((4,", "2,", "0),", "32)", "16"]
 
 
-def test_split_kernels_compile_for_hopper() -> None:
-    """The split kernels compile ahead of time for sm_90a (Triton's own ptxas, no GPU needed) at the paper's
-    head layout and the shipped launch configuration, and ptxas reports their register use."""
+def test_split_backward_kernels_compile_for_hopper() -> None:
+    """The split backward's kernels (sweeps, per-chunk gradients) compile ahead of time for sm_90a (Triton's own
+    ptxas, no GPU needed) at the paper's head layout and the shipped launch configuration and chunk, and ptxas
+    reports their register use."""
     pytest.importorskip("triton.backends.nvidia")
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from benchmarks.ssd_resources import compile_one
     from bsmamba2.model.mixers import ssd_triton as st
 
-    for name in ("sweeps", "fwd_chunk", "bwd_chunk"):
+    for name in ("sweeps", "bwd_chunk"):
         (warps, _, _), chunk = st.ARCH_CONFIGS[(9, 0)][name]
         row = compile_one(name, chunk or st.CHUNK_T["bwd_chunk"], warps, 90)
         assert row["registers"] is not None and 0 < row["registers"] <= 255, row
@@ -361,18 +365,18 @@ def test_gpu_chunk_lengths(chunks: tuple[int, int]) -> None:
     from bsmamba2.model.mixers import ssd_triton as st
 
     torch.set_float32_matmul_precision("highest")
-    for name, chunk in (("fwd_chunked", 0), ("fwd_chunk", 0), ("bwd_chunked", 1), ("bwd_chunk", 1)):
+    for name, chunk in (("fwd_chunked", 0), ("bwd_chunked", 1), ("bwd_chunk", 1)):
         st.force_config(name, *st.CONFIGS[name][0], chunk=chunks[chunk])
+    shipped = st.SPLIT_BACKWARD
     try:
         ins = make_inputs(2, 801, 4, 64, 1, 128, torch.float32, seed=5, device="cuda")
         errs: dict[tuple[bool, bool], dict[str, float]] = {}
-        shipped = st.SPLIT_FORWARD, st.SPLIT_BACKWARD
-        for split, states in itertools.product((True, False), (True, False)):  # no states: the split kernels
-            st.SPLIT_FORWARD = st.SPLIT_BACKWARD = split
+        for split, states in itertools.product((True, False), (True, False)):  # both backward forms
+            st.SPLIT_BACKWARD = split
             errs[split, states] = compare(st.ssd_triton, ins, with_states=states)
     finally:
-        st.SPLIT_FORWARD, st.SPLIT_BACKWARD = shipped
-        for name in ("fwd_chunked", "fwd_chunk", "bwd_chunked", "bwd_chunk"):
+        st.SPLIT_BACKWARD = shipped
+        for name in ("fwd_chunked", "bwd_chunked", "bwd_chunk"):
             st.force_config(name, None)
     assert all(max(e.values()) < 1e-4 for e in errs.values()), errs
 
@@ -381,38 +385,36 @@ def test_gpu_chunk_lengths(chunks: tuple[int, int]) -> None:
 @gpu
 @pytest.mark.parametrize("length", [65, 801])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-def test_gpu_split_kernels_match_reference(length: int, dtype: torch.dtype) -> None:
-    """The split forward and backward (state sweep + per-chunk kernels, opt-in) and the one-program-per-
-    sequence kernels at the paper's head layout, each against the float64 reference, both directions in one
-    launch."""
+def test_gpu_split_backward_matches_reference(length: int, dtype: torch.dtype) -> None:
+    """The split backward (sweeps + per-chunk kernel, the default) and the one-program-per-sequence backward at
+    the paper's head layout, each against the float64 reference, both directions in one launch."""
     from bsmamba2.model.mixers import ssd_triton as st
 
     torch.set_float32_matmul_precision("highest")
     ins = bidirectional_inputs(make_inputs(4, length, 16, 64, 1, 128, dtype, seed=11, device="cuda"), 11)
     tol = 1e-4 if dtype == torch.float32 else 1e-2
-    shipped = st.SPLIT_FORWARD, st.SPLIT_BACKWARD
+    shipped = st.SPLIT_BACKWARD
     try:
         for split in (True, False):
-            st.SPLIT_FORWARD = st.SPLIT_BACKWARD = split
+            st.SPLIT_BACKWARD = split
             _poison()
             errs = compare(_bidirectional, ins, ref=bidirectional_reference)
             assert max(errs.values()) < tol, (split, errs)
     finally:
-        st.SPLIT_FORWARD, st.SPLIT_BACKWARD = shipped
+        st.SPLIT_BACKWARD = shipped
 
 
 @pytest.mark.gpu
 @gpu
-@pytest.mark.parametrize("split", [False, True], ids=["ssd-default", "ssd-split"])
+@pytest.mark.parametrize("split", [True, False], ids=["ssd-split-bwd", "ssd-per-sequence-bwd"])
 def test_gpu_model_backends_agree(split: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """A small BSMamba2 gives the same output and parameter gradients with the triton and chunked backends
-    (float32, exact products): the mixer's strided views of x, B, C reach the kernels correctly; also through
-    the split chunked kernels (the time path has ~690 steps, so it runs them)."""
+    (float32, exact products): the mixer's strided views of x, B, C reach the kernels correctly, through either
+    chunked backward (the time path has ~690 steps, so it runs them)."""
     from bsmamba2.config import ModelConfig
     from bsmamba2.model import build_model
     from bsmamba2.model.mixers import ssd_triton
 
-    monkeypatch.setattr(ssd_triton, "SPLIT_FORWARD", split)
     monkeypatch.setattr(ssd_triton, "SPLIT_BACKWARD", split)
 
     torch.set_float32_matmul_precision("highest")

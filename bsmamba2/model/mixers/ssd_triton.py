@@ -13,10 +13,12 @@ computed by two kernel families, chosen by length:
   of 64 (``CHUNK_T``) with the (p × n) float32 state in registers. Per chunk: the intra-chunk quadratic form
   above, plus the entering state's contribution exp(cum_i)·(C_i·Sᵀ), then
   S ← exp(cum_end)·S + (dt·X·exp(cum_end − cum))ᵀ·B.
-  The backward program first re-runs the state sweep (storing each chunk's entering state in a scratch buffer
-  that lives only during the backward call: no state is kept between forward and backward), then walks the
-  chunks in reverse carrying dS, the gradient of the state. Heads share B and C (ngroups = 1), so dB and dC are
-  accumulated across the heads' programs with float32 atomics.
+  The backward re-runs the state sweep (storing each chunk's entering state in a scratch buffer that lives only
+  during the backward call: no state is kept between forward and backward) and the state-gradient sweep dS.
+  By default (``SPLIT_BACKWARD``) the sweeps are one kernel and every chunk's gradients another, one program
+  per (sequence, chunk, head) (``ssd_triton_split``); otherwise one program per (sequence, head) walks the
+  chunks in reverse carrying dS. Heads share B and C (ngroups = 1), so dB and dC
+  are accumulated across the heads' programs with float32 atomics.
 
 Gradients of the log-decays a_t = dt_t·A use the exact identity
     ∂L/∂a_k = Σ_{s < k <= t} w(t, s),    w(t, s) = dy_t · (C_t·B_s) · exp(cum_t − cum_s) · dt_s·x_s,
@@ -50,7 +52,6 @@ from bsmamba2.model.mixers import triton_key
 from bsmamba2.model.mixers.conv_triton import conv_silu
 from bsmamba2.model.mixers.ssd_triton_split import (
     _bwd_chunk_kernel,
-    _fwd_chunk_kernel,
     _mem_rows,
     _sweeps_kernel,
 )
@@ -79,7 +80,6 @@ CONFIGS: dict[str, list[tuple[int, int, int]]] = {
     "fwd_chunked": [(8, 1, 0), (8, 2, 0)],
     "bwd_chunked": [(8, 1, 0)],
     "sweeps": [(8, 1, 0)],
-    "fwd_chunk": [(8, 1, 0)],
     "bwd_chunk": [(8, 1, 0)],
 }
 EXTRA_CONFIGS: dict[str, list[tuple[int, int, int]]] = {
@@ -88,16 +88,20 @@ EXTRA_CONFIGS: dict[str, list[tuple[int, int, int]]] = {
     "fwd_chunked": [(4, 1, 0)],
     "bwd_chunked": [(4, 1, 0), (8, 1, 128)],
     "sweeps": [(4, 1, 0)],
-    "fwd_chunk": [(4, 1, 0)],
     "bwd_chunk": [(4, 1, 0), (16, 1, 0)],
 }
 # Chunk length of the chunked kernels (forward and backward chunk independently: the backward re-runs the
 # state sweep with its own chunks). 64, 32 or 16; the function computed does not depend on it.
-# The split kernels' sweeps store one state per chunk of ``fwd_chunk``'s / ``bwd_chunk``'s length.
-CHUNK_T: dict[str, int] = {"fwd_chunked": 64, "bwd_chunked": 32, "fwd_chunk": 64, "bwd_chunk": 64}
-# What ships per architecture: the fastest variant among the triaged-safe candidates. Hopper (sm_90, H100 and
-# H200, Triton 3.6, paper shapes): the 32-step backward chunk ran the time path's fwd + bwd in 11.5 ms against
-# 22 ms with the 64-step one (fewer register spills); the 8-warp single-stage programs passed every triage.
+# The split backward's sweeps store one state per chunk of ``bwd_chunk``'s length.
+CHUNK_T: dict[str, int] = {"fwd_chunked": 64, "bwd_chunked": 32, "bwd_chunk": 64}
+# What ships per architecture: the fastest variant among the triaged-safe candidates (the 8-warp single-stage
+# programs passed every triage). Hopper (sm_90: H100 and H200, Triton 3.6, paper shapes):
+# * backward of the time path, both directions (2×310×801, H200, 2026-12-01): the split backward took 18.5 ms
+#   at chunk 64 and 23.6 ms at chunk 32, the per-sequence one 22.3 ms. ptxas's spills predicted chunk 32 for
+#   the split kernel (292 B against 1.6 KB per thread); the GPU measured chunk 64 faster. (Timed with session
+#   6's form of the per-chunk kernel; the current form spills 132 B / 732 B and is untimed.)
+# * the per-sequence backward (the opt-out, BSMAMBA2_SSD_SPLIT_BWD=0) keeps chunk 32: 11.5 ms
+#   fwd + bwd against 22 ms at chunk 64 on one direction (5× fewer spills).
 ArchConfig = dict[str, tuple[tuple[int, int, int], int | None]]  # kernel -> (launch configuration, chunk)
 ARCH_CONFIGS: dict[tuple[int, int], ArchConfig] = {
     (9, 0): {
@@ -105,18 +109,16 @@ ARCH_CONFIGS: dict[tuple[int, int], ArchConfig] = {
         "bwd_single": ((8, 1, 0), None),
         "fwd_chunked": ((8, 1, 0), 64),
         "bwd_chunked": ((8, 1, 0), 32),
-        "sweeps": ((8, 1, 0), None),
-        "fwd_chunk": ((8, 1, 0), 64),  # opt-in (SPLIT_FORWARD): 6.5 ms against the per-sequence kernel's 5.2
-        "bwd_chunk": ((8, 1, 0), 64),  # the default backward: at 64, 18.5 ms against 23.6 at 32 and 22.3 shipped
+        "sweeps": ((8, 1, 0), None),  # runs at bwd_chunk's chunk
+        "bwd_chunk": ((8, 1, 0), 64),
     },
 }
-# The chunked forward / backward as two kernels each (``ssd_triton_split``: a state sweep, then every chunk in
-# parallel) instead of one program per (sequence, head) walking its chunks (``_fwd_chunked_kernel``,
-# ``_bwd_chunked_kernel``, which also serve initial and final states). Timed on an H200 (2026-12-01, both
-# directions of the paper's time path, benchmarks/bench_ssd.py): the split backward is the faster one and the
-# default (BSMAMBA2_SSD_SPLIT_BWD=0 turns it off); the split forward is slower and opt-in
-# (BSMAMBA2_SSD_SPLIT_FWD=1).
-SPLIT_FORWARD = os.environ.get("BSMAMBA2_SSD_SPLIT_FWD", "0") == "1"
+# The chunked backward as two kernels (``ssd_triton_split``: state and state-gradient sweeps, then every chunk
+# in parallel; initial and final states included) instead of one program per (sequence, head) walking its
+# chunks (``_bwd_chunked_kernel``; BSMAMBA2_SSD_SPLIT_BWD=0 turns it back on). Timed on an H200 (2026-12-01,
+# see ARCH_CONFIGS): 18.5 ms against 22.3, and 666 against 695 ms for the paper's training step. The chunked
+# forward stays one program per (sequence, head) (``_fwd_chunked_kernel``): a split form of it (a state sweep,
+# then a per-chunk kernel) took 6.5 ms against 5.2 and was deleted.
 SPLIT_BACKWARD = os.environ.get("BSMAMBA2_SSD_SPLIT_BWD", "1") == "1"
 _env_configs: set[str] = set()  # kernels whose candidates (and first choice) the environment replaced
 _env_chunks: set[str] = set()
@@ -153,7 +155,6 @@ _TUNE_KEYS = {
     "fwd_chunked": ["HPG", "P", "N", "T"],
     "bwd_chunked": ["HPG", "P", "N", "T"],
     "sweeps": ["HPG", "P", "N", "T"],
-    "fwd_chunk": ["HPG", "P", "N", "T"],
     "bwd_chunk": ["HPG", "P", "N", "T"],
 }
 _RESET = {
@@ -639,9 +640,6 @@ def _forward(
             T=TS, BP=BP, BN=BN, HAS_D=D is not None, DOT=DOT, PREC=_precision(), REV=ndir == 2,
         )  # fmt: skip
         return y, None
-    if SPLIT_FORWARD and init is None and not want_final:
-        _forward_split(x, dt, A, B, C, Dp, D is not None, y, nseq, common)
-        return y, None
     final = x.new_empty(b, h, p, n, dtype=torch.float32) if want_final else None
     init_c = init.float().contiguous() if init is not None else None
     _launch(
@@ -654,48 +652,16 @@ def _forward(
     return y, final
 
 
-def _split_setup(x: Tensor, n: int, kind: str, nseq: int) -> tuple[int, int, int, Tensor, dict[str, Any]]:
-    """Tiles, chunk and the (b·h, chunks, BP, BN) state scratch (product dtype) of a split call, and the
-    kernels' shared flags. x (b, l, h, p); ``kind``: the per-chunk kernel whose chunk applies."""
+def _split_setup(x: Tensor, n: int, nseq: int) -> tuple[int, int, int, Tensor, dict[str, Any]]:
+    """Tiles, chunk and the (b·h, chunks, BP, BN) state scratch (product dtype) of a split backward call, and
+    the kernels' shared flags. x (b, l, h, p)."""
     b, l, h, p = x.shape
     DOT = _dot_dtype(x.dtype)
     BP, BN, _ = _tiles(p, n, l)
-    T = _chunk(kind, x.device)
+    T = _chunk("bwd_chunk", x.device)
     scratch_dtype = {tl.bfloat16: torch.bfloat16, tl.float16: torch.float16}.get(DOT, torch.float32)
     states = torch.empty(b * h, triton.cdiv(l, T), BP, BN, dtype=scratch_dtype, device=x.device)
     return BP, BN, T, states, {"DOT": DOT, "PREC": _precision(), "REV": nseq != b}
-
-
-def _forward_split(
-    x: Tensor,
-    dt: Tensor,
-    A: Tensor,
-    B: Tensor,
-    C: Tensor,
-    Dp: Tensor,
-    has_d: bool,
-    y: Tensor,
-    nseq: int,
-    common: tuple[int, ...],
-) -> None:
-    """The chunked forward as ``ssd_triton_split``'s state sweep and per-chunk kernel; writes y in place.
-    ``common``: the strides of x, dt, B, C, y."""
-    b, l, h, p = x.shape
-    g, n = B.shape[-2:]
-    BP, BN, T, states, flags = _split_setup(x, n, "fwd_chunk", nseq)
-    nchunks = states.shape[1]
-    _launch(
-        "sweeps", _sweeps_kernel, (b * h,), x.device,  # the state half of the sweeps only
-        x, dt, A, B, C, x, x, x, states, states, x,
-        l, nseq, b * h, h, h // g, p, n, *common,  # y's strides stand in for dy's
-        T=T, BP=BP, BN=BN, HAS_INIT=False, HAS_DFINAL=False, **flags,
-    )  # fmt: skip
-    _launch(
-        "fwd_chunk", _fwd_chunk_kernel, (b * h, nchunks), x.device,
-        x, dt, A, B, C, Dp, y, states,
-        l, nseq, h, h // g, g, p, n, *common,
-        T=T, BP=BP, BN=BN, HAS_D=has_d, **flags,
-    )  # fmt: skip
 
 
 def _backward(
@@ -782,7 +748,7 @@ def _backward_split(
     B's dtype), the dA and dD partials (b·h, chunks) and the initial state's gradient (b, h, p, n) or None."""
     b, l, h, p = x.shape
     g, n = B.shape[-2:]
-    BP, BN, T, states, flags = _split_setup(x, n, "bwd_chunk", nseq)
+    BP, BN, T, states, flags = _split_setup(x, n, nseq)
     nchunks = states.shape[1]
     dstates = torch.empty_like(states)
     init_c = init.float().contiguous() if init is not None else None
