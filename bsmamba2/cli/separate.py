@@ -9,8 +9,9 @@ is needed.
 
 Speed (issue 12): each file is decoded ahead and encoded behind the model on threads
 (:mod:`bsmamba2.batchrun`); on CUDA the batch size and the compiled glue default to
-``CUDA_BATCH_SIZE`` / ``CUDA_FUSED``, chosen from ``benchmarks/bench_cli.py`` on an H200, the CUDA context
-is created beside the model load and the next file starts while the last one is written
+``CUDA_BATCH_SIZE`` / ``CUDA_FUSED``, chosen from ``benchmarks/bench_cli.py`` on an H200, the first-call
+costs (CUDA context, cuBLAS, cuFFT, Triton kernels, allocator) are paid on a thread beside the model load
+(:mod:`~bsmamba2.cli.warmup`) and the next file starts while the last one is written
 (:mod:`~bsmamba2.cli.separate_jobs`).
 ``--timings FILE`` writes the seconds spent per stage (load, decode, model, to host, encode, write) as JSON.
 
