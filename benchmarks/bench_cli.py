@@ -227,6 +227,14 @@ def fixed_costs(b: Bench, song: Path) -> None:
             "-c",
             "import torch; torch.zeros(1, device='cuda')",
         ]
+        # the same with the driver and the primary context started on a thread beside the import, as
+        # `separate` does (bsmamba2/cli/cuda_prestart.py)
+        commands["import torch + CUDA start-up, driver started beside the import (s)"] = [
+            py,
+            "-c",
+            "from bsmamba2.cli import cuda_prestart as p; p.start('cuda'); import torch; "
+            "torch.zeros(1, device='cuda')",
+        ]
     reps = 1 if b.args.quick else 2
     for name, cmd in commands.items():
         probes[name] = lambda cmd=cmd: min(wall(cmd, b.env(None)) for _ in range(reps))

@@ -14,6 +14,7 @@ import soundfile as sf
 import torch
 
 from bsmamba2 import cli
+from bsmamba2.api import DEFAULT_MODEL
 from bsmamba2.cli import separate_jobs, warmup
 from bsmamba2.cli.warmup import WARM_UP_ENV, WarmUpPlan, start_warm_up
 
@@ -154,3 +155,13 @@ def test_separate_outputs_are_the_same_with_the_warm_up(
     stages = (tmp_path / "warm.json").read_text()
     assert "warm-up wait (s)" in stages and ("warm-up error" in stages) == fail
     assert "warm-up" not in (tmp_path / "plain.json").read_text()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_every_phase_runs_on_a_gpu() -> None:
+    """On a GPU, the bundled model's stand-in at a real chunk shape: every phase, no error."""
+    plan = WarmUpPlan(torch.device("cuda"), model=DEFAULT_MODEL, segment=8.0, batch_size=2)
+    w = warmup.WarmUp(plan)
+    w.wait()
+    assert w.error is None and list(w.seconds) == ["context", "cublas", "forward"]

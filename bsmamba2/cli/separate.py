@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bsmamba2.cli import options
+from bsmamba2.cli import cuda_prestart, options
 from bsmamba2.cli.inputs import DEFAULT_OUT
 from bsmamba2.cli.options import CUDA_BATCH_SIZE, CUDA_FUSED, DEFAULT_OVERLAP, ENGINES
 
@@ -74,6 +74,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--timings", type=Path, default=None, metavar="FILE",
         help="write the seconds spent per stage (load, decode, model, to host, encode, write) to FILE as JSON",
     )  # fmt: skip
+
+
+def before_torch(args: argparse.Namespace) -> None:
+    """Called by :func:`bsmamba2.cli.main` once the arguments parse, before torch is imported: start the CUDA
+    driver beside that import (:mod:`~bsmamba2.cli.cuda_prestart`; an ONNX model needs no torch context)."""
+    if args.engine != "onnx" and not str(args.model or "").lower().endswith(".onnx"):
+        cuda_prestart.start(args.device)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -4,7 +4,8 @@ A fresh process's first forward pass on an H200 took 1.35 s for 0.48 s of networ
 context, cuBLAS's handle and kernels, cuFFT's library and plans, every Triton kernel loaded from the disk
 cache, pinned host memory and the caching allocator's growth. None of that depends on the input, so
 :class:`WarmUp` pays it on a daemon thread while the calling thread searches the inputs, imports the model
-stack and loads the checkpoint, in phases:
+stack and loads the checkpoint (the driver itself was started beside ``import torch``:
+:mod:`~bsmamba2.cli.cuda_prestart`), in phases:
 
 1. ``context``: the CUDA context (torch's lazy initialisation takes a lock, so a first CUDA call on
    another thread meanwhile waits for this one instead of starting a second);
@@ -38,6 +39,7 @@ import torch
 
 from bsmamba2 import spectral
 from bsmamba2.apply import OverlapAdd
+from bsmamba2.cli.cuda_prestart import WARM_UP_ENV
 from bsmamba2.config import ModelConfig
 from bsmamba2.device import resolve_precision
 from bsmamba2.model.mixers.ssd import resolve_backend
@@ -45,7 +47,6 @@ from bsmamba2.pipeline import HostCopy
 
 log = logging.getLogger(__name__)
 
-WARM_UP_ENV = "BSMAMBA2_CUDA_WARM_UP"
 DEVICE_TYPES: tuple[str, ...] = ("cuda",)  # the devices with first-call costs worth a thread
 _POLL_S = 0.1  # wait() joins in slices this long, so that signals reach the calling thread
 
