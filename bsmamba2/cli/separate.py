@@ -78,8 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def before_torch(args: argparse.Namespace) -> None:
     """Called by :func:`bsmamba2.cli.main` once the arguments parse, before torch is imported: start the CUDA
-    driver beside that import (:mod:`~bsmamba2.cli.cuda_prestart`; an ONNX model needs no torch context)."""
-    if args.engine != "onnx" and not str(args.model or "").lower().endswith(".onnx"):
+    driver beside that import (:mod:`~bsmamba2.cli.cuda_prestart`), unless ``--engine onnx`` (as the
+    warm-up that follows it in :mod:`~bsmamba2.cli.separate_jobs`)."""
+    if args.engine != "onnx":
         cuda_prestart.start(args.device)
 
 
