@@ -28,7 +28,7 @@ def _plan(model: Path | None, **kw: object) -> WarmUpPlan:
 @pytest.fixture
 def on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(warmup, "DEVICE_TYPES", ("cuda", "cpu"))
-    monkeypatch.delenv(WARM_UP_ENV, raising=False)
+    monkeypatch.setenv(WARM_UP_ENV, "1")  # every phase, whatever DEFAULT_LEVEL is
 
 
 @pytest.mark.parametrize("device", ["cpu", "meta"])
@@ -39,7 +39,9 @@ def test_nothing_starts_off_cuda(device: str, tiny_model_path: Path) -> None:
     assert threading.active_count() == before
 
 
-@pytest.mark.parametrize(("env", "level"), [(None, "full"), ("1", "full"), ("0", "off"), ("libs", "libs")])
+@pytest.mark.parametrize(
+    ("env", "level"), [(None, warmup.DEFAULT_LEVEL), ("1", "full"), ("0", "off"), ("libs", "libs")]
+)
 def test_level_from_the_environment(monkeypatch: pytest.MonkeyPatch, env: str | None, level: str) -> None:
     if env is None:
         monkeypatch.delenv(WARM_UP_ENV, raising=False)
@@ -135,7 +137,7 @@ def test_separate_outputs_are_the_same_with_the_warm_up(
     src = write_audio("a.wav", seconds=0.8)
     monkeypatch.setenv(WARM_UP_ENV, "0")
     plain = _separate(tiny_model_path, src, tmp_path / "plain", tmp_path / "plain.json")
-    monkeypatch.delenv(WARM_UP_ENV)
+    monkeypatch.setenv(WARM_UP_ENV, "1")
     if fail:
 
         def broken(*args: object) -> None:

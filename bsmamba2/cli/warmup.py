@@ -21,7 +21,7 @@ stack and loads the checkpoint (the driver itself was started beside ``import to
 Its result is discarded, the global RNGs are not drawn from, and any error is only logged (at debug): the
 caller's own first CUDA call meets it again and reports it. The caller waits (:meth:`WarmUp.wait`) before
 its first forward, so the two never run the model at once and the GPU peak is not raised.
-``BSMAMBA2_CUDA_WARM_UP``: ``0`` none, ``libs`` phases 1-2 and the STFT, anything else all (default).
+``BSMAMBA2_CUDA_WARM_UP``: ``0`` none, ``libs`` phases 1-2 and the STFT, ``1`` all; unset: :data:`DEFAULT_LEVEL`.
 """
 
 from __future__ import annotations
@@ -48,13 +48,17 @@ from bsmamba2.pipeline import HostCopy
 log = logging.getLogger(__name__)
 
 DEVICE_TYPES: tuple[str, ...] = ("cuda",)  # the devices with first-call costs worth a thread
+# The level without BSMAMBA2_CUDA_WARM_UP; "libs" if benchmarks/bench_start.py shows that the stand-in forward
+# costs the first file more than it saves it (not measured yet on a GPU: written 2026-12-01 without one).
+DEFAULT_LEVEL = "full"
 _POLL_S = 0.1  # wait() joins in slices this long, so that signals reach the calling thread
 
 
 def warm_up_level() -> str:
-    """``"off"``, ``"libs"`` or ``"full"``, from ``BSMAMBA2_CUDA_WARM_UP`` (unset: full)."""
+    """``"off"``, ``"libs"`` or ``"full"``, from ``BSMAMBA2_CUDA_WARM_UP`` ("0", "libs", "1"; unset or
+    anything else: :data:`DEFAULT_LEVEL`)."""
     given = os.environ.get(WARM_UP_ENV, "").strip().lower()
-    return {"0": "off", "libs": "libs"}.get(given, "full")
+    return {"0": "off", "libs": "libs", "1": "full"}.get(given, DEFAULT_LEVEL)
 
 
 @dataclass(frozen=True)
