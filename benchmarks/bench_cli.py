@@ -54,6 +54,8 @@ ONE_AT_A_TIME = {"BSMAMBA2_FILES_IN_FLIGHT": "1"}
 GPU_VARIANTS: list[tuple[str, list[str], dict[str, str]]] = [
     ("defaults, no warm-up, one file at a time", [], NO_OVERLAPS),
     ("defaults, one file at a time", [], ONE_AT_A_TIME),
+    # the warm-up without its stand-in forward: context, cuBLAS and cuFFT only (cli/warmup.py)
+    ("defaults, warm-up without the forward", [], {"BSMAMBA2_CUDA_WARM_UP": "libs"}),
     ("compiled glue, batch 16", ["--fused", "--batch-size", "16"], {}),
     ("eager, batch 16", ["--no-fused", "--batch-size", "16"], {}),
     # warm only, in the caches of "eager, batch 16" (a row whose env sets BSMAMBA2_IO_THREADS reuses them)
@@ -224,6 +226,14 @@ def fixed_costs(b: Bench, song: Path) -> None:
             py,
             "-c",
             "import torch; torch.zeros(1, device='cuda')",
+        ]
+        # the same with the driver and the primary context started on a thread beside the import, as
+        # `separate` does (bsmamba2/cli/cuda_prestart.py)
+        commands["import torch + CUDA start-up, driver started beside the import (s)"] = [
+            py,
+            "-c",
+            "from bsmamba2.cli import cuda_prestart as p; p.start('cuda'); import torch; "
+            "torch.zeros(1, device='cuda')",
         ]
     reps = 1 if b.args.quick else 2
     for name, cmd in commands.items():
@@ -433,7 +443,7 @@ def md_table(rows: list[dict[str, Any]], skip: tuple[str, ...] = ()) -> str:
 def stage_rows(cli: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per-stage seconds of every CLI run (the stages overlap: decode and encode run beside the model)."""
     keys = ("wall (s)", "start-up (s)", "load (s)", "decode (s)", "model (s)", "to host (s)", "encode (s)")
-    keys += ("write (s)", "gpu peak (GiB)")
+    keys += ("write (s)", "warm-up wait (s)", "gpu peak (GiB)")
     rows = []
     for r in cli:
         for kind, st in r.get("stages", {}).items():

@@ -27,6 +27,7 @@ from bsmamba2.checkpoints import (
     save_model,
 )
 from bsmamba2.checkpoints.base import Format, Loaded
+from bsmamba2.checkpoints.ours import read_config
 from bsmamba2.config import ModelConfig
 from bsmamba2.errors import CheckpointError
 from bsmamba2.model import build_model
@@ -68,6 +69,20 @@ def test_content_decides_over_suffix(tiny_model_path: Path, tmp_path: Path) -> N
     torch.save(raw, misnamed)
     assert detect(misnamed) is official.TORCH_CHECKPOINT
     assert_landed(load_state(misnamed)[1], raw)
+
+
+def test_read_config_reads_our_header_only(tiny_model_path: Path, tmp_path: Path) -> None:
+    """The config of our file without its tensors; None for a plain safetensors file, a bad config and
+    anything else (the full load names those problems)."""
+    assert read_config(tiny_model_path) == load_state(tiny_model_path)[0]
+    plain = tmp_path / "plain.safetensors"
+    save_file({"w": torch.zeros(2)}, str(plain))
+    bad = tmp_path / "bad.safetensors"
+    save_file({"w": torch.zeros(2)}, str(bad), metadata={"config": '{"no_such_key": 1}'})
+    other = tmp_path / "model.onnx"
+    other.write_bytes(b"onnx")
+    for path in (plain, bad, other, tmp_path / "missing.safetensors"):
+        assert read_config(path) is None, path
 
 
 def test_safetensors_state_dict(tmp_path: Path) -> None:

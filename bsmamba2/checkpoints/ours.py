@@ -67,6 +67,17 @@ def read_safetensors(path: str | os.PathLike[str]) -> tuple[dict[str, str], dict
     return meta, tensors
 
 
+def read_config(path: str | os.PathLike[str]) -> ModelConfig | None:
+    """The config of one of our model files from its header alone (no tensor is read); None for any other
+    file, or one whose header cannot be read or parsed (the full load then names the problem)."""
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            text = (f.metadata() or {}).get("config")
+        return None if text is None else ModelConfig.from_json(text)
+    except (SafetensorError, OSError, ValueError, TypeError):  # JSONDecodeError is a ValueError
+        return None
+
+
 def _recognise(path: Path, magic: str) -> bool:
     """A safetensors file whose header metadata has our config (only the header is read)."""
     if magic != "safetensors":

@@ -1,7 +1,8 @@
 """The ``bsmamba2`` command: ``bsmamba2 [-v | -q] COMMAND [ARGS...]``, thin subcommands over the Python API.
 
 Each subcommand is a module of this package exposing ``add_arguments(parser)`` and ``run(args) -> int``;
-the options several commands share are defined once, in :mod:`~bsmamba2.cli.options`. A module is imported
+the options several commands share are defined once, in :mod:`~bsmamba2.cli.options`. A module may also
+expose ``before_torch(args)``: torch-free work started once the arguments parse, before torch is imported. A module is imported
 only when its subcommand runs, so ``bsmamba2 --help`` stays fast. Global flags, before or after COMMAND:
 ``-v/--verbose`` (debug logging), ``-q/--quiet`` (warnings and errors only, no progress bars); and
 ``--version``. ``run`` sees them as ``args.verbose`` / ``args.quiet``.
@@ -100,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = command_parser(command, module).parse_args(args_in[1:])
     except SystemExit as e:  # argparse already printed its help, or its one-line usage error
         return int(e.code or 0)
+    before_torch = getattr(module, "before_torch", None)  # torch-free work to start beside its import
+    if before_torch is not None:
+        before_torch(args)
     # After parsing, so that --help and usage errors need no torch (bsmamba2.device imports it); before
     # the command allocates anything large.
     from bsmamba2.device import tune_cpu_allocator

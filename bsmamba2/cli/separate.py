@@ -9,8 +9,9 @@ is needed.
 
 Speed (issue 12): each file is decoded ahead and encoded behind the model on threads
 (:mod:`bsmamba2.batchrun`); on CUDA the batch size and the compiled glue default to
-``CUDA_BATCH_SIZE`` / ``CUDA_FUSED``, chosen from ``benchmarks/bench_cli.py`` on an H200, the CUDA context
-is created beside the model load and the next file starts while the last one is written
+``CUDA_BATCH_SIZE`` / ``CUDA_FUSED``, chosen from ``benchmarks/bench_cli.py`` on an H200, the first-call
+costs (CUDA context, cuBLAS, cuFFT, Triton kernels, allocator) are paid on a thread beside the model load
+(:mod:`~bsmamba2.cli.warmup`) and the next file starts while the last one is written
 (:mod:`~bsmamba2.cli.separate_jobs`).
 ``--timings FILE`` writes the seconds spent per stage (load, decode, model, to host, encode, write) as JSON.
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from bsmamba2.cli import options
+from bsmamba2.cli import cuda_prestart, options
 from bsmamba2.cli.inputs import DEFAULT_OUT
 from bsmamba2.cli.options import CUDA_BATCH_SIZE, CUDA_FUSED, DEFAULT_OVERLAP, ENGINES
 
@@ -73,6 +74,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--timings", type=Path, default=None, metavar="FILE",
         help="write the seconds spent per stage (load, decode, model, to host, encode, write) to FILE as JSON",
     )  # fmt: skip
+
+
+def before_torch(args: argparse.Namespace) -> None:
+    """Called by :func:`bsmamba2.cli.main` once the arguments parse, before torch is imported: start the CUDA
+    driver beside that import (:mod:`~bsmamba2.cli.cuda_prestart`), unless ``--engine onnx`` (as the
+    warm-up that follows it in :mod:`~bsmamba2.cli.separate_jobs`)."""
+    if args.engine != "onnx":
+        cuda_prestart.start(args.device)
 
 
 def run(args: argparse.Namespace) -> int:

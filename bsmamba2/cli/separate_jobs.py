@@ -1,8 +1,9 @@
 """The work of ``bsmamba2 separate`` (:mod:`~bsmamba2.cli.separate` holds its arguments): load the model
 once, then separate every input file, skipping those whose outputs are up to date.
 
-Fixed costs (issue 12): on a CUDA device the driver context is created on a thread (:func:`warm_up`)
-while this one searches the inputs, reads the checkpoint and builds the model; and with two or more files,
+Fixed costs (issue 12): on a CUDA device the first-call costs (context, cuBLAS, cuFFT, Triton kernels,
+allocator growth) are paid on a thread (:mod:`~bsmamba2.cli.warmup`) while this one searches the inputs,
+reads the checkpoint and builds the model, and the first file waits for it; and with two or more files,
 the next one takes the GPU while the last one's outputs are still written (``FILES_IN_FLIGHT``,
 :mod:`~bsmamba2.cli.inflight`). Elsewhere neither happens: files go one at a time on this thread.
 """
@@ -15,19 +16,19 @@ import json
 import logging
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from bsmamba2.api import Separator
+from bsmamba2.api import DEFAULT_MODEL, Separator
 from bsmamba2.atomic import atomic_write
 from bsmamba2.batchrun import StageTimes, stage_clock
 from bsmamba2.cli import options
 from bsmamba2.cli.inflight import ModelGates, run_in_flight
 from bsmamba2.cli.inputs import Job, find_inputs
+from bsmamba2.cli.warmup import WarmUp, WarmUpPlan, start_warm_up
 from bsmamba2.device import dist_env, resolve_device
 from bsmamba2.errors import UserError
 from bsmamba2.progress import ChunkBar
@@ -38,9 +39,9 @@ log = logging.getLogger(__name__)
 # the last one's outputs are written; elsewhere that tail would share the cores with the model. On an H200
 # (benchmarks/bench_cli.py, 2026-12-01) ten 4-minute songs took 9.58 s with 2 against 12.19 s one at a time.
 FILES_IN_FLIGHT: dict[str, int] = {"cuda": 2}
-# For benchmarks (before / after in one run): a number of files in flight, and "0" to skip the CUDA warm-up.
+# For benchmarks (before / after in one run): a number of files in flight (the warm-up's switch,
+# BSMAMBA2_CUDA_WARM_UP, is cli/warmup.py's).
 FILES_IN_FLIGHT_ENV = "BSMAMBA2_FILES_IN_FLIGHT"
-WARM_UP_ENV = "BSMAMBA2_CUDA_WARM_UP"
 # Where the compiled glue's kernels are kept between runs (unless TORCHINDUCTOR_CACHE_DIR says otherwise):
 # torch's own default lives in /tmp, which a reboot empties.
 INDUCTOR_CACHE = Path.home() / ".cache" / "bsmamba2" / "inductor"
@@ -51,8 +52,7 @@ def run_jobs(args: argparse.Namespace) -> int:
     options.check(args)
     t = time.perf_counter()
     device = _device_defaults(args)
-    # beside the file search and the load
-    warming = warm_up(device) if args.engine != "onnx" and os.environ.get(WARM_UP_ENV) != "0" else None
+    warming = _start_warm_up(args, device)  # beside the file search and the load
     try:
         jobs, failures = find_inputs(args.inputs, args.out)
         env = dist_env()
@@ -60,11 +60,11 @@ def run_jobs(args: argparse.Namespace) -> int:
         if not jobs:
             return _summary(0, 0, failures, env.rank, env.world_size, bool(args.quiet))
         with stage_clock() as times:
-            code = _run_jobs(args, jobs, failures, env.rank, env.world_size, times)
+            code = _run_jobs(args, jobs, failures, env.rank, env.world_size, times, warming)
             times.add("run", time.perf_counter() - t)
     finally:
         if warming is not None:
-            warming.join()  # long done when a model was built on the device; else still no stray thread
+            warming.wait()  # long done once a model was loaded; else still no stray thread
     if args.timings is not None:
         with atomic_write(args.timings, durable=False) as tmp:
             Path(tmp).write_text(json.dumps(times.as_dict(), indent=1))
@@ -84,30 +84,33 @@ def _device_defaults(args: argparse.Namespace) -> torch.device:
     return device
 
 
-def warm_up(device: torch.device) -> threading.Thread | None:
-    """Start creating ``device``'s CUDA context (and loading cuBLAS) on a daemon thread; None, and nothing
-    started, on any other device.
-
-    Context creation costs ~0.5 s of a fresh process on an H200 (BENCHMARKS.md, session 5) and mostly runs
-    in the driver with the GIL released, so it overlaps the model stack's imports and the checkpoint read
-    on the calling thread. torch's lazy CUDA initialisation takes a lock: a first CUDA call on another
-    thread meanwhile waits for this one instead of starting a second. An error here is only logged; the
-    calling thread's own first CUDA call meets it again and reports it.
-    """
-    if device.type != "cuda":
+def _start_warm_up(args: argparse.Namespace, device: torch.device) -> WarmUp | None:
+    """The CUDA warm-up (:mod:`~bsmamba2.cli.warmup`) for what the first file will run, on its thread;
+    None off CUDA, for the ONNX engine and with ``BSMAMBA2_CUDA_WARM_UP=0``."""
+    if args.engine == "onnx":
         return None
+    plan = WarmUpPlan(
+        device,
+        precision=args.precision,
+        model=Path(args.model) if args.model is not None else DEFAULT_MODEL,
+        backend=args.backend,
+        segment=args.segment,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        forward=not args.fused,  # torch.compile on two threads at once is not safe
+    )
+    return start_warm_up(plan)
 
-    def work() -> None:
-        try:
-            torch.cuda.init()
-            a = torch.ones(8, 8, device=device)
-            a @ a  # noqa: B018 - loads cuBLAS, the model's first matmul would otherwise
-        except Exception as e:  # noqa: BLE001 - reported by the caller's own first CUDA call
-            log.debug("CUDA warm-up on %s failed: %s", device, e)
 
-    thread = threading.Thread(target=work, name="bsmamba2-cuda-warm-up", daemon=True)
-    thread.start()
-    return thread
+def _wait_for_warm_up(warming: WarmUp | None, times: StageTimes) -> None:
+    """Let the warm-up end before the first forward, so that only one model runs on the device at a time
+    (and its peak memory is not added to the file's); the wait and the thread's phases go to the clock."""
+    if warming is None:
+        return
+    times.add("warm-up wait", warming.wait())
+    times.info.update({f"warm-up {k} (s)": round(v, 4) for k, v in warming.seconds.items()})
+    if warming.error is not None:
+        times.info["warm-up error"] = warming.error
 
 
 def _run_jobs(
@@ -117,6 +120,7 @@ def _run_jobs(
     rank: int,
     world: int,
     times: StageTimes,
+    warming: WarmUp | None = None,
 ) -> int:
     """Load the model once, then separate every job (skipping done ones); returns the exit code."""
     quiet = bool(args.quiet)
@@ -134,6 +138,7 @@ def _run_jobs(
         **options.model_settings(args),
     )
     times.add("load", time.perf_counter() - t)
+    _wait_for_warm_up(warming, times)
     in_flight = min(_files_in_flight(sep.device), len(jobs))  # one file: on this thread, as before
     times.info.update(
         device=str(sep.device),

@@ -1,0 +1,194 @@
+"""The CUDA warm-up of ``bsmamba2 separate``: a process's first-call costs paid on a thread beside the load.
+
+A fresh process's first forward pass on an H200 took 1.35 s for 0.48 s of network time (issue 12): the
+context, cuBLAS's handle and kernels, cuFFT's library and plans, every Triton kernel loaded from the disk
+cache, pinned host memory and the caching allocator's growth. None of that depends on the input, so
+:class:`WarmUp` pays it on a daemon thread while the calling thread searches the inputs, imports the model
+stack and loads the checkpoint (the driver itself was started beside ``import torch``:
+:mod:`~bsmamba2.cli.cuda_prestart`), in phases:
+
+1. ``context``: the CUDA context (torch's lazy initialisation takes a lock, so a first CUDA call on
+   another thread meanwhile waits for this one instead of starting a second);
+2. ``cublas``: a matmul in float32 and a biased linear in the autocast dtype (cuBLAS / cuBLASLt handles:
+   torch returns a thread's handles to a shared pool when the thread ends, so the caller reuses them);
+3. ``forward``: one forward of a stand-in model (the file's config, read from its header; weights zeroed,
+   never the caller's model) through the chunk engine on a batch of silent chunks at the real batch shape,
+   its output copied to pinned host memory as ``separate_file`` does: cuFFT plans (cached per shape), the
+   Triton kernels and the allocator's blocks are then the ones the first file uses. Without a config to
+   read (a foreign checkpoint), with ``--fused`` (torch.compile on two threads at once is not safe) or at
+   level ``libs``, an STFT / iSTFT pair at the chunk shape stands in for it (cuFFT only).
+
+Its result is discarded, the global RNGs are not drawn from, and any error is only logged (at debug): the
+caller's own first CUDA call meets it again and reports it. The caller waits (:meth:`WarmUp.wait`) before
+its first forward, so the two never run the model at once and the GPU peak is not raised.
+``BSMAMBA2_CUDA_WARM_UP``: ``0`` none, ``libs`` phases 1-2 and the STFT, ``1`` all; unset: :data:`DEFAULT_LEVEL`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bsmamba2 import spectral
+from bsmamba2.apply import OverlapAdd
+from bsmamba2.cli.cuda_prestart import WARM_UP_ENV
+from bsmamba2.config import ModelConfig
+from bsmamba2.device import resolve_precision
+from bsmamba2.model.mixers.ssd import resolve_backend
+from bsmamba2.pipeline import HostCopy
+
+log = logging.getLogger(__name__)
+
+DEVICE_TYPES: tuple[str, ...] = ("cuda",)  # the devices with first-call costs worth a thread
+# The level without BSMAMBA2_CUDA_WARM_UP; "libs" if benchmarks/bench_start.py shows that the stand-in forward
+# costs the first file more than it saves it (not measured yet on a GPU: written 2026-12-01 without one).
+DEFAULT_LEVEL = "full"
+_POLL_S = 0.1  # wait() joins in slices this long, so that signals reach the calling thread
+
+
+def warm_up_level() -> str:
+    """``"off"``, ``"libs"`` or ``"full"``, from ``BSMAMBA2_CUDA_WARM_UP`` ("0", "libs", "1"; unset or
+    anything else: :data:`DEFAULT_LEVEL`)."""
+    given = os.environ.get(WARM_UP_ENV, "").strip().lower()
+    return {"0": "off", "libs": "libs", "1": "full"}.get(given, DEFAULT_LEVEL)
+
+
+@dataclass(frozen=True)
+class WarmUpPlan:
+    """What the first file will run: the device, the user's ``--precision``, the model file whose header
+    gives the stand-in's config (None: no stand-in), the SSD backend, the chunk length in seconds, the
+    overlap and the batch size; ``forward``: whether to run the stand-in at all."""
+
+    device: torch.device
+    precision: str = "auto"
+    model: Path | None = None
+    backend: str = "auto"
+    segment: float = 8.0
+    overlap: float = 0.25
+    batch_size: int = 8
+    forward: bool = True
+
+
+class WarmUp:
+    """The warm-up thread (started by :func:`start_warm_up`). ``seconds``: each finished phase's wall time;
+    ``error``: the first failure, in one line (the thread stopped there)."""
+
+    def __init__(self, plan: WarmUpPlan) -> None:
+        self.plan = plan
+        self.seconds: dict[str, float] = {}
+        self.error: str | None = None
+        self.thread = threading.Thread(target=self._work, name="bsmamba2-cuda-warm-up", daemon=True)
+        self.thread.start()
+
+    def wait(self) -> float:
+        """Block until the thread has finished; returns the seconds waited."""
+        t = time.perf_counter()
+        while self.thread.is_alive():
+            self.thread.join(_POLL_S)
+        return time.perf_counter() - t
+
+    def _phase(self, name: str, fn: Callable[[], object]) -> None:
+        t = time.perf_counter()
+        fn()
+        self.seconds[name] = time.perf_counter() - t
+
+    def _work(self) -> None:
+        plan, dev = self.plan, self.plan.device
+        try:
+            self._phase("context", lambda: _context(dev))
+            dtype = resolve_precision(dev, plan.precision)
+            self._phase("cublas", lambda: _cublas(dev, dtype))
+            cfg = _read_config(plan.model) if plan.model is not None else None
+            if cfg is not None and plan.forward:
+                self._phase("forward", lambda: _forward(plan, cfg, dtype))
+            else:
+                self._phase("cufft", lambda: _cufft(plan, cfg))
+        except Exception as e:  # noqa: BLE001 - the caller's own first CUDA call reports it
+            self.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            log.debug("CUDA warm-up on %s failed: %s", dev, self.error, exc_info=True)
+        log.debug("CUDA warm-up phases (s): %s", {k: round(v, 4) for k, v in self.seconds.items()})
+
+
+def start_warm_up(plan: WarmUpPlan) -> WarmUp | None:
+    """Start the warm-up for ``plan`` on its thread; None, and nothing started, off :data:`DEVICE_TYPES` or
+    with ``BSMAMBA2_CUDA_WARM_UP=0``. At level ``libs`` the stand-in forward is left out."""
+    level = warm_up_level()
+    if plan.device.type not in DEVICE_TYPES or level == "off":
+        return None
+    if level == "libs" and plan.forward:
+        plan = dataclasses.replace(plan, forward=False)
+    return WarmUp(plan)
+
+
+# ---- the phases ----------------------------------------------------------------------------------------------
+
+
+def _context(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.init()
+        torch.cuda.set_device(device)  # this thread's current device: the phases below allocate there
+
+
+def _cublas(device: torch.device, dtype: torch.dtype | None) -> None:
+    """A float32 matmul, then a biased linear under the autocast the model runs in (cuBLASLt's path)."""
+    a = torch.ones(64, 64, device=device)
+    a @ a  # noqa: B018 - only loads the library
+    if dtype is not None:
+        with torch.autocast(device_type=device.type, dtype=dtype):
+            torch.nn.functional.linear(a, a, a[0])
+
+
+def _read_config(path: Path) -> ModelConfig | None:
+    # The model stack (checkpoints, model) is imported here, not at the top, for the same reason as in
+    # Separator.from_pretrained: on this thread it loads after the context exists, beside the calling thread's
+    # own import of it (the import lock makes the two share one import, not run two).
+    from bsmamba2.checkpoints.ours import read_config
+
+    return read_config(path)
+
+
+def _chunk_shape(plan: WarmUpPlan, sample_rate: int, channels: int) -> tuple[int, int, int]:
+    """(batch, channels, segment samples) of one full batch, as ``Separator`` cuts it."""
+    return plan.batch_size, channels, max(1, round(plan.segment * sample_rate))
+
+
+def _cufft(plan: WarmUpPlan, cfg: ModelConfig | None) -> None:
+    """An STFT and iSTFT of silent chunks at the real batch shape (the default model's without a config)."""
+    c = cfg or ModelConfig()
+    b, ch, n = _chunk_shape(plan, c.sample_rate, c.audio_channels)
+    x = torch.zeros(b, ch, n, device=plan.device)
+    spec = spectral.stft(x, c.n_fft, c.hop_length)
+    spectral.istft(spec, c.n_fft, c.hop_length, length=n)
+
+
+def _forward(plan: WarmUpPlan, cfg: ModelConfig, dtype: torch.dtype | None) -> None:
+    """One batch of silent chunks through a stand-in for the file's model, as ``separate_file`` runs it."""
+    from bsmamba2.checkpoints.loading import SkipRandomInit  # the model stack: see _read_config
+    from bsmamba2.model import BandSplitSeparator
+
+    dev = plan.device
+    with SkipRandomInit():  # thread-local: the stand-in's weights are left as allocated, then zeroed
+        model = BandSplitSeparator(cfg, backend=resolve_backend(plan.backend, dev), device=dev)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+    model.eval()
+    b, ch, n = _chunk_shape(plan, cfg.sample_rate, cfg.audio_channels)
+    engine = OverlapAdd(model, segment=n, overlap=plan.overlap, batch_size=b, dtype=dtype)
+    if dev.type == "cuda":
+        engine.keep_on_device()
+    x = torch.zeros(ch, n + engine.stride * (b - 1))  # exactly one full batch, on the host as a file's
+    y = engine.push(x)
+    if y is not None and dev.type == "cuda":
+        HostCopy(y).wait()
+    elif dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    # returning frees the stand-in: its blocks go back to the allocator's pool, for the first file to reuse
