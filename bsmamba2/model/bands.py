@@ -44,7 +44,12 @@ def _tracing() -> bool:
 
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:
     """The dtype autocast gives matrix products on ``device`` now, or None when autocast is off there."""
-    if device.type not in ("cpu", "cuda", "xpu", "mps"):  # meta (FLOP counting) and others: autocast never applies
+    if device.type not in (
+        "cpu",
+        "cuda",
+        "xpu",
+        "mps",
+    ):  # meta (FLOP counting) and others: autocast never applies
         return None
     if not torch.is_autocast_enabled(device.type):
         return None
