@@ -7,7 +7,8 @@
 #     bash scripts/gpu_short_check.sh        # carry .whl (soundfile, soxr) and AB_BASE's folder
 #
 # Env: GPU_TESTS (default: every GPU test), TESTS_CAP (s, default 120), CLI_ROWS (bench_cli --rows; unset = the
-# defaults row only), CLI_BUDGET (s, default 120), AB_BASE (no A/B when unset), AB_MODEL (default both).
+# defaults row only), CLI_BUDGET (s, default 120), AB_BASE (no A/B when unset), AB_MODEL (default both),
+# SSD_ARGS (bench_ssd.py's arguments; no SSD table when unset), SSD_CAP (s, default 90).
 # Results under $OUT: gpu_tests.log, cli/, cpu_ab/, the logs, and all of it in short_check.tar.gz.
 set -u
 TAG=short_check
@@ -26,6 +27,12 @@ taskset -c 4-15 timeout "${TESTS_CAP:-120}" python3 -m pytest -q -m gpu $XDIST -
   ${GPU_TESTS:-tests/} >"$O/gpu_tests.log" 2>&1
 echo "gpu_tests rc=$?" >>"$O/status.txt"
 say "gpu tests: $(tail -n 1 "$O/gpu_tests.log")"
+if [ -n "${SSD_ARGS:-}" ]; then  # e.g. SSD_ARGS="--only split": a bench_ssd.py table
+  # shellcheck disable=SC2086
+  taskset -c 4-15 timeout "${SSD_CAP:-90}" python3 benchmarks/bench_ssd.py $SSD_ARGS >"$O/ssd.log" 2>&1
+  echo "ssd rc=$?" >>"$O/status.txt"
+  say "ssd done"
+fi
 B=${CLI_BUDGET:-120}
 taskset -c 4-15 timeout $((B + 60)) python3 benchmarks/bench_cli.py --songs 10 --seconds 240 --budget "$B" \
   --rows "${CLI_ROWS:-@defaults-only}" --no-models --out "$O/cli" >"$O/cli.log" 2>&1
