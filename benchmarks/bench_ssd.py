@@ -230,12 +230,10 @@ def time_directions(rep: Report, shape: str) -> None:
 def time_split(rep: Report, dl: Deadline, shape: str = "time") -> None:
     """The chunked backward two ways on the time path, behind the same forward (one program per (sequence,
     head), its shipped chunk): split (``ssd_triton_split``: the sweeps, then every chunk in parallel; the
-    default) at chunk 64 and 32, at 64 also with session 6's form of the per-chunk kernel
-    (``ssd_bwd_chunk_s6``: same arithmetic, more register spills), and one program per (sequence, head)
-    walking its chunks (the opt-out, its shipped chunk). Forward and forward + backward medians, both
-    directions in one launch as the model calls it; the backward's time is their difference."""
+    default) at chunk 64 and 32, and one program per (sequence, head) walking its chunks (the opt-out, its
+    shipped chunk). Forward and forward + backward medians, both directions in one launch as the model calls
+    it; the backward's time is their difference."""
     import bsmamba2.model.mixers.ssd_triton as st
-    from benchmarks.ssd_bwd_chunk_s6 import bwd_chunk_kernel_s6
 
     b, l = SHAPES[shape]
     ins = make_inputs(2 * b, l, seed=3)
@@ -244,19 +242,13 @@ def time_split(rep: Report, dl: Deadline, shape: str = "time") -> None:
     fwd, fwdbwd = fwd_bwd_closure(st.ssd_triton_bidirectional, ins)
     w = work(2 * b, l)
     fwd_chunk = st._chunk("fwd_chunked", DEV)
-    shipped, kernel = st.SPLIT_BACKWARD, st._bwd_chunk_kernel
+    shipped = st.SPLIT_BACKWARD
     try:
-        for split, chunk, s6 in (
-            (True, 64, False),
-            (True, 64, True),
-            (True, 32, False),
-            (False, None, False),
-        ):
+        for split, chunk in ((True, 64), (True, 32), (False, None)):
             if not dl.ok(10):
                 rep.errors.append(f"backward variants: split={split} chunk={chunk} skipped (time budget)")
                 continue
             st.SPLIT_BACKWARD = split
-            st._bwd_chunk_kernel = bwd_chunk_kernel_s6 if s6 else kernel
             if split:
                 st.force_config("bwd_chunk", *st.shipped_config("bwd_chunk", DEV)[0], chunk=chunk)
             try:
@@ -266,10 +258,7 @@ def time_split(rep: Report, dl: Deadline, shape: str = "time") -> None:
                 _, mem = peak_memory_gib(fwdbwd)
             finally:
                 st.force_config("bwd_chunk", None)
-                st._bwd_chunk_kernel = kernel
-            label = "one program per sequence"
-            if split:
-                label = "split, session 6 per-chunk kernel" if s6 else "split (sweeps + per chunk)"
+            label = "split (sweeps + per chunk)" if split else "one program per sequence"
             bwd_chunk = chunk if split else st._chunk("bwd_chunked", DEV)
             rep.add("split backward", dict(
                 shape=f"{shape} 2×{b}×{l}", backward=label, chunks_fwd_bwd=f"{fwd_chunk}/{bwd_chunk}", fwd_ms=t_f,

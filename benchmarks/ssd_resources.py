@@ -29,7 +29,6 @@ import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from benchmarks.ssd_bwd_chunk_s6 import bwd_chunk_kernel_s6  # noqa: E402
 from bsmamba2.model.mixers import ssd_triton as st  # noqa: E402
 from bsmamba2.model.mixers import ssd_triton_split as sp  # noqa: E402
 
@@ -45,7 +44,6 @@ KERNELS: dict[str, tuple[Any, dict[str, Any]]] = {
     "bwd_chunked": (st._bwd_chunked_kernel, dict(HAS_D=True, HAS_INIT=False, HAS_DFINAL=False)),
     "sweeps": (sp._sweeps_kernel, dict(HAS_INIT=False, HAS_DFINAL=False)),
     "bwd_chunk": (sp._bwd_chunk_kernel, dict(HAS_D=True)),
-    "bwd_chunk_s6": (bwd_chunk_kernel_s6, dict(HAS_D=True)),  # session 6's form, for comparison
 }
 SINGLE = {"fwd_single", "bwd_single"}
 

