@@ -55,7 +55,7 @@ GPU_VARIANTS: list[tuple[str, list[str], dict[str, str]]] = [
     ("defaults, no warm-up, one file at a time", [], NO_OVERLAPS),
     ("defaults, one file at a time", [], ONE_AT_A_TIME),
     # the warm-up without its stand-in forward: context, cuBLAS and cuFFT only (cli/warmup.py)
-    ("defaults, warm-up without the forward", [], {"BSMAMBA2_CUDA_WARM_UP": "libs"}),
+    ("defaults, warm-up with the stand-in forward", [], {"BSMAMBA2_CUDA_WARM_UP": "1"}),
     ("compiled glue, batch 16", ["--fused", "--batch-size", "16"], {}),
     ("eager, batch 16", ["--no-fused", "--batch-size", "16"], {}),
     # warm only, in the caches of "eager, batch 16" (a row whose env sets BSMAMBA2_IO_THREADS reuses them)

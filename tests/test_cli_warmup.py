@@ -167,3 +167,15 @@ def test_every_phase_runs_on_a_gpu() -> None:
     w = warmup.WarmUp(plan)
     w.wait()
     assert w.error is None and list(w.seconds) == ["context", "cublas", "forward"]
+
+
+def test_stand_in_lies_wholly_on_the_plans_device() -> None:
+    """The model constructor leaves what a checkpoint's load replaces on the host; the stand-in, which no load
+    fills, must move itself (on an H200 its first Triton kernel was handed a host tensor). The meta device
+    shows the same placement without a GPU."""
+    from bsmamba2.config import ModelConfig
+
+    model = warmup._stand_in(WarmUpPlan(torch.device("meta"), backend="torch"), ModelConfig.tiny())
+    placed = [t.device.type for t in [*model.parameters(), *model.buffers()]]
+    assert placed and set(placed) == {"meta"}
+    assert not model.training

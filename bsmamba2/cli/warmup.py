@@ -48,9 +48,11 @@ from bsmamba2.pipeline import HostCopy
 log = logging.getLogger(__name__)
 
 DEVICE_TYPES: tuple[str, ...] = ("cuda",)  # the devices with first-call costs worth a thread
-# The level without BSMAMBA2_CUDA_WARM_UP; "libs" if benchmarks/bench_start.py shows that the stand-in forward
-# costs the first file more than it saves it (not measured yet on a GPU: written 2026-12-01 without one).
-DEFAULT_LEVEL = "full"
+# The level without BSMAMBA2_CUDA_WARM_UP. On an H200 (2026-12-01, benchmarks/bench_cli.py) the stand-in
+# forward failed: the parameters its constructor leaves to the checkpoint's load stayed on the host (fixed
+# since, with .to(device), but not yet run on a GPU). What ran there was the driver pre-start and cuBLAS:
+# one song 4.53 s warm against 4.94 s without any warm-up. So "libs" until a GPU run times "full".
+DEFAULT_LEVEL = "libs"
 _POLL_S = 0.1  # wait() joins in slices this long, so that signals reach the calling thread
 
 
@@ -169,18 +171,26 @@ def _cufft(plan: WarmUpPlan, cfg: ModelConfig | None) -> None:
     spectral.istft(spec, c.n_fft, c.hop_length, length=n)
 
 
-def _forward(plan: WarmUpPlan, cfg: ModelConfig, dtype: torch.dtype | None) -> None:
-    """One batch of silent chunks through a stand-in for the file's model, as ``separate_file`` runs it."""
+def _stand_in(plan: WarmUpPlan, cfg: ModelConfig) -> torch.nn.Module:
+    """A model of ``cfg`` with zeroed weights, wholly on ``plan.device``, in eval mode."""
     from bsmamba2.checkpoints.loading import SkipRandomInit  # the model stack: see _read_config
     from bsmamba2.model import BandSplitSeparator
 
     dev = plan.device
     with SkipRandomInit():  # thread-local: the stand-in's weights are left as allocated, then zeroed
         model = BandSplitSeparator(cfg, backend=resolve_backend(plan.backend, dev), device=dev)
+    # what the constructor leaves to a checkpoint's load (loading.model_from_state) is on the host
+    model.to(dev)
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
-    model.eval()
+    return model.eval()
+
+
+def _forward(plan: WarmUpPlan, cfg: ModelConfig, dtype: torch.dtype | None) -> None:
+    """One batch of silent chunks through a stand-in for the file's model, as ``separate_file`` runs it."""
+    dev = plan.device
+    model = _stand_in(plan, cfg)
     b, ch, n = _chunk_shape(plan, cfg.sample_rate, cfg.audio_channels)
     engine = OverlapAdd(model, segment=n, overlap=plan.overlap, batch_size=b, dtype=dtype)
     if dev.type == "cuda":
