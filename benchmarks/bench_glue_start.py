@@ -7,7 +7,7 @@ CLI's chunking and precision, and reports both times; the first-call cost is fir
 "over eager" is its warm first call minus eager's. The outputs of every setting are compared with eager's.
 
     python benchmarks/bench_glue_start.py [--device cuda] [--batch 8] [--segment 8] [--out DIR]
-    python benchmarks/bench_glue_start.py --device cpu --batch 1 --segment 1   # this 2-core VM
+    python benchmarks/bench_glue_start.py --device cpu --batch 1 --segment 0.5 --precision fp32  # 2-core VM
 
 Settings: eager (``--no-fused``), ``torch.compile`` (``BSMAMBA2_GLUE_AOT=0``: the glue as before), AOT (the
 packages, ``BSMAMBA2_GLUE_AOT=1``). Writes DIR/glue_start.json and .md (DIR: --out, else $OUT, else
@@ -20,6 +20,7 @@ import argparse
 import datetime
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -40,7 +41,9 @@ def child(args: argparse.Namespace) -> None:
     from bsmamba2.api import Separator
     from bsmamba2.apply import apply_model
 
-    sep = Separator.from_pretrained(None, device=args.device, segment=args.segment, fused=args.fused)
+    sep = Separator.from_pretrained(
+        None, device=args.device, segment=args.segment, fused=args.fused, precision=args.precision
+    )
     dev = sep.device
     n = sep.segment_samples * args.batch  # overlap 0: exactly --batch chunks, one batch
     mix = torch.randn(2, n, generator=torch.Generator().manual_seed(0)).to(dev) * 0.1
@@ -70,6 +73,7 @@ def run_child(
         env["BSMAMBA2_GLUE_AOT"] = aot
     cmd = [sys.executable, __file__, "--child", "--device", args.device, "--batch", str(args.batch)]
     cmd += ["--segment", str(args.segment), "--save", str(save), "--fused" if fused else "--no-fused"]
+    cmd += ["--precision", args.precision]
     t = time.perf_counter()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
     if r.returncode != 0:
@@ -84,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--segment", type=float, default=8.0)
+    # auto as the CLI; on a CPU with native bf16, auto times the model once while loading (give fp32 or bf16)
+    p.add_argument("--precision", default="auto")
     p.add_argument("--warm", type=int, default=2, help="warm processes per setting (the best is reported)")
     p.add_argument("--out", type=Path, default=None)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -102,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "torch": torch.__version__, "device": args.device, "batch": args.batch, "segment (s)": args.segment,
+        "precision": args.precision,
         "load": " ".join(f"{x:.1f}" for x in os.getloadavg()), "cpus": os.cpu_count(), "rows": rows,
     }  # fmt: skip
     if args.device.startswith("cuda"):
@@ -128,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
             "warm first-call cost (s)": warm["first (s)"] - warm["second (s)"],
             "warm process (s)": warm["process (s)"],
         }
+        glue = cache / "xdg" / "bsmamba2" / "glue"  # what the AOT setting built (and what failed to build)
+        if aot == "1":
+            row["packages"] = len(list(glue.glob("*.pt2")))
+            row["failed to compile"] = len(list(glue.glob("*.failed")))
         if label == "eager":
             save.rename(eager_out)
         elif eager_out.exists():
@@ -153,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         md.append(f"| {r['setting']} | " + " | ".join(cells) + " |")
     (out / "glue_start.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
+    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

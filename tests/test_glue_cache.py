@@ -221,3 +221,20 @@ def test_failed_compile_is_remembered(
     with torch.no_grad():
         later(*args)
     assert later._fallback.calls == 1  # type: ignore[union-attr]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gpu_packages_build_and_match_eager(monkeypatch: pytest.MonkeyPatch, dtype: torch.dtype) -> None:
+    """On CUDA (the default there) a package is built, not the fallback, and matches the eager glue."""
+    monkeypatch.delenv(glue_cache.ENV)
+    for fn, args, tol in ((block_in, _in_args(dtype), 1e-5 if dtype == torch.float32 else 1e-2),
+                          (block_out, _out_args(dtype), 1e-5 if dtype == torch.float32 else 1e-2)):  # fmt: skip
+        args = tuple(a.cuda() if isinstance(a, torch.Tensor) else a for a in args)
+        call = glue_cache.GlueCall(fn, fallback=Counted(fn))
+        with torch.no_grad():
+            got, want = call(*args), fn(*args)
+        assert call._fallback.calls == 0, "no package: see the log for why AOTInductor failed here"
+        got, want = (list(t) if isinstance(t, tuple) else [t] for t in (got, want))
+        assert all(_rel(g, w) <= tol for g, w in zip(got, want, strict=True))

@@ -22,6 +22,7 @@ eager function on the same inputs, falling back when they disagree.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -232,7 +233,9 @@ def build_package(fn: Callable[..., Any], args: Sequence[Any], path: Path, sig: 
     try:
         with torch.no_grad(), atomic_write(path) as tmp:
             program = torch.export.export(_Bound(fn, args), tensors)
-            aoti_compile_and_package(program, package_path=str(tmp))
+            # torch 2.5 takes the example inputs again; later versions deprecate them
+            again = "args" in inspect.signature(aoti_compile_and_package).parameters
+            aoti_compile_and_package(program, *((tensors, {}) if again else ()), package_path=str(tmp))
         with atomic_write(path.with_suffix(".json")) as tmp:  # what the package is for, to people reading
             tmp.write_text(json.dumps(list(sig), default=str))
     except Exception as e:  # noqa: BLE001 - no compiler, an unwritable disk, an op export rejects
