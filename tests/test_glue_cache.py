@@ -38,10 +38,13 @@ def _in_args(dtype: torch.dtype = torch.float32) -> tuple[Any, ...]:
 
 
 def _out_args(dtype: torch.dtype = torch.bfloat16) -> tuple[Any, ...]:
-    """block_out's arguments as a bf16-autocast model passes them: y, z, out_proj in bf16, x in float32."""
+    """block_out's arguments as a bf16-autocast model passes them: y, z (a strided view), out_proj in bf16,
+    x in float32."""
     g = torch.Generator().manual_seed(1)
     d_inner = SIZES[0]
-    y, z = (torch.randn(3, 20, d_inner, generator=g).to(dtype) for _ in range(2))
+    y = torch.randn(3, 20, d_inner, generator=g).to(dtype)
+    # z as the model passes it: a view of the in_proj output (strided, not copied)
+    z = torch.randn(3, 20, 2 * d_inner + 8, generator=g).to(dtype)[..., :d_inner]
     out_w = (torch.randn(D, d_inner, generator=g) * 0.2).to(dtype)
     return (y, z, torch.randn(d_inner, generator=g), 1e-5, out_w, torch.randn(3, 20, D, generator=g), False)
 

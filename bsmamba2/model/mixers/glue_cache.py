@@ -89,12 +89,17 @@ class GlueCall:
             return self.fallback(*args)
         if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
             return self.fallback(*args)  # training: the packages hold no backward
-        # Packages assume the example inputs' strides and 16-byte alignment: others are copied once here
-        # (on CUDA the model's inputs are already both, so this copies nothing).
-        args = tuple(_plain(a) if isinstance(a, Tensor) else a for a in args)
+        # A package assumes its example inputs' strides (part of the signature) and 16-byte alignment: a
+        # misaligned view is copied. Strides are kept as they come: the way out's z is a view of the in_proj
+        # output, and copying it would cost the memory traffic the compiled glue saves.
+        args = tuple(_aligned(a) if isinstance(a, Tensor) else a for a in args)
         sig = signature(self.fn, args)
         if sig not in self.runners:
-            self.runners[sig] = self._prepare(sig, args)
+            try:
+                self.runners[sig] = self._prepare(sig, args)
+            except Exception as e:  # noqa: BLE001 - whatever the cache meets, the call still runs
+                log.warning("compiled glue unavailable (%s); using torch.compile", _first_line(e))
+                self.runners[sig] = None
         run = self.runners[sig]
         if run is None:
             return self.fallback(*args)
@@ -128,8 +133,7 @@ class GlueCall:
         return run if agrees(run, self.fn, args) else None
 
 
-def _plain(t: Tensor) -> Tensor:
-    t = t.contiguous()
+def _aligned(t: Tensor) -> Tensor:
     return t if t.data_ptr() % 16 == 0 else t.clone()
 
 
