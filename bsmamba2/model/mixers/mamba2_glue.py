@@ -4,6 +4,8 @@
 out_proj); ``block_in`` / ``block_out`` add the prenorm block's norm, flip and residual. ``fused_glue(name)``
 compiles one of them (or ``mamba2_pair``'s paired forms) once per process, so every mixer of a model shares
 one compiled graph per input shape; ``FusedMamba2Block`` and ``PairedMamba2Block`` (``mamba2.py``) call them.
+On CUDA the compiled forms are AOTInductor packages kept in the user cache (``glue_cache``): a fresh process
+loads them instead of tracing and compiling again.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from bsmamba2.model.mixers.glue_cache import GlueCall
 from bsmamba2.model.mixers.mamba2_pair import pair_in, pair_out
 from bsmamba2.model.norms import block_rms_norm, gated_rms_norm
 
@@ -78,17 +81,18 @@ def block_out(
 
 
 COMPILED: dict[str, Callable[..., Any]] = {}
+GLUE: dict[str, Callable[..., Any]] = {
+    "in": block_in,
+    "out": block_out,
+    "pair_in": pair_in,
+    "pair_out": pair_out,
+}
 
 
 def fused_glue(name: str) -> Callable[..., Any]:
-    """``block_in`` / ``block_out`` under torch.compile, built once per process (module-free functions, so
-    every mixer of a model shares one compiled graph per input shape)."""
+    """One of ``GLUE`` compiled, built once per process (module-free functions, so every mixer of a model shares
+    one compiled form per input shape): ``glue_cache.GlueCall``, ahead-of-time packages kept in the user cache
+    on the devices where ``glue_cache.enabled`` says so, else ``torch.compile(dynamic=False)``."""
     if name not in COMPILED:
-        fns: dict[str, Callable[..., Any]] = {
-            "in": block_in,
-            "out": block_out,
-            "pair_in": pair_in,
-            "pair_out": pair_out,
-        }
-        COMPILED[name] = torch.compile(fns[name], dynamic=False)
+        COMPILED[name] = GlueCall(GLUE[name])
     return COMPILED[name]
