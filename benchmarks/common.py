@@ -94,13 +94,15 @@ def _git_commit() -> str:
 
 def env_info() -> dict[str, Any]:
     """Device, software versions and date, for the header of every table."""
+    from bsmamba2.hostinfo import cpu_name  # torch-free; bsmamba2 itself only once a script has set it up
+
     info: dict[str, Any] = {
         "date_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "cuda_runtime": torch.version.cuda,
         "commit": _git_commit(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_threads": torch.get_num_threads(),
     }
     try:
@@ -120,16 +122,6 @@ def env_info() -> dict[str, Any]:
     else:
         info["device"] = "cpu"
     return info
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def cpu_flags() -> set[str]:

@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from torch import nn
 
 from bsmamba2.atomic import atomic_write
 from bsmamba2.errors import UserError
+from bsmamba2.hostinfo import cache_dir, cpu_name
 from bsmamba2.model.mixers import ssd
 
 log = logging.getLogger(__name__)
@@ -167,27 +167,11 @@ def resolve_precision(
     return None
 
 
-def cache_dir() -> Path:
-    """The user cache folder of bsmamba2: $XDG_CACHE_HOME/bsmamba2 (default ~/.cache/bsmamba2)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "bsmamba2"
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="ignore").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _precision_key(model: nn.Module) -> str:
     """What the fp32/bf16 race depends on: the CPU, torch, the thread count and the model (config, backend)."""
     cfg: Any = getattr(model, "cfg", None)
     arch = cfg.to_dict() if hasattr(cfg, "to_dict") else type(model).__name__
-    what = [_cpu_name(), torch.__version__, torch.get_num_threads(), arch, getattr(model, "backend", "")]
+    what = [cpu_name(), torch.__version__, torch.get_num_threads(), arch, getattr(model, "backend", "")]
     what.append(CPU_PATH_VERSION)
     return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -123,16 +123,21 @@ def test_failures_stay_on_the_thread(
         assert driver.calls[-1][0] == last  # stopped there
 
 
+def _run_python(code: str) -> None:
+    """``code`` in a fresh interpreter on this tree, the warm-up switch unset; it must exit 0."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop(WARM_UP_ENV, None)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+
+
 def test_imports_no_torch() -> None:
     """The real driver library (absent here, or present): either way torch stays unimported."""
     code = (
         "import sys; from bsmamba2.cli import cuda_prestart as p; t = p.start('cuda'); t.join(60); "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop(WARM_UP_ENV, None)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 0, r.stderr
+    _run_python(code)
 
 
 @pytest.mark.parametrize(("argv", "started"), [([], "cpu"), (["--engine", "onnx"], None)])
@@ -158,7 +163,4 @@ def test_torch_runs_in_the_context_started_before_it() -> None:
         "cur = ctypes.c_void_p(); assert ctypes.CDLL(p.DRIVER).cuCtxGetCurrent(ctypes.byref(cur)) == 0; "
         "assert cur.value == p._retained[0].value, (cur.value, p._retained[0].value)"
     )
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop(WARM_UP_ENV, None)
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
-    assert r.returncode == 0, r.stderr
+    _run_python(code)

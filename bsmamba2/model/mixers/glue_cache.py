@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from bsmamba2.atomic import atomic_write
+from bsmamba2.hostinfo import cache_dir, cpu_name
 
 log = logging.getLogger(__name__)
 
@@ -54,9 +55,8 @@ Runner = Callable[[list[Tensor]], list[Tensor]]
 
 
 def cache_folder() -> Path:
-    """$XDG_CACHE_HOME/bsmamba2/glue (default ~/.cache/bsmamba2/glue), as ``bsmamba2.device.cache_dir``."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "bsmamba2" / "glue"
+    """$XDG_CACHE_HOME/bsmamba2/glue (default ~/.cache/bsmamba2/glue)."""
+    return cache_dir() / "glue"
 
 
 def enabled(device: torch.device) -> bool:
@@ -177,7 +177,7 @@ def environment(device: torch.device) -> dict[str, Any]:
             triton=_triton_version(),
         )
     else:
-        env["cpu"] = _cpu_name()  # the vector ISA the C++ kernels were compiled for
+        env["cpu"] = cpu_name()  # the vector ISA the C++ kernels were compiled for
     return env
 
 
@@ -193,16 +193,6 @@ def _triton_version() -> str | None:
     except ImportError:
         return None
     return str(triton.__version__)
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="ignore").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 class _Bound(nn.Module):

@@ -6,7 +6,7 @@ H200 host that costs 0.35 s of each ``bsmamba2 separate`` (a cProfile of one son
 ``hashlib.update`` calls; BENCHMARKS.md, issue 12), though the installation has not changed.
 
 :func:`install` replaces that function by one that returns the value Triton computed earlier, stored in the
-user cache folder (``$XDG_CACHE_HOME/bsmamba2/triton_key.json``, as ``bsmamba2.device.cache_dir``) under a
+user cache folder (``$XDG_CACHE_HOME/bsmamba2/triton_key.json``, ``bsmamba2.hostinfo.cache_dir``) under a
 stamp of every file the hash reads: Triton's version and each file's path, size and modification time. Any
 change to those files (an upgrade, a rebuild) changes the stamp, and Triton's own function runs again. Triton
 itself swaps the function the same way for its compile workers. ``BSMAMBA2_TRITON_KEY_CACHE=0`` leaves
@@ -24,14 +24,14 @@ from pathlib import Path
 from typing import Any
 
 from bsmamba2.atomic import atomic_write
+from bsmamba2.hostinfo import cache_dir
 
 log = logging.getLogger(__name__)
 ENV = "BSMAMBA2_TRITON_KEY_CACHE"
 
 
 def _cache_file() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "bsmamba2" / "triton_key.json"
+    return cache_dir() / "triton_key.json"
 
 
 def _stamp(root: Path, version: str) -> list[Any]:
