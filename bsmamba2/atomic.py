@@ -11,9 +11,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import signal
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import FrameType
 
 from bsmamba2.errors import UserError
 
@@ -60,18 +63,58 @@ def atomic_write(path: str | os.PathLike[str], *, durable: bool = False) -> Iter
     """
     p = Path(path)
     make_folder(p.parent)
-    tmp = temp_beside(p)
+    tmp: Path | None = None
     try:
+        with signals_deferred():  # no Ctrl-C between the temp file's creation and the name that cleans it up
+            tmp = temp_beside(p)
         yield tmp
         os.chmod(tmp, 0o666 & ~current_umask())
         if durable:
             fsync_path(tmp)
         os.replace(tmp, p)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
     if durable:
         fsync_path(p.parent)
+
+
+# the signals whose Python handlers may raise mid-statement (Ctrl-C; SIGTERM / SIGHUP under the CLI)
+_DEFERRABLE = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """While the block runs on the main thread, a signal whose Python handler would raise there (Ctrl-C's
+    KeyboardInterrupt, the CLI's SIGTERM / SIGHUP) is held, and its handler runs as the block ends.
+
+    For the few statements between creating a temp file and handing it to the code that removes it on
+    error: a signal raised between the two would leave the file behind. Elsewhere (another thread, where
+    handlers cannot be set) the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[tuple[int, FrameType | None]] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        held.append((signum, frame))
+
+    old: dict[int, Callable[[int, FrameType | None], object]] = {}
+    for s in _DEFERRABLE:
+        handler = signal.getsignal(s)
+        if callable(handler):  # SIG_DFL / SIG_IGN / a C handler: nothing that raises in Python
+            signal.signal(s, hold)
+            old[s] = handler
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+        if held:
+            signum, frame = held[0]
+            old[signum](signum, frame)
 
 
 def make_folder(folder: Path) -> None:

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from bsmamba2.apply import OverlapAdd
+from bsmamba2.atomic import signals_deferred
 from bsmamba2.audio import (
     AtomicWriter,
     Resampler,
@@ -152,9 +153,10 @@ def separate_file(
     source = _decoded_blocks(p, meta.frames, block, out_ch, rate, io, clock)
     encode = Background() if threads else Inline()
     try:
-        for name, out_path in outputs.items():
-            raw = AtomicWriter(Path(out_path), rate, out_ch, subtype, bitrate)
-            writers[name] = BackgroundWriter(raw, clock, threads=threads)
+        with signals_deferred():  # each temp file is in `writers` before a Ctrl-C can land
+            for name, out_path in outputs.items():
+                raw = AtomicWriter(Path(out_path), rate, out_ch, subtype, bitrate)
+                writers[name] = BackgroundWriter(raw, clock, threads=threads)
         sink = _FileSink(writers, io, out_ch, rate, meta.frames, clock)
         with Prefetch(source) if threads else contextlib.nullcontext(source) as blocks:
             for x_out, x_model in blocks:

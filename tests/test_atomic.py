@@ -35,3 +35,22 @@ def test_atomic_write_error_leaves_old_file_and_no_temp(tmp_path: Path) -> None:
         raise KeyboardInterrupt
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_signals_deferred_holds_ctrl_c_until_the_block_ends() -> None:
+    """A Ctrl-C inside the block does not interrupt it; its KeyboardInterrupt comes as the block ends, and the
+    handler in place before is back afterwards."""
+    import signal
+
+    from bsmamba2.atomic import signals_deferred
+
+    before = signal.getsignal(signal.SIGINT)
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):  # the interpreter checks for signals along the way
+                pass
+            done.append(True)
+    assert done == [True]
+    assert signal.getsignal(signal.SIGINT) is before

@@ -141,3 +141,31 @@ def test_in_memory_matches_the_engine_at_the_model_rate(half_model: ScaleModel) 
     out = separate_array(engines(half_model, 1000), ModelIO.of(half_model), x, 44100)
     ref = apply_model(half_model, torch.from_numpy(x), segment=1000).numpy()[0]
     np.testing.assert_array_equal(out["vocals"], ref)
+
+
+def test_separate_file_interrupted_while_its_writers_are_made_leaves_no_temp(
+    tiny_model_path: Path, tmp_path: Path, write_audio, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C right after an output's temp file exists and before it is registered for clean-up (where a
+    signal landed in a test under load): the separation stops and no temp file stays."""
+    import os
+    import signal
+
+    from bsmamba2 import pipeline
+    from bsmamba2.api import Separator
+
+    real = pipeline.BackgroundWriter
+
+    def interrupted(*args, **kwargs):  # the raw writer's temp file exists now
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):
+            pass
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "BackgroundWriter", interrupted)
+    src = write_audio("song.wav", seconds=2.0)
+    sep = Separator.from_pretrained(tiny_model_path, device="cpu", segment=0.5)
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        sep.separate_file(src, out)
+    assert not out.exists() or list(out.rglob("*")) == []
