@@ -179,3 +179,21 @@ def test_stand_in_lies_wholly_on_the_plans_device() -> None:
     placed = [t.device.type for t in [*model.parameters(), *model.buffers()]]
     assert placed and set(placed) == {"meta"}
     assert not model.training
+
+
+def test_a_bare_cuda_device_is_not_handed_to_set_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``torch.cuda.set_device`` rejects a device without an index (an H200 run failed on exactly that); a bare
+    "cuda" means the thread's current device, so the context phase leaves it alone, and passes an index on."""
+    calls: list[torch.device] = []
+
+    def set_device(d: torch.device) -> None:
+        if d.index is None:  # what torch raises
+            raise ValueError(f"Expected a torch.device with a specified index or an integer, but got:{d}")
+        calls.append(d)
+
+    monkeypatch.setattr(torch.cuda, "init", lambda: None)
+    monkeypatch.setattr(torch.cuda, "set_device", set_device)
+    warmup._context(torch.device("cuda"))
+    assert calls == []
+    warmup._context(torch.device("cuda:1"))
+    assert calls == [torch.device("cuda:1")]

@@ -136,7 +136,10 @@ def start_warm_up(plan: WarmUpPlan) -> WarmUp | None:
 def _context(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.init()
-        torch.cuda.set_device(device)  # this thread's current device: the phases below allocate there
+        if device.index is not None:  # this thread's current device: the phases below allocate there
+            torch.cuda.set_device(
+                device
+            )  # (a bare "cuda" is already the current device; set_device rejects it)
 
 
 def _cublas(device: torch.device, dtype: torch.dtype | None) -> None:
