@@ -160,3 +160,78 @@ def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
         os.environ.pop("XDG_CACHE_HOME", None)
     else:
         os.environ["XDG_CACHE_HOME"] = old
+
+
+# ---- full-size exports and the paper-layout export ---------------------------------------------------------
+
+FULLSIZE = "fullsize"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", f"{FULLSIZE}: full-size model exports (minutes each); run only when asked: -m {FULLSIZE}"
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``fullsize`` are skipped unless the -m expression names them (``pytest -m fullsize``):
+    ``make test`` stays within its time budget, the scaled-down twins of these tests run there instead."""
+    if FULLSIZE in (config.option.markexpr or ""):
+        return
+    skip = pytest.mark.skip(reason=f"a full-size export (minutes): run by hand with pytest -m {FULLSIZE}")
+    for item in items:
+        if FULLSIZE in item.keywords:
+            item.add_marker(skip)
+
+
+# The authors' layout (62 bands, STFT 2048/441, stereo folding, one vocals mask; OFFICIAL_SPEC §1) at a test
+# size: the bundled model's layout too (configs/default_small.yaml), with two dual-path layers so that the
+# layer loop is traced. An export's cost follows the op count: this one is ~45 s on a 2-core CPU.
+PAPER_LAYOUT_SMALL = ModelConfig.paper(
+    dim=16, depth=2, mamba2={"expand": 2, "d_state": 16, "headdim": 8}, mask_mlp_mult=2
+)
+
+
+@pytest.fixture(scope="session")
+def paper_layout_export(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(weights.safetensors, model.onnx) of a seeded random ``PAPER_LAYOUT_SMALL`` model, exported once per session
+    by ``bsmamba2 export -o model.onnx`` with no MODEL, the CLI's bundled default pointed at these weights.
+
+    Shared by tests/test_onnx_export.py (the layout exports and runs like torch) and tests/test_onnx_cli.py (the
+    default-MODEL path, then ``separate --engine onnx`` against torch)."""
+    pytest.importorskip("onnxscript")
+    import bsmamba2.cli.export as cli_export
+    from bsmamba2 import cli
+    from bsmamba2.checkpoints import save_model
+    from bsmamba2.model import build_model
+
+    folder = tmp_path_factory.mktemp("onnx_paper_layout")
+    torch.manual_seed(0)
+    weights = save_model(build_model(PAPER_LAYOUT_SMALL), folder / "paper_layout.safetensors")
+    out = folder / "paper_layout.onnx"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli_export, "DEFAULT_MODEL", weights)
+        assert cli.main(["export", "-o", str(out)]) == 0
+    return weights, out
+
+
+@pytest.fixture
+def replay_onnx_trace(monkeypatch: pytest.MonkeyPatch) -> Callable[[Path], list[dict[str, object]]]:
+    """``replay(path)``: from then on, ``torch.onnx.export`` hands back the graph of the export at ``path``
+    instead of tracing the model (a second of loading for seconds of tracing). For tests of what the exporter
+    does around the trace (checks, atomic writes, int8); ``path`` must be an export of the same weights.
+    Returns the list of the stand-in's calls (their keyword arguments)."""
+
+    def replay(path: Path) -> list[dict[str, object]]:
+        import onnx_ir as ir
+
+        calls: list[dict[str, object]] = []
+
+        def export(*args: object, **kwargs: object) -> torch.onnx.ONNXProgram:
+            calls.append(kwargs)
+            return torch.onnx.ONNXProgram(ir.load(path), None)
+
+        monkeypatch.setattr(torch.onnx, "export", export)
+        return calls
+
+    return replay

@@ -12,8 +12,11 @@ import pytest
 import soundfile as sf
 from onnx_samples import small_files
 
-from bsmamba2 import cli
+import bsmamba2.cli.export as cli_export
+from bsmamba2 import api, cli
+from bsmamba2.checkpoints import load_model
 from bsmamba2.onnx import exporter
+from bsmamba2.onnx.runtime import OnnxModel
 
 FAST = ["--segment", "0.25", "--bit-depth", "float", "--device", "cpu"]
 
@@ -53,9 +56,44 @@ def test_exported_small_model_separates_like_torch(
 
 
 @pytest.mark.slow
+def test_export_defaults_to_the_bundled_model(
+    paper_layout_export: tuple[Path, Path], write_audio: Callable[..., Path], tmp_path: Path
+) -> None:
+    """``bsmamba2 export -o F`` with no MODEL exports the bundled model, and ``separate --engine onnx`` with the
+    file gives torch's vocals and instrumental.
+
+    The export itself is conftest's ``paper_layout_export``: that CLI call, with the default pointed at a
+    stand-in of the bundled model's layout scaled down (one export of the real one costs ~1.5 min; it is
+    test_exported_bundled_model_separates_like_torch, ``pytest -m fullsize``). Here: the CLI's default is the
+    bundled file ``separate`` loads, the stand-in has its layout, and the file the default named was exported."""
+    weights, exported = paper_layout_export
+    assert cli_export.DEFAULT_MODEL == api.DEFAULT_MODEL and api.DEFAULT_MODEL.is_file()
+    bundled, stand_in = load_model(api.DEFAULT_MODEL).cfg, OnnxModel(exported)
+    layout = (
+        "mixer",
+        "stems",
+        "audio_channels",
+        "sample_rate",
+        "n_fft",
+        "hop_length",
+        "band_widths",
+        "causal",
+    )
+    assert [getattr(stand_in.cfg, k) for k in layout] == [getattr(bundled, k) for k in layout]
+    assert stand_in.metadata["source"] == weights.name
+    song = write_audio("song.wav", seconds=1.5)
+    separate_both(exported, weights, song, tmp_path, "--segment", "1.0")
+    assert_same_stems(tmp_path, ("vocals", "instrumental"))
+
+
+@pytest.mark.fullsize
 def test_exported_bundled_model_separates_like_torch(
     write_audio: Callable[..., Path], tmp_path: Path
 ) -> None:
+    """The bundled model itself through ``bsmamba2 export`` (no MODEL) and ``separate --engine onnx``.
+
+    A full export (~1.5 min on a 2-core CPU), so not part of ``make test``: run it by hand with
+    ``pytest -m fullsize tests/test_onnx_cli.py``. ``make test`` runs test_export_defaults_to_the_bundled_model."""
     exported = tmp_path / "bundled.onnx"
     assert cli.main(["export", "-o", str(exported)]) == 0  # MODEL defaults to the bundled model
     song = write_audio("song.wav", seconds=1.5)
@@ -112,10 +150,13 @@ def test_triton_switch_and_a_failed_check_leave_no_file(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
+    replay_onnx_trace: Callable[[Path], list[dict[str, object]]],
 ) -> None:
     """--backend triton is switched to the reference with a log line; a graph that fails its self-check
-    (forced here) is reported in one line and never written."""
-    weights, _ = small_files(tmp_path_factory)
+    (forced here) is reported in one line and never written. The trace is replayed from the small model's
+    export (what is tested happens after it)."""
+    weights, exported = small_files(tmp_path_factory)
+    traces = replay_onnx_trace(exported)
 
     def differs(path: Path, core: object, frames: object = None, name: str | None = None) -> float:
         raise exporter.ExportError(f"{name}: the exported graph differs from torch by 1.00e+00 (relative)")
@@ -129,3 +170,4 @@ def test_triton_switch_and_a_failed_check_leave_no_file(
     one_line_error(err)
     assert "differs from torch" in err
     assert not out.exists() and not [p for p in tmp_path.iterdir() if ".part" in p.name]
+    assert len(traces) == 1

@@ -3,6 +3,8 @@ activation products stay float, the metadata survives, and the stems stay near t
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
@@ -39,11 +41,20 @@ def test_int8_keeps_metadata_and_stays_near_fp32(
 
 
 def test_cli_int8_writes_a_checked_then_quantised_file(
-    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    replay_onnx_trace: Callable[[Path], list[dict[str, object]]],
 ) -> None:
-    weights, _ = small_files(tmp_path_factory)
+    """The fp32 graph is checked against torch (the real check, on the small model's weights), then quantised;
+    the trace is replayed from the small model's export, which test_metadata_and_signature and the graph tests
+    cover."""
+    weights, exported = small_files(tmp_path_factory)
+    traces = replay_onnx_trace(exported)
     out = tmp_path / "m.onnx"
-    assert cli.main(["export", str(weights), "-o", str(out), "--int8"]) == 0
+    with caplog.at_level(logging.INFO, logger="bsmamba2.onnx.exporter"):
+        assert cli.main(["export", str(weights), "-o", str(out), "--int8"]) == 0
+    assert len(traces) == 1 and "checked against torch" in caplog.text
     assert "MatMulInteger" in ops(out)
     assert OnnxModel(out).cfg.stems == ("vocals", "drums")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # no fp32 or temp file left beside it
