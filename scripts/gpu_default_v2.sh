@@ -47,16 +47,19 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 T0=$(date +%s)
 N=$(nproc)
 V1=/tmp/bsm_v1 V2=/tmp/bsm_v2 MIX=/tmp/bsm_mix
-corpus() {  # corpus DIR SPEC SEED [engine args...]
-  local dir=$1 spec=$2 seed=$3; shift 3
+corpus() {  # corpus DIR SPEC SEED WORKERS [engine args...]
+  local dir=$1 spec=$2 seed=$3 workers=$4; shift 4
   read -r tr va te sec <<< "$spec"
   [ -f "$dir/.complete" ] && [ "$(cat "$dir/.complete")" = "$spec $seed $*" ] && return 0
   rm -rf "$dir"
   python3 -m bsmamba2 synth "$dir" --train "$tr" --valid "$va" --test "$te" --seconds "$sec" --preset mixed \
-    --seed "$seed" --workers $((N / 2)) -q "$@" && echo "$spec $seed $*" > "$dir/.complete"
+    --seed "$seed" --workers "$workers" -q "$@" && echo "$spec $seed $*" > "$dir/.complete"
 }
-corpus "$V1" "$V1_SPEC" 0 & P1=$!
-corpus "$V2" "$V2_SPEC" 1 --engine samples --assets "$ASSETS" & P2=$!
+# v1 (oscillators) renders several times faster than v2 (SoundFonts, sung phrases): v2 gets most of the cores
+W1=${V1_WORKERS:-$(( N / 4 > 1 ? N / 4 : 1 ))}
+W2=$(( N - W1 > 1 ? N - W1 : 1 ))
+corpus "$V1" "$V1_SPEC" 0 "$W1" & P1=$!
+corpus "$V2" "$V2_SPEC" 1 "$W2" --engine samples --assets "$ASSETS" & P2=$!
 wait $P1 || { echo "corpus v1 failed" >&2; exit 4; }
 wait $P2 || { echo "corpus v2 failed" >&2; exit 4; }
 echo "[gpu_default_v2] corpora ready after $(( $(date +%s) - T0 )) s: v1 $(du -sh $V1 | cut -f1), v2 $(du -sh $V2 | cut -f1)"
