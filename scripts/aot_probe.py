@@ -5,6 +5,9 @@
   python scripts/aot_probe.py rebuild PKG_JSON CACHE            a package at the signature PKG_JSON names, built
                                                                 and loaded in this plain process (GlueCall)
   python scripts/aot_probe.py separator CACHE                   Separator(fused=True) on 20 s of noise
+  python scripts/aot_probe.py small CACHE [--static-cxx]         a tiny block_in package (the unit test's size)
+                                                                built and loaded here; --static-cxx links
+                                                                libstdc++ into it statically, symbols hidden
 
 Prints one line per stage; a crash shows as a missing "ok" line (and the native backtrace of segv_bt).
 """
@@ -93,6 +96,51 @@ def separator(cache: str) -> None:
     stamp(f"separated: {sorted(out)}")
 
 
+def static_cxx() -> None:
+    """Link the packages' .so with a private, hidden copy of libstdc++ (inductor does so for Windows)."""
+    from torch._inductor import cpp_builder
+
+    orig = cpp_builder.get_cpp_options
+
+    def patched(*a, **k):
+        out = orig(*a, **k)
+        if k.get("do_link", a[1] if len(a) > 1 else False):  # link steps only (not precompiled headers)
+            out[-1].extend(["-static-libstdc++", "-static-libgcc", "-Wl,--exclude-libs,ALL"])
+        return out
+
+    cpp_builder.get_cpp_options = patched
+    stamp("inductor's link flags get -static-libstdc++ -static-libgcc -Wl,--exclude-libs,ALL")
+
+
+def small(cache: str, static: bool) -> None:
+    import os
+
+    os.environ["XDG_CACHE_HOME"] = cache
+    os.environ["BSMAMBA2_GLUE_AOT"] = "1"
+    if static:
+        static_cxx()
+    from bsmamba2.model.mixers import glue_cache, mamba2_glue
+
+    g = torch.Generator().manual_seed(0)
+    d_inner, gn, h, d = 32, 8, 2, 16
+    in_w = (torch.randn(2 * d_inner + 2 * gn + h, d, generator=g) * 0.2).cuda()
+    args = (
+        torch.randn(3, 20, d, generator=g).cuda(), torch.randn(d, generator=g).cuda(), 1e-5, in_w,
+        torch.randn(d_inner + 2 * gn, 1, 4, generator=g).cuda(), torch.randn(d_inner + 2 * gn, generator=g).cuda(),
+        torch.randn(h, generator=g).cuda(), (d_inner, gn, h), True,
+    )  # fmt: skip
+    calls = []
+
+    def fallback(*a):
+        calls.append(1)
+        return mamba2_glue.block_in(*a)
+
+    call = glue_cache.GlueCall(mamba2_glue.block_in, fallback=fallback)
+    with torch.no_grad():
+        call(*args)
+    stamp(f"small GlueCall ran, fallback calls {len(calls)} (0 = the package loaded and agreed)")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="what", required=True)
@@ -107,6 +155,12 @@ def main() -> int:
     p.add_argument("cache")
     p = sub.add_parser("separator")
     p.add_argument("cache")
+    p = sub.add_parser("small")
+    p.add_argument("cache")
+    p.add_argument("--static-cxx", action="store_true")
+    p = sub.add_parser("rebuild-static")
+    p.add_argument("spec")
+    p.add_argument("cache")
     a = ap.parse_args()
     stamp(f"torch {torch.__version__} start: {a.what}")
     if a.what == "load":
@@ -115,6 +169,11 @@ def main() -> int:
         pyload(a.pkg)
     elif a.what == "rebuild":
         rebuild(a.spec, a.cache)
+    elif a.what == "rebuild-static":
+        static_cxx()
+        rebuild(a.spec, a.cache)
+    elif a.what == "small":
+        small(a.cache, a.static_cxx)
     else:
         separator(a.cache)
     stamp("ok")

@@ -241,3 +241,52 @@ def test_gpu_packages_build_and_match_eager(monkeypatch: pytest.MonkeyPatch, dty
         assert call._fallback.calls == 0, "no package: see the log for why AOTInductor failed here"
         got, want = (list(t) if isinstance(t, tuple) else [t] for t in (got, want))
         assert all(_rel(g, w) <= tol for g, w in zip(got, want, strict=True))
+
+
+@pytest.mark.slow
+def test_package_that_kills_its_loader_is_deleted_and_remembered(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A package whose load kills the child process is never loaded here: deleted, a .failed note, the
+    fallback runs, and a later call does not build it again."""
+    monkeypatch.setattr(glue_cache, "_child_load_failure", lambda path, device: "child exit -11")
+    call = glue_cache.GlueCall(block_in, fallback=Counted(block_in))
+    with caplog.at_level(logging.WARNING), torch.no_grad():
+        call(*_in_args())
+    assert call._fallback.calls == 1  # type: ignore[union-attr]
+    folder = glue_cache.cache_folder()
+    assert not list(folder.glob("*.pt2")) and len(list(folder.glob("*.failed"))) == 1
+    assert "does not load (child exit -11)" in caplog.text
+    monkeypatch.setattr(glue_cache, "build_package", _never)
+    later = glue_cache.GlueCall(block_in, fallback=Counted(block_in))
+    with torch.no_grad():
+        later(*_in_args())
+    assert later._fallback.calls == 1  # type: ignore[union-attr]
+
+
+def test_child_load_failure_names_the_exit(tmp_path: Path) -> None:
+    """The child process reports a file torch cannot load as a failure, with its exit status."""
+    bad = tmp_path / "bad.pt2"
+    bad.write_bytes(b"PK\x03\x04 truncated")
+    why = glue_cache._child_load_failure(bad, torch.device("cpu"))
+    assert why is not None and why.startswith("child exit ")
+
+
+def test_link_flags_go_to_link_steps_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """While a package is built, inductor's link commands get the private C++ runtime; compile-only and
+    precompiled-header steps do not (a linker flag there makes g++ try to link a header), and afterwards
+    nothing is changed."""
+    cpp_builder = pytest.importorskip("torch._inductor.cpp_builder")
+    monkeypatch.setattr(glue_cache.sys, "platform", "linux")
+    calls = []
+
+    def fake(*, cpp_compiler: str, do_link: bool, **kwargs: Any) -> tuple[list[str], ...]:
+        calls.append(do_link)
+        return ([], [], [], [], [], [], ["-O2"])
+
+    monkeypatch.setattr(cpp_builder, "get_cpp_options", fake)
+    with glue_cache._private_cxx_runtime():
+        linked = cpp_builder.get_cpp_options(cpp_compiler="g++", do_link=True)
+        compiled = cpp_builder.get_cpp_options(cpp_compiler="g++", do_link=False)
+    assert linked[-1] == ["-O2", *glue_cache.LINK_FLAGS] and compiled[-1] == ["-O2"]
+    assert cpp_builder.get_cpp_options is fake and calls == [True, False]

@@ -17,6 +17,11 @@ failed export or compile, or a cache folder that cannot be written runs the in-p
 instead (a failed compile leaves a ``.failed`` note, so later processes do not try again); a package that fails
 to load is rebuilt (with a log line); and the first call of every package in a process is checked against the
 eager function on the same inputs, falling back when they disagree.
+
+A loader that crashes cannot be caught in-process, so a new package is first loaded in a child process; one
+that kills the child is deleted and remembered as failed. Packages link a private copy of the C++ runtime
+(``LINK_FLAGS``): on the H200 host the usual link left part of libstdc++ exported from the package, and torch's
+loader died in the package's std::regex (session 9's native backtrace, ``scripts/gpu_aot_bisect.sh``).
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ import json
 import logging
 import os
 import platform
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +59,18 @@ CHECK_TOLERANCE = {torch.float64: 1e-9, torch.float32: 1e-4, torch.bfloat16: 2e-
 # Files whose code the compiled graphs hold: a change to any of them is a new package.
 SOURCES = ("mamba2_glue.py", "mamba2_pair.py", "../norms.py")
 Runner = Callable[[list[Tensor]], list[Tensor]]
+# Link steps of a package's C++ get these on Linux: libstdc++ and libgcc inside the .so, their symbols hidden, so
+# the package never mixes its runtime with the process's (part of the digest).
+LINK_FLAGS = ("-static-libstdc++", "-static-libgcc", "-Wl,--exclude-libs,ALL")
+CHILD_TIMEOUT_S = 180
+_CHILD_LOAD = """
+import sys, torch
+try:
+    torch._C._aoti.AOTIModelPackageLoader(sys.argv[1], "model", False, 1, int(sys.argv[2]))
+except (AttributeError, TypeError):  # another torch's loader: its Python wrapper
+    from torch._inductor import aoti_load_package
+    aoti_load_package(sys.argv[1])
+"""
 
 
 def cache_folder() -> Path:
@@ -167,6 +186,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "python": sys.version.split()[0],
         "machine": platform.machine(),
         "code": code.hexdigest(),
+        "link": list(LINK_FLAGS) if sys.platform == "linux" else [],
     }
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
@@ -228,7 +248,7 @@ def build_package(fn: Callable[..., Any], args: Sequence[Any], path: Path, sig: 
     t = time.perf_counter()
     log.info("compiling %s for this device ahead of time, once (kept in %s)", path.stem, path.parent)
     try:
-        with torch.no_grad(), atomic_write(path) as tmp:
+        with torch.no_grad(), atomic_write(path) as tmp, _private_cxx_runtime():
             program = torch.export.export(_Bound(fn, args), tensors)
             # torch 2.5 takes the example inputs again; later versions deprecate them
             again = "args" in inspect.signature(aoti_compile_and_package).parameters
@@ -244,7 +264,63 @@ def build_package(fn: Callable[..., Any], args: Sequence[Any], path: Path, sig: 
             pass
         return False
     log.debug("compiled %s in %.1f s", path.stem, time.perf_counter() - t)
+    why = _child_load_failure(path, tensors[0].device)
+    if why is not None:
+        log.warning("compiled glue %s does not load (%s); using torch.compile", path.stem, why)
+        path.unlink(missing_ok=True)
+        try:
+            with atomic_write(path.with_suffix(".failed")) as tmp:
+                tmp.write_text(f"child load: {why}\n")
+        except OSError:
+            pass
+        return False
     return True
+
+
+@contextmanager
+def _private_cxx_runtime() -> Iterator[None]:
+    """While a package is built, inductor's link steps get ``LINK_FLAGS`` (torch has no setting for extra link
+    flags: its option builder is wrapped; where it is not shaped as expected, nothing changes)."""
+    try:
+        from torch._inductor import cpp_builder
+
+        original = cpp_builder.get_cpp_options
+    except (ImportError, AttributeError):
+        original = None
+    if original is None or sys.platform != "linux":
+        yield
+        return
+
+    def with_flags(*args: Any, **kwargs: Any) -> Any:
+        out = original(*args, **kwargs)
+        if kwargs.get("do_link") and isinstance(out, tuple) and out and isinstance(out[-1], list):
+            out[-1].extend(LINK_FLAGS)  # passthrough arguments: the link command line only
+        return out
+
+    cpp_builder.get_cpp_options = with_flags
+    try:
+        yield
+    finally:
+        cpp_builder.get_cpp_options = original
+
+
+def _child_load_failure(path: Path, device: torch.device) -> str | None:
+    """Load ``path`` with torch's C++ loader in a child process: None if it loads, else why not (a crash
+    there, e.g. SIGSEGV, would otherwise end the user's process)."""
+    index = -1
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", _CHILD_LOAD, str(path), str(index)],
+            capture_output=True, text=True, timeout=CHILD_TIMEOUT_S, check=False,
+        )  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"{type(e).__name__} in the child"
+    if done.returncode == 0:
+        return None
+    tail = (done.stderr.strip().splitlines() or [""])[-1][:200]
+    return f"child exit {done.returncode}{': ' + tail if tail else ''}"
 
 
 def load_package(path: Path, args: Sequence[Any]) -> Runner:
