@@ -51,8 +51,10 @@ NO_IO_THREADS = {"BSMAMBA2_IO_THREADS": "0"}  # decode and encode on the model's
 # a time alone (the default on CUDA is two files in flight)
 NO_OVERLAPS = {"BSMAMBA2_CUDA_WARM_UP": "0", "BSMAMBA2_FILES_IN_FLIGHT": "1"}
 ONE_AT_A_TIME = {"BSMAMBA2_FILES_IN_FLIGHT": "1"}
-FUSED_ROW = "compiled glue, batch 8"
+FUSED_ROW = "compiled glue (AOTInductor), batch 8"
 GPU_VARIANTS: list[tuple[str, list[str], dict[str, str]]] = [
+    # the eager glue's norms as plain PyTorch ops, not the fused Triton kernels (session 9)
+    ("defaults, Triton norms off", [], {"BSMAMBA2_TRITON_NORM": "0"}),
     ("defaults, no warm-up, one file at a time", [], NO_OVERLAPS),
     ("defaults, one file at a time", [], ONE_AT_A_TIME),
     # --fused through AOTInductor packages of the glue, kept in the user cache (opt-in until a GPU run times it;
