@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from bsmamba2.model import onednn
 from bsmamba2.model.mixers.base import NotStreamableError, SequenceMixer
-from bsmamba2.model.norms import BlockRMSNorm
+from bsmamba2.model.norms import BlockRMSNorm, prenorm_dtype, triton_norm_applies
 
 
 class PreNormBlock(SequenceMixer):
@@ -35,7 +35,15 @@ class PreNormBlock(SequenceMixer):
         """x + mixer(norm(x)); with ``flip``, the same along the reversed sequence, flipped back."""
         if flip:
             return self.forward(x.flip(1)).flip(1)
-        return x + self.mixer(self.norm(x)).to(x.dtype)
+        return x + self.mixer(self._prenorm(x)).to(x.dtype)
+
+    def _prenorm(self, x: Tensor) -> Tensor:  # (n, l, d) -> (n, l, d)
+        """norm(x); for CUDA inference, the mixer's fused kernel where it has one, written in the dtype that
+        in_proj reads under autocast (one pass instead of the reference's chain and autocast's cast)."""
+        kernel = self.mixer.prenorm_kernel() if triton_norm_applies(x) else None
+        if kernel is None:
+            return self.norm(x)
+        return kernel(x, self.norm.weight, self.norm.eps, prenorm_dtype(x))
 
     @property
     def streamable(self) -> bool:

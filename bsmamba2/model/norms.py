@@ -6,13 +6,55 @@
   x · (mean(x²) + 1e-5)^(-½) · weight, computed in float32; parameter ``weight``.
 - ``GatedRMSNorm`` (mamba_ssm's RMSNormGated with norm_before_gate=False over all d_inner channels, §1.6):
   g = y ⊙ SiLU(z); g · (mean(g²) + 1e-5)^(-½) · weight, computed in float32.
+
+The last two also have one-pass Triton forms (``mixers/norm_triton.py``) that the eager Mamba2 block uses for
+CUDA inference on the Triton backend; ``triton_norm_applies`` says where.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+# The Triton forms (the Triton SSD backend's ``rms_norm`` / ``gated_rms_norm`` attributes): x, weight, eps,
+# out_dtype -> the prenorm; y, z, weight, eps -> the gated norm. See ``mixers/norm_triton.py``.
+RMSNormKernel = Callable[[Tensor, Tensor, float, torch.dtype], Tensor]
+GatedNormKernel = Callable[[Tensor, Tensor, Tensor, float], Tensor]
+TRITON_NORM_ENV = "BSMAMBA2_TRITON_NORM"  # "0": the reference norms everywhere
+TRITON_NORM_MAX_D = 4096  # the kernels keep a whole row in registers
+_KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)  # float64 stays on the reference
+
+
+def triton_norm_applies(x: Tensor) -> bool:
+    """True where a fused Triton norm replaces the reference on x (..., d): a CUDA tensor that
+    ``triton_norm_eligible`` accepts."""
+    return x.is_cuda and triton_norm_eligible(x)
+
+
+def triton_norm_eligible(x: Tensor) -> bool:
+    """Every condition of ``triton_norm_applies`` but the device: x (..., d) float32, bf16 or fp16 with
+    d ≤ ``TRITON_NORM_MAX_D``, autograd off (the kernels have no backward), no tracer, compiler or exporter
+    watching (they see the reference forms), and ``BSMAMBA2_TRITON_NORM`` not "0"."""
+    if torch.is_grad_enabled() or x.dtype not in _KERNEL_DTYPES:
+        return False
+    if x.dim() == 0 or x.shape[-1] > TRITON_NORM_MAX_D or os.environ.get(TRITON_NORM_ENV, "1") == "0":
+        return False
+    return not (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting())
+
+
+def prenorm_dtype(x: Tensor) -> torch.dtype:
+    """The dtype in which the prenorm of x feeds in_proj: autocast's bf16/fp16 where it is on for x's device (the
+    cast autocast would make anyway, folded into the norm), else the reference's (at least float32)."""
+    device = x.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        if dtype in (torch.bfloat16, torch.float16):
+            return dtype
+    return torch.promote_types(x.dtype, torch.float32)
 
 
 def block_rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:

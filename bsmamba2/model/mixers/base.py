@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from bsmamba2.errors import UserError
 from bsmamba2.model.mixers.ssd import ssd_chunked
 from bsmamba2.model.mixers.ssd_types import SSDFn
+from bsmamba2.model.norms import RMSNormKernel
 
 
 class NotStreamableError(UserError):
@@ -44,6 +45,11 @@ class SequenceMixer(nn.Module):
     def step(self, x: Tensor, state: Any) -> tuple[Tensor, Any]:
         """x (b, l, d), the state after the previous piece -> (y (b, l, d), the state after this piece)."""
         raise NotStreamableError(self._why_not())
+
+    def prenorm_kernel(self) -> RMSNormKernel | None:
+        """A fused RMS norm for the prenorm of a block around this mixer, which the block runs in place of its
+        reference norm where ``norms.triton_norm_applies`` (CUDA inference); None (the default): none."""
+        return None
 
     def _why_not(self) -> str:
         return f"{type(self).__name__} cannot run step by step: each output depends on the whole sequence"

@@ -5,7 +5,8 @@ optional fused kernels, chosen when the model is built; this module is the proje
 convolution, Δ and A, the gated norm and the output projection around it, in these forms:
 
 * ``Mamba2.forward``: the readable eager module, the reference (on the CPU without autograd, with the ``fast``
-  scan, it hands over to ``mamba2_cpu``: the same function in fewer passes over memory);
+  scan, it hands over to ``mamba2_cpu``: the same function in fewer passes over memory; on CUDA without
+  autograd, with the Triton scan, its conv + SiLU and gated-norm kernels replace torch's passes);
 * ``Mamba2.step``: the same function on a piece of a sequence, carrying the state (``Mamba2State``) across
   pieces, for streaming;
 * ``FusedMamba2Block``: a whole prenorm block with the memory-bound work around the scan compiled by
@@ -35,7 +36,7 @@ from bsmamba2.model.mixers.mamba2_glue import fused_glue
 from bsmamba2.model.mixers.mamba2_pair import pair_scan_of
 from bsmamba2.model.mixers.ssd import ssd_chunked, ssd_recurrent
 from bsmamba2.model.mixers.ssd_types import SSDFn
-from bsmamba2.model.norms import GatedRMSNorm
+from bsmamba2.model.norms import GatedNormKernel, GatedRMSNorm, RMSNormKernel, triton_norm_applies
 
 RECURRENT_STEPS = 4  # Mamba2.step runs pieces up to this long as the step-by-step recurrence
 
@@ -109,7 +110,16 @@ class Mamba2(SequenceMixer):
             # Causal depthwise conv: pad d_conv-1 on both sides, keep the first l outputs (zeros before t = 0).
             xBC = F.silu(self.conv1d(xBC.transpose(1, 2))[..., :l].transpose(1, 2))  # (b, l, d_inner + 2·g·n)
         y = self._scan(xBC, dt)
+        gated: GatedNormKernel | None = getattr(self.scan, "gated_rms_norm", None)
+        if gated is not None and triton_norm_applies(y):
+            # Inference on the Triton backend: the gated norm in one pass, z read in place in the in_proj
+            # output (the reference's chain is ~10 memory-bound passes; issue 12).
+            return self.out_proj(gated(y, z, self.norm.weight, self.norm.eps))
         return self.out_proj(self.norm(y, z))
+
+    def prenorm_kernel(self) -> RMSNormKernel | None:
+        """The Triton backend's one-pass prenorm (``norm_triton.rms_norm``); None on the other backends."""
+        return getattr(self.scan, "rms_norm", None)
 
     # ---- streaming ---------------------------------------------------------------------------------------
     @property

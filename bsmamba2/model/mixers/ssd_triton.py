@@ -50,6 +50,7 @@ from torch import Tensor
 
 from bsmamba2.model.mixers import triton_key
 from bsmamba2.model.mixers.conv_triton import conv_silu
+from bsmamba2.model.mixers.norm_triton import gated_rms_norm, rms_norm
 from bsmamba2.model.mixers.ssd_triton_split import (
     _bwd_chunk_kernel,
     _mem_rows,
@@ -866,6 +867,9 @@ def ssd_triton_bidirectional(
     return y
 
 
-# The both-directions form and the conv kernel, found by the fused bidirectional block (PairedMamba2Block).
+# The both-directions form and the conv kernel, found by the fused bidirectional block (PairedMamba2Block);
+# the conv kernel and the one-pass norms also by the eager Mamba2 block for CUDA inference.
 ssd_triton.bidirectional = ssd_triton_bidirectional  # type: ignore[attr-defined]
 ssd_triton.conv_silu = conv_silu  # type: ignore[attr-defined]
+ssd_triton.rms_norm = rms_norm  # type: ignore[attr-defined]
+ssd_triton.gated_rms_norm = gated_rms_norm  # type: ignore[attr-defined]
