@@ -49,9 +49,9 @@ from bsmamba2.hostinfo import cache_dir, cpu_name
 log = logging.getLogger(__name__)
 
 ENV = "BSMAMBA2_GLUE_AOT"
-# Opt-in everywhere (BSMAMBA2_GLUE_AOT=1) until a GPU run has timed it: written and measured on a CPU only
-# (2026-12-01: a warm fresh process's first-call cost 5.6-12.8 s -> 0.24-1.46 s; the first-ever compile 2.5x
-# torch.compile's). benchmarks/bench_cli.py's "compiled glue, batch 8" row times it on a GPU.
+# Opt-in everywhere (BSMAMBA2_GLUE_AOT=1). On an H200 (2026-12-02, BENCHMARKS.md "Session 9") a fresh
+# `bsmamba2 separate` with packages ran ten 4-minute songs at 325x real time against 368x for the default eager
+# glue with the Triton norms, and the first process spends ~100 s compiling the packages.
 AOT_DEVICES: tuple[str, ...] = ()
 # The first call of a package in a process is compared with the eager function: a relative difference
 # (‖aot − eager‖ / ‖eager‖) above this means a broken package (rounding differences are orders smaller).
