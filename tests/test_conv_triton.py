@@ -7,14 +7,12 @@ they are defined); on a GPU (``-m gpu``) compiled, in float32 and bf16.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from interpreted import run_interpreted
 
 from bsmamba2.model.mixers.mamba2_pair import directional_conv_silu
 
@@ -65,13 +63,7 @@ def _interpret() -> int:
 
 
 def test_conv_triton_interpreter_matches_reference() -> None:
-    path = os.pathsep.join(
-        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
-    )
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=path)
-    proc = subprocess.run(
-        [sys.executable, __file__, "--interpret"], env=env, capture_output=True, text=True, timeout=600
-    )
+    proc = run_interpreted(__file__, "--interpret")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("ok  ") == len(CASES), proc.stdout
 

@@ -11,8 +11,6 @@ function as the eager prenorm block, with the same parameters.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -116,16 +114,9 @@ def test_paired_block_with_triton_interpreter() -> None:
     eager model on the reference scan: the stacked batch, strided views and reversed indexing reach the
     kernels correctly (time path chunked, band path single-chunk)."""
     pytest.importorskip("triton")
-    import subprocess
-    import sys
-    from pathlib import Path
+    from interpreted import run_interpreted
 
-    path = os.pathsep.join(
-        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
-    )
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=path)
-    cmd = [sys.executable, __file__, "--paired-interpret"]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    proc = run_interpreted(__file__, "--paired-interpret")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("paired ok") == 2, proc.stdout
 

@@ -10,14 +10,12 @@ the Triton backend gives the same separation with the kernels and without.
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from interpreted import run_interpreted
 
 import bsmamba2.model.dualpath as dualpath
 import bsmamba2.model.mixers.mamba2 as mm
@@ -114,13 +112,7 @@ def _interpret() -> int:
 
 
 def test_norm_triton_interpreter_matches_reference() -> None:
-    path = os.pathsep.join(
-        p for p in (str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH")) if p
-    )
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=path)
-    proc = subprocess.run(
-        [sys.executable, __file__, "--interpret"], env=env, capture_output=True, text=True, timeout=600
-    )
+    proc = run_interpreted(__file__, "--interpret")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.count("ok  ") == len(CASES) + 1, proc.stdout
 
