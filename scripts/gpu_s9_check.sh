@@ -5,7 +5,8 @@
 # Triton norms off, the compiled glue through AOTInductor packages.
 #
 #   bash scripts/gpu_s9_check.sh      # carry .whl (soundfile, soxr)
-# Env: TESTS_CAP (s, default 100), CLI_BUDGET (s, default 230), CLI_ROWS (default below).
+# Env: TESTS_CAP (s, default 100), CLI_BUDGET (s, default 230), CLI_ROWS (default below), MODELS=1 (also the
+# models-alone section: BSMamba2, BS-RoFormer and htdemucs through the same chunking; carry demucs' wheels).
 # Results under $OUT: toolchain.txt, gpu_tests.log, aot.log, cli/ (cli.json, cli.md), cli.log, status.txt.
 set -u
 TAG=s9_check
@@ -49,7 +50,8 @@ wait $PA
 say "aot: $(grep -h 'fallback calls\|rebuild rc' "$O/aot.log" | tr '\n' ' ')"
 B=${CLI_BUDGET:-230}
 taskset -c 4-15 timeout $((B + 60)) python3 benchmarks/bench_cli.py --songs 10 --seconds 240 --budget "$B" \
-  --rows "${CLI_ROWS:-Triton norms off,(AOTInductor)}" --no-models --out "$O/cli" >"$O/cli.log" 2>&1
+  --rows "${CLI_ROWS:-Triton norms off,(AOTInductor)}" $([ "${MODELS:-0}" = 1 ] || echo --no-models) \
+  --out "$O/cli" >"$O/cli.log" 2>&1
 echo "cli rc=$?" >>"$O/status.txt"
 say "cli done"
 cat "$O/cli/cli.md" 2>/dev/null | head -n 40
