@@ -251,3 +251,20 @@ def test_build_model_resolves_the_backend_once() -> None:
         build_model(cfg, backend="triton", device="cpu")
     # the backend is checked for every mixer, used only by those with an SSD
     assert build_model(ModelConfig.tiny(mixer="roformer"), backend="torch").backend == "torch"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs two GPUs")
+def test_model_on_a_second_gpu_runs_its_kernels_there() -> None:
+    """A model on cuda:1 while cuda:0 is current (``--device cuda:1``) gives what the same model gives on
+    cuda:0: its Triton kernels run on the GPU that holds the tensors."""
+    torch.manual_seed(0)
+    cfg = ModelConfig.tiny(dim=32, mamba2=dict(headdim=16, d_state=32))
+    model = build_model(cfg, backend="triton", device="cuda:0").eval()
+    x = 0.3 * torch.randn(2, cfg.audio_channels, cfg.sample_rate, device="cuda:0")
+    torch.cuda.set_device(0)
+    with torch.no_grad():
+        want = model(x)
+        got = model.to("cuda:1")(x.to("cuda:1"))
+    assert got.device == torch.device("cuda:1") and torch.cuda.current_device() == 0
+    assert ((got.cpu() - want.cpu()).norm() / want.cpu().norm()).item() < 1e-5

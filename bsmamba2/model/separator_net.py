@@ -10,6 +10,7 @@ r real/imaginary part.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Any, NamedTuple
 
@@ -99,7 +100,8 @@ class BandSplitSeparator(nn.Module):
             )
         k = self.cfg.lookahead  # the network runs k frames ahead of the masks; past the end it sees silence
         z = self._features(F.pad(X, (0, k)) if k else X)  # (b, t + k, bands, d)
-        z = dual_path(z, self.layers, recompute=self.recompute and self.training)  # (b, t + k, bands, d)
+        with on_its_gpu(z):
+            z = dual_path(z, self.layers, recompute=self.recompute and self.training)  # (b, t + k, bands, d)
         masks = self._masks(z)[..., k:]  # (b, s, c, f, t): the mask of frame i is the output at frame i + k
         return X.to(torch.complex64)[:, None] * masks  # (b, s, c, f, t)
 
@@ -145,7 +147,9 @@ class BandSplitSeparator(nn.Module):
         if X.shape[-1] == 0:
             empty = X.new_zeros(X.shape[0], self.cfg.num_stems, *X.shape[1:], dtype=torch.complex64)
             return empty, state
-        z, layers = dual_path_step(self._features(X, grouped), self.layers, state.layers)
+        z = self._features(X, grouped)
+        with on_its_gpu(z):
+            z, layers = dual_path_step(z, self.layers, state.layers)
         masks = self._masks(z, grouped)  # (b, s, c, f, l): network frames seen .. seen + l - 1
         queue = torch.cat([state.pending, X.to(torch.complex64)], dim=-1)  # frames still waiting for a mask
         ready = X.shape[-1] - max(0, self.cfg.lookahead - state.seen)  # masks of frames ≥ 0
@@ -170,3 +174,11 @@ class BandSplitSeparator(nn.Module):
         X = stft(padded, self.cfg.n_fft, self.cfg.hop_length)  # (b, c, f, t)
         S = self.forward_spec(X)  # (b, s, c, f, t)
         return istft(S, self.cfg.n_fft, self.cfg.hop_length, length=padded.shape[-1])[..., :n]
+
+
+def on_its_gpu(t: Tensor) -> contextlib.AbstractContextManager[Any]:
+    """Make t's GPU the current CUDA device for the block (a no-op elsewhere). Triton kernels launch on the
+    current device, so a model on cuda:1 while cuda:0 is current would otherwise run them on the wrong GPU."""
+    if t.is_cuda and t.device.index is not None and t.device.index != torch.cuda.current_device():
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
