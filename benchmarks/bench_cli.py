@@ -53,6 +53,9 @@ NO_OVERLAPS = {"BSMAMBA2_CUDA_WARM_UP": "0", "BSMAMBA2_FILES_IN_FLIGHT": "1"}
 ONE_AT_A_TIME = {"BSMAMBA2_FILES_IN_FLIGHT": "1"}
 FUSED_ROW = "compiled glue (AOTInductor), batch 8"
 GPU_VARIANTS: list[tuple[str, list[str], dict[str, str]]] = [
+    # the garbage collector running through the start-up and the interpreter's full teardown (session 10's
+    # bsmamba2.cli.startup: before / after)
+    ("defaults, fast start and exit off", [], {"BSMAMBA2_FAST_START": "0"}),
     # the eager glue's norms as plain PyTorch ops, not the fused Triton kernels (session 9)
     ("defaults, Triton norms off", [], {"BSMAMBA2_TRITON_NORM": "0"}),
     ("defaults, no warm-up, one file at a time", [], NO_OVERLAPS),
@@ -402,7 +405,8 @@ def model_section(b: Bench) -> None:
     # most telling first, the budget may cut the tail: the defaults' batch, the baselines, then the variants
     eager_row = lambda n: (f"BSMamba2 {b.model_name}, eager, batch {n}", lambda: eager.model, n, False)  # noqa: E731
     rows: list[tuple[str, Callable[[], Any], int, bool]] = [eager_row(n) for n in (4, 8)]
-    if cuda:
+    compiled = cuda and not b.args.skip_compiled
+    if compiled:
         rows.append((f"BSMamba2 {b.model_name}, compiled glue, batch 8", fused, 8, True))
     if b.args.quick:  # stand-ins of the baselines' code paths at a size a 2-core CPU runs in seconds
         roformer, rname = ModelConfig.tiny(mixer="roformer"), "BS-RoFormer, tiny config"
@@ -415,7 +419,7 @@ def model_section(b: Bench) -> None:
         paper = lambda: build_model(ModelConfig.paper(), device=dev).eval()  # noqa: E731
         rows.append(("BSMamba2 paper config (48.1M, random weights), batch 4", paper, 4, False))
     rows += [eager_row(n) for n in ((2,) if b.args.quick else (16, 32))]
-    if cuda:
+    if compiled:
         rows += [
             (f"BSMamba2 {b.model_name}, compiled glue, batch 4", fused, 4, True),
         ]
@@ -537,6 +541,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated substrings: only the CLI rows whose label holds one (and the defaults)",
     )
     p.add_argument("--no-models", action="store_true", help="skip the models-alone section")
+    p.add_argument(
+        "--skip-compiled",
+        action="store_true",
+        help="leave out the models-alone compiled-glue rows (compiles)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.songs, args.seconds, args.device = min(args.songs, 2), min(args.seconds, 1.0), "cpu"

@@ -1,5 +1,4 @@
-import sys
+from bsmamba2.cli import entry
 
-from bsmamba2.cli import main
-
-sys.exit(main())
+if __name__ == "__main__":
+    entry()

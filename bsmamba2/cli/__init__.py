@@ -6,6 +6,11 @@ expose ``before_torch(args)``: torch-free work started once the arguments parse,
 only when its subcommand runs, so ``bsmamba2 --help`` stays fast. Global flags, before or after COMMAND:
 ``-v/--verbose`` (debug logging), ``-q/--quiet`` (warnings and errors only, no progress bars); and
 ``--version``. ``run`` sees them as ``args.verbose`` / ``args.quiet``.
+
+The executable's process (:func:`entry`) starts with the garbage collector paused and may end without the
+interpreter's teardown (:mod:`~bsmamba2.cli.startup`): a module sets ``LATE_GC = True`` to resume the
+collector itself once its start-up is done (else it resumes before ``run``), and ``FAST_EXIT = True`` when
+everything it does is on disk by the time ``run`` returns. :func:`main` itself does neither of the two.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from bsmamba2 import __version__
+from bsmamba2.cli import startup
 from bsmamba2.cli.console import Terminated, console_logging, os_error_line, signals_interrupt
 from bsmamba2.errors import UserError
 
@@ -79,28 +85,48 @@ def _usage_error(message: str) -> int:
     return 2
 
 
+def entry() -> None:
+    """The ``bsmamba2`` executable (and ``python -m bsmamba2``): :func:`main` in a process of its own, with
+    the garbage collector paused over the start-up and, for a command that allows it, no interpreter
+    teardown after it (:mod:`~bsmamba2.cli.startup`). Never returns."""
+    startup.pause_gc()
+    code, module = _main(None)
+    startup.finish(code, startup.fast_exit(module))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``bsmamba2 [-v | -q] COMMAND [ARGS...]``; returns the exit code (0 ok, 1 user error, 2 usage)."""
-    args_in = list(sys.argv[1:] if argv is None else argv)
+    return _main(argv)[0]
+
+
+def _main(argv: Sequence[str] | None) -> tuple[int, ModuleType | None]:
+    """:func:`main`, also returning the command's module once it was imported (for :func:`entry`)."""
+    try:
+        return _dispatch(list(sys.argv[1:] if argv is None else argv))
+    finally:
+        startup.resume_gc()  # a command that failed before resuming it (see LATE_GC) leaves it running
+
+
+def _dispatch(args_in: list[str]) -> tuple[int, ModuleType | None]:
     flags: set[str] = set()
     while args_in and args_in[0] in GLOBAL_FLAGS:
         flags.add(GLOBAL_FLAGS[args_in.pop(0)])
     if flags == {"verbose", "quiet"}:
-        return _usage_error("-q/--quiet and -v/--verbose exclude each other")
+        return _usage_error("-q/--quiet and -v/--verbose exclude each other"), None
     if args_in and args_in[0] == "--version":
         print(f"bsmamba2 {__version__}")
-        return 0
+        return 0, None
     if not args_in or args_in[0] in ("-h", "--help"):
         get_parser().print_help()
-        return 0 if args_in else 2
+        return (0 if args_in else 2), None
     command = args_in[0]
     if command not in SUBCOMMANDS:
-        return _usage_error(f"unknown command {command!r} (choose from {', '.join(SUBCOMMANDS)})")
+        return _usage_error(f"unknown command {command!r} (choose from {', '.join(SUBCOMMANDS)})"), None
     module = importlib.import_module(SUBCOMMANDS[command][0])
     try:
         args = command_parser(command, module).parse_args(args_in[1:])
     except SystemExit as e:  # argparse already printed its help, or its one-line usage error
-        return int(e.code or 0)
+        return int(e.code or 0), module
     before_torch = getattr(module, "before_torch", None)  # torch-free work to start beside its import
     if before_torch is not None:
         before_torch(args)
@@ -112,7 +138,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.verbose = "verbose" in flags or bool(args.verbose)
     args.quiet = "quiet" in flags or bool(args.quiet)
     if args.verbose and args.quiet:
-        return _usage_error("-q/--quiet and -v/--verbose exclude each other")
+        return _usage_error("-q/--quiet and -v/--verbose exclude each other"), module
+    if not getattr(module, "LATE_GC", False):  # else the command resumes the collector itself
+        startup.resume_gc()
+    return _run(command, module, args), module
+
+
+def _run(command: str, module: ModuleType, args: argparse.Namespace) -> int:
+    """The command's ``run(args)``, its expected failures reported in one line; returns the exit code."""
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     with console_logging(level), signals_interrupt():
         try:

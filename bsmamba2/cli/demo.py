@@ -19,6 +19,8 @@ from bsmamba2.data.synth.composer import PRESET_NAMES
 from bsmamba2.demo import DEFAULT_PRESET, DEFAULT_SECONDS, DEFAULT_SEED, report_lines, run_demo
 from bsmamba2.errors import UserError
 
+FAST_EXIT = True  # everything is written before run() returns (bsmamba2.cli.startup)
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

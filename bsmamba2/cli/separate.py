@@ -28,6 +28,11 @@ from bsmamba2.cli import cuda_prestart, options
 from bsmamba2.cli.inputs import DEFAULT_OUT
 from bsmamba2.cli.options import CUDA_BATCH_SIZE, CUDA_FUSED, DEFAULT_OVERLAP, ENGINES
 
+# Process start and end (bsmamba2.cli.startup): the garbage collector stays paused through the model load
+# (separate_jobs resumes it), and every output is renamed into place before run() returns.
+LATE_GC = True
+FAST_EXIT = True
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(

@@ -25,7 +25,7 @@ from tqdm import tqdm
 from bsmamba2.api import DEFAULT_MODEL, Separator
 from bsmamba2.atomic import atomic_write
 from bsmamba2.batchrun import StageTimes, stage_clock
-from bsmamba2.cli import options
+from bsmamba2.cli import options, startup
 from bsmamba2.cli.inflight import ModelGates, run_in_flight
 from bsmamba2.cli.inputs import Job, find_inputs
 from bsmamba2.cli.warmup import WarmUp, WarmUpPlan, start_warm_up
@@ -138,6 +138,7 @@ def _run_jobs(
         **options.model_settings(args),
     )
     times.add("load", time.perf_counter() - t)
+    startup.resume_gc()  # paused since process start (cli.separate's LATE_GC): the start-up is over
     _wait_for_warm_up(warming, times)
     in_flight = min(_files_in_flight(sep.device), len(jobs))  # one file: on this thread, as before
     times.info.update(
