@@ -242,7 +242,8 @@ class _Writer(Protocol):
 class BackgroundWriter:
     """A block writer (``write`` / ``commit`` / ``abort``, e.g. ``audio.AtomicWriter``) whose writes run on a
     :class:`Background` thread of their own, in order: two outputs encode in parallel (libsndfile releases the
-    GIL), beside the model. ``commit`` waits for the writes, then commits; ``abort`` stops them, then aborts.
+    GIL), beside the model. ``finish`` queues the commit behind the writes (outputs then close in parallel);
+    ``commit`` waits for the writes and the commit; ``abort`` stops them, then aborts.
     The writes' seconds go to ``clock["write"]``. ``threads=False``: each write runs at once, on the caller's
     thread (:class:`Inline`), still timed.
     """
@@ -258,6 +259,8 @@ class BackgroundWriter:
         self.writer = writer
         self.clock = clock
         self._worker: Background | Inline = Background(depth) if threads else Inline()
+        self._finishing = False
+        self._result: Any = None
 
     def write(self, block: Any) -> None:
         self._worker.submit(self._write, block)
@@ -266,9 +269,22 @@ class BackgroundWriter:
         with timed(self.clock, "write"):
             self.writer.write(block)
 
+    def finish(self) -> None:
+        """Queue the commit behind the writes, on this writer's thread: several outputs then close (and
+        libsndfile syncs each file to disk as it closes) in parallel. :meth:`commit` waits for it."""
+        if not self._finishing:
+            self._finishing = True
+            self._worker.submit(self._commit)
+
+    def _commit(self) -> None:
+        with timed(self.clock, "write"):
+            self._result = self.writer.commit()
+
     def commit(self) -> Any:
+        """Wait for the writes, commit (unless :meth:`finish` queued it) and return the writer's result."""
+        self.finish()
         self._worker.join()
-        return self.writer.commit()
+        return self._result
 
     def abort(self) -> None:
         self._worker.close()

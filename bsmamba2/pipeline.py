@@ -170,6 +170,8 @@ def separate_file(
             y = chunks.finish()
         encode.submit(sink.emit, y, True)
         encode.join()
+        for w in writers.values():  # each output closes on its own thread, all at once
+            w.finish()
         written = {name: w.commit() for name, w in writers.items()}
         if clock is not None:
             clock.files += 1

@@ -182,3 +182,50 @@ def test_environment_turns_the_threads_off(
     monkeypatch.setenv(pipeline.IO_THREADS_ENV, "1")
     with pytest.raises(AssertionError, match="stage thread"):
         separate_file(make, ModelIO.of(identity_model), src, {"vocals": tmp_path / "w.wav"})
+
+
+class _Recorder:
+    """A block writer that records what reached it, and on which thread its commit ran."""
+
+    def __init__(self, fail_commit: bool = False) -> None:
+        self.blocks: list[int] = []
+        self.commit_thread: str | None = None
+        self.fail_commit = fail_commit
+
+    def write(self, block: int) -> None:
+        time.sleep(0.001)
+        self.blocks.append(block)
+
+    def commit(self) -> str:
+        self.commit_thread = threading.current_thread().name
+        if self.fail_commit:
+            raise OSError("disk full")
+        return f"done {len(self.blocks)}"
+
+    def abort(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("threads", [True, False])
+def test_background_writer_commits_behind_its_writes(threads: bool) -> None:
+    """``finish`` queues the commit behind every write, on the writer's own thread (so outputs close in
+    parallel); ``commit`` then returns its result, as it does without ``finish`` or without threads."""
+    for finish in (True, False):
+        raw = _Recorder()
+        w = batchrun.BackgroundWriter(raw, threads=threads)
+        for i in range(20):
+            w.write(i)
+        if finish:
+            w.finish()
+            w.finish()  # a second call queues nothing more
+        assert w.commit() == "done 20" and raw.blocks == list(range(20))
+        main = threading.current_thread().name
+        assert (raw.commit_thread != main) == threads  # commit() alone also queues it there
+
+
+def test_background_writer_reraises_a_failed_commit() -> None:
+    w = batchrun.BackgroundWriter(_Recorder(fail_commit=True))
+    w.write(1)
+    w.finish()
+    with pytest.raises(OSError, match="disk full"):
+        w.commit()

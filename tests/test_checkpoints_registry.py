@@ -204,3 +204,51 @@ def test_model_from_state_gives_every_weight_its_own_storage(tiny_model_path: Pa
     assert own[keys[-1]].dtype == torch.float32
     with pytest.raises(CheckpointError, match="weights do not fit"):
         model_from_state(cfg, {k: v for k, v in state.items() if k != keys[0]}, source="src")
+
+
+def _mixed_state(tiny_model_path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The tiny model's state with a bf16 tensor, a non-contiguous one and a view into a larger storage,
+    beside the model's own state (what the load fills)."""
+    from bsmamba2.checkpoints.loading import SkipRandomInit
+    from bsmamba2.model import BandSplitSeparator
+
+    cfg, state = load_state(tiny_model_path)
+    keys = [k for k, v in state.items() if v.is_floating_point() and v.dim() == 2]
+    state[keys[0]] = state[keys[0]].to(torch.bfloat16)
+    state[keys[1]] = state[keys[1]].t().contiguous().t()  # same values, transposed strides
+    big = torch.randn(state[keys[2]].numel() + 7)
+    state[keys[2]] = big[7:].view(state[keys[2]].shape)
+    with SkipRandomInit():
+        own = BandSplitSeparator(cfg, backend="torch").state_dict()
+    return state, own
+
+
+def test_packed_transfer_matches_tensor_by_tensor(tiny_model_path: Path) -> None:
+    """The one-copy-per-dtype path (taken for host tensors bound for an accelerator) gives the same tensors
+    as the tensor-by-tensor one: values, dtypes and shapes, each with a storage of its own."""
+    from bsmamba2.checkpoints.loading import _owned, _owned_batched
+
+    state, own = _mixed_state(tiny_model_path)
+    ref = _owned(state, own, torch.device("cpu"))
+    got = _owned_batched(state, own, torch.device("cpu"))
+    assert list(got) == list(ref) == list(own)
+    for k, t in got.items():
+        assert t.dtype == own[k].dtype and t.shape == own[k].shape and t.is_contiguous(), k
+        assert torch.equal(t, ref[k]), k
+        assert t.untyped_storage().nbytes() == t.nbytes, k
+    ptrs = [t.untyped_storage().data_ptr() for t in got.values() if t.numel()]
+    assert len(set(ptrs)) == len(ptrs)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_model_loads_to_a_gpu_in_packed_copies(tiny_model_path: Path) -> None:
+    """On a GPU, ``model_from_state`` takes the packed path: the same weights as loading on the host, then
+    moving the model."""
+    cfg, state = load_state(tiny_model_path)
+    host = model_from_state(cfg, dict(state), backend="torch")
+    gpu = model_from_state(cfg, dict(state), device="cuda", backend="torch")
+    for (k, a), (k2, b) in zip(host.state_dict().items(), gpu.state_dict().items(), strict=True):
+        assert k == k2 and b.device.type == "cuda" and torch.equal(a, b.cpu()), k
+    ptrs = [p.untyped_storage().data_ptr() for p in gpu.parameters()]
+    assert len(set(ptrs)) == len(ptrs)
