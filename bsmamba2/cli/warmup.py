@@ -48,10 +48,9 @@ from bsmamba2.pipeline import HostCopy
 log = logging.getLogger(__name__)
 
 DEVICE_TYPES: tuple[str, ...] = ("cuda",)  # the devices with first-call costs worth a thread
-# The level without BSMAMBA2_CUDA_WARM_UP. On an H200 (2026-12-01, benchmarks/bench_cli.py) the stand-in
-# forward failed: the parameters its constructor leaves to the checkpoint's load stayed on the host (fixed
-# since, with .to(device), but not yet run on a GPU). What ran there was the driver pre-start and cuBLAS:
-# one song 4.53 s warm against 4.94 s without any warm-up. So "libs" until a GPU run times "full".
+# The level without BSMAMBA2_CUDA_WARM_UP. On an H200 (2026-12-02, benchmarks/bench_cli.py, session 10) the
+# stand-in forward ("full") made one warm 4-minute song slower, 3.53 s against 3.15 s with "libs": it shares the
+# GIL with the model load, and the first forward then waits ~0.5 s for it. So "libs".
 DEFAULT_LEVEL = "libs"
 _POLL_S = 0.1  # wait() joins in slices this long, so that signals reach the calling thread
 
