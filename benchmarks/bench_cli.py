@@ -56,6 +56,8 @@ GPU_VARIANTS: list[tuple[str, list[str], dict[str, str]]] = [
     # the garbage collector running through the start-up and the interpreter's full teardown (session 10's
     # bsmamba2.cli.startup: before / after)
     ("defaults, fast start and exit off", [], {"BSMAMBA2_FAST_START": "0"}),
+    # no pinned host blocks left in torch's cache by the warm-up (cli/warmup.py's "pinned" phase, session 10)
+    ("defaults, no pinned blocks", [], {"BSMAMBA2_PINNED_BLOCKS": "0"}),
     # the eager glue's norms as plain PyTorch ops, not the fused Triton kernels (session 9)
     ("defaults, Triton norms off", [], {"BSMAMBA2_TRITON_NORM": "0"}),
     ("defaults, no warm-up, one file at a time", [], NO_OVERLAPS),

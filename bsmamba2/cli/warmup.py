@@ -16,7 +16,11 @@ stack and loads the checkpoint (the driver itself was started beside ``import to
    its output copied to pinned host memory as ``separate_file`` does: cuFFT plans (cached per shape), the
    Triton kernels and the allocator's blocks are then the ones the first file uses. Without a config to
    read (a foreign checkpoint), with ``--fused`` (torch.compile on two threads at once is not safe) or at
-   level ``libs``, an STFT / iSTFT pair at the chunk shape stands in for it (cuFFT only).
+   level ``libs``, an STFT / iSTFT pair at the chunk shape stands in for it (``cufft``: cuFFT only), on a
+   thread of its own beside ``cublas``;
+4. ``pinned`` (on CUDA, also on a thread of its own): pinned host blocks the size of a batch of chunks and
+   of an output piece, allocated and freed, so that the first file's copies find them in torch's cache
+   (``BSMAMBA2_PINNED_BLOCKS``: how many of each, 0 none).
 
 Its result is discarded, the global RNGs are not drawn from, and any error is only logged (at debug): the
 caller's own first CUDA call meets it again and reports it. The caller waits (:meth:`WarmUp.wait`) before
@@ -38,7 +42,7 @@ from pathlib import Path
 import torch
 
 from bsmamba2 import spectral
-from bsmamba2.apply import OverlapAdd
+from bsmamba2.apply import OverlapAdd, chunk_stride
 from bsmamba2.cli.cuda_prestart import WARM_UP_ENV
 from bsmamba2.config import ModelConfig
 from bsmamba2.device import resolve_precision
@@ -53,6 +57,11 @@ DEVICE_TYPES: tuple[str, ...] = ("cuda",)  # the devices with first-call costs w
 # GIL with the model load, and the first forward then waits ~0.5 s for it. So "libs".
 DEFAULT_LEVEL = "libs"
 _POLL_S = 0.1  # wait() joins in slices this long, so that signals reach the calling thread
+# Pinned host blocks of each size (a batch of chunks, an output piece) left in torch's cache by the warm-up:
+# a fresh process allocated 4 batches' and several pieces' blocks for one 4-minute song (H200 profile,
+# session 10); at the defaults each is one 32 MiB size class, so 8 blocks hold 256 MiB of page-locked memory.
+PINNED_BLOCKS = 4
+PINNED_ENV = "BSMAMBA2_PINNED_BLOCKS"  # a number; 0: none
 
 
 def warm_up_level() -> str:
@@ -86,6 +95,7 @@ class WarmUp:
         self.plan = plan
         self.seconds: dict[str, float] = {}
         self.error: str | None = None
+        self._lock = threading.Lock()
         self.thread = threading.Thread(target=self._work, name="bsmamba2-cuda-warm-up", daemon=True)
         self.thread.start()
 
@@ -103,19 +113,47 @@ class WarmUp:
 
     def _work(self) -> None:
         plan, dev = self.plan, self.plan.device
+        side: list[threading.Thread] = []
         try:
             self._phase("context", lambda: _context(dev))
             dtype = resolve_precision(dev, plan.precision)
-            self._phase("cublas", lambda: _cublas(dev, dtype))
             cfg = _read_config(plan.model) if plan.model is not None else None
-            if cfg is not None and plan.forward:
-                self._phase("forward", lambda: _forward(plan, cfg, dtype))
-            else:
-                self._phase("cufft", lambda: _cufft(plan, cfg))
+            forward = cfg is not None and plan.forward
+            # Independent libraries, each in C with the GIL released: cuFFT and the pinned blocks start on
+            # threads of their own beside cuBLAS (on an H200 the three took 0.2 + 0.1-0.2 + ? s in a row).
+            if not forward:
+                side.append(self._beside("cufft", lambda: _cufft(plan, cfg)))
+            if dev.type == "cuda" and pinned_blocks() > 0:
+                side.append(self._beside("pinned", lambda: _pinned(plan, cfg)))
+            self._phase("cublas", lambda: _cublas(dev, dtype))
+            if forward:
+                self._phase("forward", lambda: _forward(plan, cfg, dtype))  # type: ignore[arg-type]
         except Exception as e:  # noqa: BLE001 - the caller's own first CUDA call reports it
-            self.error = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-            log.debug("CUDA warm-up on %s failed: %s", dev, self.error, exc_info=True)
+            self._fail(e)
+        for t in side:
+            t.join()
         log.debug("CUDA warm-up phases (s): %s", {k: round(v, 4) for k, v in self.seconds.items()})
+
+    def _beside(self, name: str, fn: Callable[[], object]) -> threading.Thread:
+        """Run phase ``name`` on a daemon thread of its own (the device made current there first)."""
+
+        def run() -> None:
+            try:
+                _context(self.plan.device)
+                self._phase(name, fn)
+            except Exception as e:  # noqa: BLE001 - as in _work
+                self._fail(e)
+
+        t = threading.Thread(target=run, name=f"bsmamba2-cuda-warm-up-{name}", daemon=True)
+        t.start()
+        return t
+
+    def _fail(self, e: Exception) -> None:
+        line = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+        with self._lock:
+            if self.error is None:  # the first failure is the one reported
+                self.error = line
+        log.debug("CUDA warm-up on %s failed: %s", self.plan.device, line, exc_info=True)
 
 
 def start_warm_up(plan: WarmUpPlan) -> WarmUp | None:
@@ -171,6 +209,32 @@ def _cufft(plan: WarmUpPlan, cfg: ModelConfig | None) -> None:
     x = torch.zeros(b, ch, n, device=plan.device)
     spec = spectral.stft(x, c.n_fft, c.hop_length)
     spectral.istft(spec, c.n_fft, c.hop_length, length=n)
+
+
+def pinned_blocks() -> int:
+    """How many pinned host blocks of each size the warm-up leaves in torch's cache (:func:`_pinned`):
+    ``BSMAMBA2_PINNED_BLOCKS``, else :data:`PINNED_BLOCKS`."""
+    given = os.environ.get(PINNED_ENV, "").strip()
+    return int(given) if given.isdigit() else PINNED_BLOCKS
+
+
+def _pinned(plan: WarmUpPlan, cfg: ModelConfig | None) -> None:
+    """Allocate, then free, pinned host blocks the size of one batch of chunks and of one output piece.
+
+    ``separate_file`` pins each batch before its copy to the GPU, and each output piece for its copy back
+    (``HostCopy``). In a fresh process each of those was a new page-locked allocation: ~340 ms of one 4-minute
+    song's model stage on an H200 (a sampled profile, session 10). Freed here, the blocks stay in torch's
+    caching host allocator, which hands them out again for requests of the same size class (a power of two)."""
+    c = cfg or ModelConfig()
+    b, ch, n = _chunk_shape(plan, c.sample_rate, c.audio_channels)
+    piece = len(c.stems) * ch * chunk_stride(n, plan.overlap) * b  # samples of one batch's finished output
+    sizes = {b * ch * n * 4, piece * 4}  # float32 bytes
+    blocks = [
+        torch.empty(size, dtype=torch.uint8, pin_memory=True)
+        for size in sizes
+        for _ in range(pinned_blocks())
+    ]
+    del blocks  # back to the cache, free for the first file's batches and pieces
 
 
 def _stand_in(plan: WarmUpPlan, cfg: ModelConfig) -> torch.nn.Module:
