@@ -169,6 +169,19 @@ def test_every_phase_runs_on_a_gpu() -> None:
     assert w.error is None and set(w.seconds) == {"context", "cublas", "forward", "pinned"}
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_libs_phases_run_beside_each_other_on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """At level libs on a GPU with the Triton kernels: cuBLAS, then cuFFT, the pinned blocks and Triton's
+    start on threads beside it; every one finishes, none fails."""
+    monkeypatch.setenv(WARM_UP_ENV, "libs")
+    plan = WarmUpPlan(torch.device("cuda"), model=DEFAULT_MODEL, segment=8.0, batch_size=8)
+    w = start_warm_up(plan)
+    assert w is not None
+    w.wait()
+    assert w.error is None and set(w.seconds) == {"context", "cublas", "cufft", "pinned", "triton"}
+
+
 def test_stand_in_lies_wholly_on_the_plans_device() -> None:
     """The model constructor leaves what a checkpoint's load replaces on the host; the stand-in, which no load
     fills, must move itself (on an H200 its first Triton kernel was handed a host tensor). The meta device
@@ -226,3 +239,21 @@ def test_pinned_blocks_are_reused_by_the_first_copies(monkeypatch: pytest.Monkey
     monkeypatch.setattr(warmup.torch, "empty", real)
     batch = torch.zeros(8, 2, round(8.0 * 44100)).pin_memory()
     assert batch.data_ptr() in seen
+
+
+def test_a_failure_beside_stays_there(
+    monkeypatch: pytest.MonkeyPatch, on_cpu: None, tiny_model_path: Path
+) -> None:
+    """A phase on a thread beside (here cuFFT's) that fails is reported once; cuBLAS's still runs."""
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("no cuFFT")
+
+    monkeypatch.setattr(warmup, "_cufft", broken)
+    escaped: list[object] = []
+    monkeypatch.setattr(threading, "excepthook", escaped.append)
+    w = start_warm_up(_plan(tiny_model_path, forward=False))
+    assert w is not None
+    w.wait()
+    assert w.error == "RuntimeError: no cuFFT" and escaped == []
+    assert set(w.seconds) == {"context", "cublas"}

@@ -56,3 +56,17 @@ def test_auto_measures_only_where_bf16_is_native(monkeypatch: pytest.MonkeyPatch
     assert device.resolve_precision(cpu, "auto", model=model) is None  # measured: fp32 was faster
     assert (tmp_path / "bsmamba2" / "cpu_precision.json").exists()
     assert device.resolve_precision(cpu, "bf16", model=model) == torch.bfloat16  # explicit: never measured
+
+
+@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc's mallopt: Linux only")
+def test_cpu_allocator_tuning_starts_no_child_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """mallopt is found among the process's own symbols: no `ldconfig -p` child on every CLI start."""
+    import platform
+    import subprocess
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a child process was started")
+
+    monkeypatch.setattr(subprocess, "Popen", refuse)
+    applied = device.tune_cpu_allocator()
+    assert applied == (platform.libc_ver()[0] == "glibc")

@@ -20,7 +20,9 @@ stack and loads the checkpoint (the driver itself was started beside ``import to
    thread of its own beside ``cublas``;
 4. ``pinned`` (on CUDA, also on a thread of its own): pinned host blocks the size of a batch of chunks and
    of an output piece, allocated and freed, so that the first file's copies find them in torch's cache
-   (``BSMAMBA2_PINNED_BLOCKS``: how many of each, 0 none).
+   (``BSMAMBA2_PINNED_BLOCKS``: how many of each, 0 none);
+5. ``triton`` (on CUDA with the Triton kernels, without the stand-in forward, on a thread of its own): Triton's
+   once-per-process start (its driver utilities, its compiler's ``ptxas`` version).
 
 Its result is discarded, the global RNGs are not drawn from, and any error is only logged (at debug): the
 caller's own first CUDA call meets it again and reports it. The caller waits (:meth:`WarmUp.wait`) before
@@ -125,6 +127,8 @@ class WarmUp:
                 side.append(self._beside("cufft", lambda: _cufft(plan, cfg)))
             if dev.type == "cuda" and pinned_blocks() > 0:
                 side.append(self._beside("pinned", lambda: _pinned(plan, cfg)))
+            if dev.type == "cuda" and not forward and _uses_triton(plan):
+                side.append(self._beside("triton", _triton))
             self._phase("cublas", lambda: _cublas(dev, dtype))
             if forward:
                 self._phase("forward", lambda: _forward(plan, cfg, dtype))  # type: ignore[arg-type]
@@ -235,6 +239,25 @@ def _pinned(plan: WarmUpPlan, cfg: ModelConfig | None) -> None:
         for _ in range(pinned_blocks())
     ]
     del blocks  # back to the cache, free for the first file's batches and pieces
+
+
+def _uses_triton(plan: WarmUpPlan) -> bool:
+    try:
+        return resolve_backend(plan.backend, plan.device) == "triton"
+    except Exception:  # noqa: BLE001 - an unknown backend: the caller's load reports it
+        return False
+
+
+def _triton() -> None:
+    """What Triton does once per process at its first kernel launch, none of it tied to a kernel: its CUDA
+    driver utilities (``ldconfig -p`` and ``file`` in child processes, a cached C module loaded) and its
+    compiler's hash (``ptxas --version`` in a child process), each cached for the process. On an H200 the
+    first Triton kernel of a fresh ``separate`` ran the four children on the model's thread (session 10's
+    profile)."""
+    from triton.compiler.compiler import make_backend
+    from triton.runtime.driver import driver
+
+    make_backend(driver.active.get_current_target()).hash()
 
 
 def _stand_in(plan: WarmUpPlan, cfg: ModelConfig) -> torch.nn.Module:
