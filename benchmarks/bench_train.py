@@ -74,17 +74,22 @@ def variants() -> list[dict[str, Any]]:
         dict(name="BSMamba2 study old path (fused glue per direction)", cfg=study, batch=8, pair=False, **fused),
         dict(name="BSMamba2 study old path, SSD backward one program per sequence (fused glue per direction)", cfg=study, batch=8, pair=False, split_bwd=False, **fused),
         dict(name="BSMamba2 study new path (paired directions)", cfg=study, batch=8, pair=True, **fused),
+        dict(name="BSMamba2 study, whole model torch.compile (eager blocks, Triton SSD)", cfg=study, batch=8, backend="triton", compile=True),
+        dict(name="BSMamba2 study, whole model torch.compile over the fused glue", cfg=study, batch=8, pair=False, compile=True, **fused),
     ]  # fmt: skip
 
 
-def train_step_factory(model: torch.nn.Module, batch: int, seconds: float, sr: int, stems: int) -> Any:
+def train_step_factory(
+    model: Any, batch: int, seconds: float, sr: int, stems: int, params: Any = None
+) -> Any:
     from bsmamba2.train.loss import separation_loss
 
     n = int(round(seconds * sr))
     g = torch.Generator(device=DEV).manual_seed(0)
     mix = 0.1 * torch.randn(batch, 2, n, device=DEV, generator=g)  # (B, C, N)
     tgt = 0.1 * torch.randn(batch, stems, 2, n, device=DEV, generator=g)  # (B, S, C, N)
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-4, weight_decay=0.01, fused=DEV.type == "cuda")
+    params = list(model.parameters() if params is None else params)
+    opt = torch.optim.AdamW(params, lr=5e-4, weight_decay=0.01, fused=DEV.type == "cuda")
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
@@ -92,7 +97,7 @@ def train_step_factory(model: torch.nn.Module, batch: int, seconds: float, sr: i
             est = model(mix)  # (B, S, C, N)
         loss = separation_loss(est, tgt).total  # float32
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
+        torch.nn.utils.clip_grad_norm_(params, 3.0)
         opt.step()
 
     return step
@@ -162,7 +167,11 @@ def run(rep: Report, dl: Deadline, batch: int, seconds: float, steps: int, profi
             if v.get("recompute"):
                 model.recompute = True
             nparams = sum(p.numel() for p in model.parameters())
-            step = train_step_factory(model, batch, seconds, v["cfg"].sample_rate, v["cfg"].num_stems)
+            # ``compile``: the whole model under torch.compile, as training's ``compile: true`` runs it
+            run_model = torch.compile(model) if v.get("compile") else model
+            step = train_step_factory(
+                run_model, batch, seconds, v["cfg"].sample_rate, v["cfg"].num_stems, params=model.parameters()
+            )
             row: dict[str, Any] = dict(model=v["name"], params_m=nparams / 1e6, batch=f"{batch}×{seconds:g}s")
             try:
                 t0 = time.time()
@@ -181,7 +190,9 @@ def run(rep: Report, dl: Deadline, batch: int, seconds: float, steps: int, profi
             except torch.cuda.OutOfMemoryError:
                 row.update(step_ms=None, peak_mem_gib=None, status="OOM")
             rep.add("train", row)
-            del model, step
+            del model, run_model, step
+            if v.get("compile"):
+                torch._dynamo.reset()
             gc.collect()
             empty_cache()
 
