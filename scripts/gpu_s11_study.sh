@@ -8,7 +8,7 @@ TAG=s11
 # shellcheck source=scripts/device_env.sh
 source "$(dirname "$0")/device_env.sh"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader >"$O/status.txt" 2>&1
-timeout -s INT "${TRAIN_CAP:-270}" python3 benchmarks/bench_train.py --only "study old path (fused glue per direction),whole model" \
+timeout -s INT "${TRAIN_CAP:-270}" python3 benchmarks/bench_train.py --only "${ONLY:-study old path (fused glue per direction),whole model}" \
   --profile "study old path (fused glue,whole model torch.compile (eager" --budget "${TRAIN_BUDGET:-250}" --steps 8 \
   >"$O/train.log" 2>&1
 echo "train rc=$?" >>"$O/status.txt"
