@@ -323,6 +323,11 @@ PAIR_DIRECTIONS = False
 # Paired blocks on the Triton backend run the conv + SiLU in conv_triton's kernel instead of inside the compiled
 # graph (an experiment for benchmarks until measured faster; same function).
 TRITON_CONV = False
+# Fused bidirectional blocks on the Triton backend may be ``mixer_triton.KernelMamba2Block``: the whole block as
+# one autograd Function over Triton kernels and batched GEMMs (issue 13), keeping what this says for the
+# backward ("all", or "input": recompute inside the block, in place of the dual path's checkpointing). None
+# (the default): not built. Benchmarks and tests set it until it is measured faster than the default.
+KERNEL_BLOCKS: str | None = None
 
 
 def build_block(dim: int, settings: Mamba2Config, options: BlockOptions) -> BidirectionalBlock | ForwardBlock:
@@ -338,6 +343,18 @@ def build_block(dim: int, settings: Mamba2Config, options: BlockOptions) -> Bidi
 
     if options.causal:
         return ForwardBlock(dim, make)
+    if options.fused and KERNEL_BLOCKS is not None and getattr(scan, "__name__", "") == "ssd_triton":
+        from bsmamba2.model.mixers.mixer_triton import SAVE_MODES, KernelMamba2Block  # imports triton
+
+        if KERNEL_BLOCKS not in SAVE_MODES:
+            raise ValueError(
+                f"mamba2.KERNEL_BLOCKS must be one of {SAVE_MODES} or None, got {KERNEL_BLOCKS!r}"
+            )
+        block = KernelMamba2Block(
+            dim, lambda: PreNormBlock(dim, Mamba2(dim, **dataclasses.asdict(settings), scan=scan))
+        )
+        block.save = KERNEL_BLOCKS
+        return block
     return (
         PairedMamba2Block(dim, make) if options.fused and PAIR_DIRECTIONS else BidirectionalBlock(dim, make)
     )

@@ -1,0 +1,447 @@
+"""The bidirectional Mamba2 block as one autograd Function over Triton kernels and cuBLAS products (issue 13).
+
+``KernelMamba2Block`` computes the official bidirectional block (``dualpath.BidirectionalBlock`` of two prenorm
+Mamba2 blocks; the eager modules are the specification, tests/test_mixer_triton*.py compare them) with both
+directions stacked along a leading axis (axis legend: two = direction, 0 forward and 1 backward; n sequences,
+l steps, M = n·l rows per direction, d model dim, E = in_proj width, ch = x‖B‖C channels, DI = d_inner, h
+heads, p head dim). The backward direction is reversed indexing (an anti-causal convolution, a scan from the
+last step back), never a flipped copy. Per call:
+
+    prenorm (float32) → u (2, M, d) → in_proj, one batched GEMM → zxbcdt (2, M, E)
+    → conv + SiLU kernel on the xBC columns, read in place → xBC (2n, l, ch);  Δ = softplus(dt + dt_bias)
+    → SSD (``ssd_triton``'s kernels, both directions in one launch) → y (2n, l, h, p)
+    → gated RMSNorm kernel, z read in place in zxbcdt → g (2, M, DI) → out_proj, one batched GEMM → + x
+
+The backward is written out by hand, so nothing is replayed that is not needed and every d_inner-wide
+gradient is written once, where the next product reads it: the gated-norm kernel writes dz straight into the
+z columns of d zxbcdt and returns g recomputed for out_proj's weight gradient; the conv kernel reads the
+SSD's dx, dB, dC where they lie, recomputes the convolution (no float32 scratch) and writes d xBC into the
+xBC columns of d zxbcdt, with its weight and bias gradients reduced in registers over whole sequences; the
+in_proj gradients are then one GEMM each over d zxbcdt.
+
+What the forward keeps for the backward (``KernelMamba2Block.save``):
+* ``"all"``: zxbcdt, the activated xBC, Δ and y (about 2·(E + ch + DI) values per row in the GEMM dtype);
+* ``"input"``: only x; the backward recomputes the prenorm, in_proj, conv and SSD forward (not the gated norm
+  or out_proj). This replaces the dual path's activation checkpointing (``SeparatorNet.recompute``), which
+  would replay the whole block: with these blocks, leave that off.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from bsmamba2.model.dualpath import BidirectionalBlock
+from bsmamba2.model.mixers import ssd_triton
+from bsmamba2.model.mixers.conv_triton import BC, BL, _conv_acc, _fwd_kernel
+from bsmamba2.model.norms import TRITON_NORM_MAX_D
+
+SAVE_MODES = ("all", "input")
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+# Gated norm: row elements (padded to a power of two) per program slice, and warps; the backward holds ~8 row
+# tensors live, so it takes half the forward's rows.
+NORM_ELEMENTS_FWD, NORM_ELEMENTS_BWD, NORM_WARPS = 4096, 2048, 4
+NORM_BLOCKS_PER_PROGRAM = 16  # row slices per backward program: its weight-gradient partial covers them all
+CONV_TILES_PER_PROGRAM = (
+    32  # (sequence, step-tile) pairs per conv-backward program, to reduce dw in registers
+)
+
+
+# ---- gated RMSNorm over stacked directions -----------------------------------------------------------------
+@triton.jit
+def _gated_fwd_kernel(
+    y_ptr, z_ptr, w_ptr, g_ptr, ROWS, M, D, sy, sz, sg, eps,
+    BR: tl.constexpr, BD: tl.constexpr,
+):  # fmt: skip
+    """g = s·rstd·w[direction], s = y·SiLU(z), rstd = (mean(s²) + eps)^(-½), for rows r (direction r // M)."""
+    r = (tl.program_id(0) * BR + tl.arange(0, BR)).to(tl.int64)
+    c = tl.arange(0, BD)
+    m = (r < ROWS)[:, None] & (c < D)[None, :]
+    y = tl.load(y_ptr + r[:, None] * sy + c[None, :], mask=m, other=0.0).to(tl.float32)
+    z = tl.load(z_ptr + r[:, None] * sz + c[None, :], mask=m, other=0.0).to(tl.float32)
+    w = tl.load(w_ptr + (r // M)[:, None] * D + c[None, :], mask=m, other=0.0).to(tl.float32)
+    s = y * (z * tl.sigmoid(z))
+    rstd = 1.0 / tl.sqrt(tl.sum(s * s, axis=1) / D + eps)
+    tl.store(g_ptr + r[:, None] * sg + c[None, :], (s * rstd[:, None] * w).to(g_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _gated_bwd_kernel(
+    y_ptr, z_ptr, do_ptr, w_ptr, dy_ptr, dz_ptr, g_ptr, dwp_ptr,
+    M, D, NPD, sy, sz, sdo, sdy, sdz, sg, eps,
+    NB: tl.constexpr, BR: tl.constexpr, BD: tl.constexpr,
+):  # fmt: skip
+    """From d g (``do``): dy, dz, g (recomputed, for out_proj's weight gradient) and this program's partial of
+    d w, over NB slices of BR rows of one direction.
+
+    With o = w·s·r, r = (mean(s²) + eps)^(-½): ds = r·(w·do) − r³·s·mean(w·do·s); dy = ds·SiLU(z),
+    dz = ds·y·SiLU'(z), SiLU'(z) = σ(z)·(1 + z·(1 − σ(z))); dw = Σ_rows do·s·r."""
+    pid = tl.program_id(0)
+    di = pid // NPD
+    c = tl.arange(0, BD)
+    cm = c < D
+    w = tl.load(w_ptr + di * D + c, mask=cm, other=0.0).to(tl.float32)
+    dw = tl.zeros((BD,), dtype=tl.float32)
+    for i in range(NB):
+        rl = ((pid % NPD) * NB + i) * BR + tl.arange(0, BR)  # rows within the direction
+        r = (di * M + rl).to(tl.int64)
+        m = (rl < M)[:, None] & cm[None, :]
+        y = tl.load(y_ptr + r[:, None] * sy + c[None, :], mask=m, other=0.0).to(tl.float32)
+        z = tl.load(z_ptr + r[:, None] * sz + c[None, :], mask=m, other=0.0).to(tl.float32)
+        do = tl.load(do_ptr + r[:, None] * sdo + c[None, :], mask=m, other=0.0).to(tl.float32)
+        sig = tl.sigmoid(z)
+        silu = z * sig
+        s = y * silu
+        rstd = 1.0 / tl.sqrt(tl.sum(s * s, axis=1) / D + eps)
+        dow = do * w[None, :]
+        proj = tl.sum(dow * s, axis=1) / D
+        ds = rstd[:, None] * dow - (rstd * rstd * rstd * proj)[:, None] * s
+        tl.store(dy_ptr + r[:, None] * sdy + c[None, :], (ds * silu).to(dy_ptr.dtype.element_ty), mask=m)
+        dz = ds * y * sig * (1.0 + z * (1.0 - sig))
+        tl.store(dz_ptr + r[:, None] * sdz + c[None, :], dz.to(dz_ptr.dtype.element_ty), mask=m)
+        sr = s * rstd[:, None]
+        tl.store(g_ptr + r[:, None] * sg + c[None, :], (sr * w[None, :]).to(g_ptr.dtype.element_ty), mask=m)
+        dw += tl.sum(do * sr, axis=0)
+    tl.store(dwp_ptr + pid * D + c, dw, mask=cm)
+
+
+def _norm_shape(d: int, elements: int) -> tuple[int, int]:
+    if not 0 < d <= TRITON_NORM_MAX_D:
+        raise ValueError(
+            f"the fused mixer's gated norm takes rows of 1 to {TRITON_NORM_MAX_D} values, got {d}"
+        )
+    bd = triton.next_power_of_2(d)
+    return max(1, elements // bd), bd
+
+
+def gated_norm_fwd(y: Tensor, z: Tensor, w: Tensor, eps: float) -> Tensor:
+    """y (R, DI) and z (R, DI) with unit column stride (any row stride), w (2, DI), rows r of direction r // M,
+    M = R // 2 -> g (R, DI) contiguous in y's dtype: ``norms.gated_rms_norm`` per direction."""
+    R, D = y.shape
+    br, bd = _norm_shape(D, NORM_ELEMENTS_FWD)
+    g = torch.empty(R, D, dtype=y.dtype, device=y.device)
+    _gated_fwd_kernel[(triton.cdiv(R, br),)](
+        y, z, w, g, R, R // 2, D, y.stride(0), z.stride(0), g.stride(0), eps,
+        BR=br, BD=bd, num_warps=NORM_WARPS,
+    )  # fmt: skip
+    return g
+
+
+def gated_norm_bwd(
+    y: Tensor, z: Tensor, do: Tensor, w: Tensor, eps: float, dy: Tensor, dz: Tensor
+) -> tuple[Tensor, Tensor]:
+    """The gated norm's backward for ``gated_norm_fwd``'s rows: writes dy and dz (views with unit column stride,
+    dz may be the z columns of d zxbcdt) and returns (g recomputed (R, DI), dw (2, DI) float32)."""
+    R, D = y.shape
+    M = R // 2
+    br, bd = _norm_shape(D, NORM_ELEMENTS_BWD)
+    nb = max(1, min(NORM_BLOCKS_PER_PROGRAM, triton.cdiv(M, br)))
+    npd = triton.cdiv(M, nb * br)  # programs per direction
+    g = torch.empty(R, D, dtype=y.dtype, device=y.device)
+    dwp = torch.empty(2 * npd, D, dtype=torch.float32, device=y.device)
+    _gated_bwd_kernel[(2 * npd,)](
+        y, z, do, w, dy, dz, g, dwp, M, D, npd,
+        y.stride(0), z.stride(0), do.stride(0), dy.stride(0), dz.stride(0), g.stride(0), eps,
+        NB=nb, BR=br, BD=bd, num_warps=NORM_WARPS,
+    )  # fmt: skip
+    return g, dwp.view(2, npd, D).sum(1)
+
+
+# ---- conv + SiLU backward, reading the SSD's gradients in place ---------------------------------------------
+@triton.jit
+def _load_dxbc(gx_ptr, gb_ptr, gc_ptr, n, t, tm, cc, DI, GN, CH, sgx_n, sgx_l, sgb_n, sgb_l):
+    """d xBC (after the SiLU) at rows t: channels [0, DI) from the SSD's dx, then dB, then dC."""
+    row = tm[:, None]
+    mx = row & (cc < DI)[None, :]
+    mb = row & ((cc >= DI) & (cc < DI + GN))[None, :]
+    mc = row & ((cc >= DI + GN) & (cc < CH))[None, :]
+    v = tl.load(gx_ptr + n * sgx_n + t[:, None] * sgx_l + cc[None, :], mask=mx, other=0.0).to(tl.float32)
+    off_b = n * sgb_n + t[:, None] * sgb_l
+    v += tl.load(gb_ptr + off_b + (cc - DI)[None, :], mask=mb, other=0.0).to(tl.float32)
+    v += tl.load(gc_ptr + off_b + (cc - DI - GN)[None, :], mask=mc, other=0.0).to(tl.float32)
+    return v
+
+
+@triton.jit
+def _conv_bwd_kernel(
+    x_ptr, w_ptr, b_ptr, gx_ptr, gb_ptr, gc_ptr, dx_ptr, dw_ptr, db_ptr,
+    L, CH, DI, GN, NSEQ, SPP, NBLK, sx_n, sx_l, sgx_n, sgx_l, sgb_n, sgb_l, sd_n, sd_l,
+    K: tl.constexpr, BL: tl.constexpr, BC: tl.constexpr,
+):  # fmt: skip
+    """For SPP sequences of one direction and a tile of channels: d out_t = dxbc_t·SiLU'(out_t) (out recomputed),
+    dx_s = Σ_j w_{K−1−j}·d out_{s±j} (rows that read s), written in place; dw, db summed in registers."""
+    tl.static_assert(K <= 4, "d_conv up to 4")
+    di = tl.program_id(0) // NBLK
+    sb = tl.program_id(0) % NBLK
+    cc = tl.program_id(1) * BC + tl.arange(0, BC)
+    cm = cc < CH
+    w_base = w_ptr + di * CH * K
+    b_base = b_ptr + di * CH
+    db = tl.zeros((BC,), dtype=tl.float32)
+    dw0 = tl.zeros((BC,), dtype=tl.float32)
+    dw1 = tl.zeros((BC,), dtype=tl.float32)
+    dw2 = tl.zeros((BC,), dtype=tl.float32)
+    dw3 = tl.zeros((BC,), dtype=tl.float32)
+    for j in range(SPP):
+        if sb * SPP + j < NSEQ:
+            n = (di * NSEQ + sb * SPP + j).to(tl.int64)
+            x_base = x_ptr + n * sx_n
+            for lt in range(tl.cdiv(L, BL)):
+                s = lt * BL + tl.arange(0, BL)
+                dx = tl.zeros((BL, BC), dtype=tl.float32)
+                for jj in tl.static_range(K):
+                    t = tl.where(di == 0, s + jj, s - jj)  # the output rows whose tap K-1-jj reads row s
+                    tm = (t >= 0) & (t < L)
+                    acc = _conv_acc(x_base, w_base, b_base, t, cc, L, CH, sx_l, di, K, BL, BC)
+                    g = _load_dxbc(
+                        gx_ptr, gb_ptr, gc_ptr, n, t, tm, cc, DI, GN, CH, sgx_n, sgx_l, sgb_n, sgb_l
+                    )
+                    sg = tl.sigmoid(acc)
+                    da = tl.where(tm[:, None] & cm[None, :], g * sg * (1.0 + acc * (1.0 - sg)), 0.0)
+                    wk = tl.load(w_base + cc * K + (K - 1 - jj), mask=cm, other=0.0).to(tl.float32)
+                    dx += da * wk[None, :]
+                    if jj == 0:  # t = s: this tile's own outputs, for the weight and bias gradients
+                        db += tl.sum(da, axis=0)
+                        for k in tl.static_range(K):
+                            src = tl.where(di == 0, s - (K - 1) + k, s + (K - 1) - k)
+                            ms = ((src >= 0) & (src < L))[:, None] & cm[None, :]
+                            xv = tl.load(x_base + src[:, None] * sx_l + cc[None, :], mask=ms, other=0.0)
+                            part = tl.sum(da * xv.to(tl.float32), axis=0)
+                            if k == 0:
+                                dw0 += part
+                            elif k == 1:
+                                dw1 += part
+                            elif k == 2:
+                                dw2 += part
+                            else:
+                                dw3 += part
+                m = (s < L)[:, None] & cm[None, :]
+                tl.store(
+                    dx_ptr + n * sd_n + s[:, None] * sd_l + cc[None, :],
+                    dx.to(dx_ptr.dtype.element_ty),
+                    mask=m,
+                )
+    tl.atomic_add(db_ptr + di * CH + cc, db, mask=cm, sem="relaxed")
+    tl.atomic_add(dw_ptr + di * CH * K + cc * K, dw0, mask=cm, sem="relaxed")
+    if K > 1:
+        tl.atomic_add(dw_ptr + di * CH * K + cc * K + 1, dw1, mask=cm, sem="relaxed")
+    if K > 2:
+        tl.atomic_add(dw_ptr + di * CH * K + cc * K + 2, dw2, mask=cm, sem="relaxed")
+    if K > 3:
+        tl.atomic_add(dw_ptr + di * CH * K + cc * K + 3, dw3, mask=cm, sem="relaxed")
+
+
+def conv_fwd(x: Tensor, w: Tensor, b: Tensor, nseq: int) -> Tensor:
+    """SiLU(conv) per direction: x (2n, l, ch) with unit channel stride (a view of zxbcdt), w (2, ch, K),
+    b (2, ch) -> (2n, l, ch) contiguous in x's dtype (``conv_triton``'s forward kernel)."""
+    N, L, CH = x.shape
+    K = w.shape[-1]
+    y = torch.empty(N, L, CH, dtype=x.dtype, device=x.device)
+    grid = (N, triton.cdiv(L, BL), triton.cdiv(CH, BC))
+    _fwd_kernel[grid](x, w, b, y, L, CH, nseq, x.stride(0), x.stride(1), K=K, BL=BL, BC=BC)
+    return y
+
+
+def conv_bwd(
+    x: Tensor, w: Tensor, b: Tensor, gx: Tensor, gb: Tensor, gc: Tensor, dx: Tensor, nseq: int
+) -> tuple[Tensor, Tensor]:
+    """Backward of ``conv_fwd`` from d xBC given in three pieces, gx (2n, l, DI) ‖ gb, gc (2n, l, g·N) (each
+    with unit channel stride); writes dx (2n, l, ch), a view, and returns (dw (2, ch, K), db (2, ch)) float32."""
+    N, L, CH = x.shape
+    K = w.shape[-1]
+    DI, GN = gx.shape[-1], gb.shape[-1]
+    if DI + 2 * GN != CH or gc.stride() != gb.stride():
+        raise ValueError(
+            f"conv_bwd: pieces {DI} + 2·{GN} for {CH} channels, strides {gb.stride()} {gc.stride()}"
+        )
+    spp = max(1, CONV_TILES_PER_PROGRAM // triton.cdiv(L, BL))
+    nblk = triton.cdiv(nseq, spp)
+    dw = torch.zeros(w.shape, dtype=torch.float32, device=x.device)
+    db = torch.zeros(b.shape, dtype=torch.float32, device=x.device)
+    _conv_bwd_kernel[(2 * nblk, triton.cdiv(CH, BC))](
+        x, w, b, gx, gb, gc, dx, dw, db, L, CH, DI, GN, nseq, spp, nblk,
+        x.stride(0), x.stride(1), gx.stride(0), gx.stride(1), gb.stride(0), gb.stride(1),
+        dx.stride(0), dx.stride(1), K=K, BL=BL, BC=BC,
+    )  # fmt: skip
+    return dw, db
+
+
+# ---- the Function ---------------------------------------------------------------------------------------------
+class Dims:
+    """Static sizes of one call: n sequences of l steps, d model dim, DI inner, g·N = GN, h heads, p head dim."""
+
+    def __init__(self, x: Tensor, in_w: Tensor, conv_w: Tensor, dt_bias: Tensor, ngroups: int) -> None:
+        self.n, self.l, self.d = x.shape
+        self.M = self.n * self.l
+        self.E = in_w.shape[1]
+        self.ch = conv_w.shape[1]
+        self.h = dt_bias.shape[1]
+        self.DI = self.E - self.ch - self.h
+        self.GN = (self.ch - self.DI) // 2
+        self.g = ngroups
+        self.p = self.DI // self.h
+
+
+def _prenorm(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """(x in float32, x·rstd): the shared statistics of both directions' block RMSNorm."""
+    xf = x.to(torch.promote_types(x.dtype, torch.float32))
+    return xf, xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+
+
+def _forward_to_scan(
+    x: Tensor, norm_w: Tensor, in_w: Tensor, conv_w: Tensor, conv_b: Tensor, dt_bias: Tensor, A_log: Tensor,
+    D: Tensor, eps: float, dm: Dims, cdtype: torch.dtype,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
+    """u (2, M, d), zxbcdt (2, M, E), xBC (2n, l, ch), Δ (2n, l, h) float32, A (2, h), y (2n, l, h, p)."""
+    _, xn = _prenorm(x, eps)
+    u = (xn[None] * norm_w.to(xn.dtype)[:, None, None, :]).to(cdtype).view(2, dm.M, dm.d)
+    zxbcdt = torch.bmm(u, in_w.to(cdtype).transpose(1, 2))  # (2, M, E)
+    rows = zxbcdt.view(2 * dm.n, dm.l, dm.E)
+    xBC = conv_fwd(rows[..., dm.DI : dm.DI + dm.ch], conv_w, conv_b, dm.n)  # (2n, l, ch)
+    acc = torch.promote_types(cdtype, torch.float32)
+    dt = F.softplus(zxbcdt[..., dm.E - dm.h :].to(acc) + dt_bias.to(acc)[:, None, :]).view(
+        2 * dm.n, dm.l, dm.h
+    )
+    A = -torch.exp(A_log.to(acc))
+    xs, B, C = _scan_views(xBC, dm)
+    y, _ = ssd_triton._forward(xs, dt, A, B, C, D.to(acc), None, False, 2)
+    return u, zxbcdt, xBC, dt, A, y
+
+
+def _scan_views(xBC: Tensor, dm: Dims) -> tuple[Tensor, Tensor, Tensor]:
+    """x (2n, l, h, p), B, C (2n, l, g, N): views of the activated conv output."""
+    xs = xBC[..., : dm.DI].unflatten(-1, (dm.h, dm.p))
+    B = xBC[..., dm.DI : dm.DI + dm.GN].unflatten(-1, (dm.g, dm.GN // dm.g))
+    C = xBC[..., dm.DI + dm.GN :].unflatten(-1, (dm.g, dm.GN // dm.g))
+    return xs, B, C
+
+
+class _BidirectionalMamba2(torch.autograd.Function):
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: Tensor, norm_w: Tensor, in_w: Tensor, conv_w: Tensor, conv_b: Tensor, dt_bias: Tensor,
+        A_log: Tensor, D: Tensor, gnorm_w: Tensor, out_w: Tensor,
+        eps: float, geps: float, ngroups: int, cdtype: torch.dtype, save: str,
+    ) -> Tensor:  # fmt: skip
+        dm = Dims(x, in_w, conv_w, dt_bias, ngroups)
+        u, zxbcdt, xBC, dt, A, y = _forward_to_scan(
+            x, norm_w, in_w, conv_w, conv_b, dt_bias, A_log, D, eps, dm, cdtype
+        )
+        z = zxbcdt.view(2 * dm.M, dm.E)[:, : dm.DI]
+        g = gated_norm_fwd(y.view(2 * dm.M, dm.DI), z, gnorm_w, geps)  # (2M, DI)
+        out = torch.bmm(g.view(2, dm.M, dm.DI), out_w.to(cdtype).transpose(1, 2))  # (2, M, d)
+        res = x[None] + out.view(2, dm.n, dm.l, dm.d).to(x.dtype)  # (2, n, l, d): each block's residual
+        kept = (u, zxbcdt, xBC, dt, y) if save == "all" else ()
+        ctx.save_for_backward(x, norm_w, in_w, conv_w, conv_b, dt_bias, A_log, D, gnorm_w, out_w, *kept)
+        ctx.consts = (eps, geps, ngroups, cdtype)
+        return res
+
+    @staticmethod
+    def backward(ctx: Any, dres: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, norm_w, in_w, conv_w, conv_b, dt_bias, A_log, D, gnorm_w, out_w, *kept = ctx.saved_tensors
+        eps, geps, ngroups, cdtype = ctx.consts
+        dm = Dims(x, in_w, conv_w, dt_bias, ngroups)
+        acc = torch.promote_types(cdtype, torch.float32)
+        if kept:
+            u, zxbcdt, xBC, dt, y = kept
+            A = -torch.exp(A_log.to(acc))
+        else:
+            u, zxbcdt, xBC, dt, A, y = _forward_to_scan(
+                x, norm_w, in_w, conv_w, conv_b, dt_bias, A_log, D, eps, dm, cdtype
+            )
+        dout = dres.to(cdtype).reshape(2, dm.M, dm.d)
+        # out_proj and the gated norm: dz lands in the z columns of d zxbcdt
+        dg = torch.bmm(dout, out_w.to(cdtype))  # (2, M, DI)
+        dzx = torch.empty(
+            2 * dm.M, dm.E, dtype=cdtype, device=x.device
+        )  # d zxbcdt, filled column group by group
+        dy = torch.empty(2 * dm.n, dm.l, dm.h, dm.p, dtype=cdtype, device=x.device)
+        z = zxbcdt.view(2 * dm.M, dm.E)[:, : dm.DI]
+        g, dgnorm_w = gated_norm_bwd(
+            y.view(2 * dm.M, dm.DI), z, dg.view(2 * dm.M, dm.DI), gnorm_w, geps,
+            dy.view(2 * dm.M, dm.DI), dzx[:, : dm.DI],
+        )  # fmt: skip
+        dout_w = torch.bmm(dout.transpose(1, 2), g.view(2, dm.M, dm.DI))  # (2, d, DI)
+        # the SSD, both directions in one launch per kernel
+        xs, B, C = _scan_views(xBC, dm)
+        dxs, ddt, dA, dB, dC, dD, _ = ssd_triton._backward(xs, dt, A, B, C, D.to(acc), None, dy, None, 2)
+        # conv + SiLU: d xBC (pre-activation input) into its columns of d zxbcdt
+        rows = zxbcdt.view(2 * dm.n, dm.l, dm.E)
+        drows = dzx.view(2 * dm.n, dm.l, dm.E)
+        dconv_w, dconv_b = conv_bwd(
+            rows[..., dm.DI : dm.DI + dm.ch], conv_w, conv_b,
+            dxs.view(2 * dm.n, dm.l, dm.DI), dB.flatten(-2), dC.flatten(-2),
+            drows[..., dm.DI : dm.DI + dm.ch], dm.n,
+        )  # fmt: skip
+        # Δ = softplus(dt + dt_bias): softplus' = σ
+        dt_raw = zxbcdt[..., dm.E - dm.h :].to(acc)
+        d_dt = ddt.view(2, dm.M, dm.h) * torch.sigmoid(dt_raw + dt_bias.to(acc)[:, None, :])
+        dzx.view(2, dm.M, dm.E)[..., dm.E - dm.h :] = d_dt.to(cdtype)
+        dzx3 = dzx.view(2, dm.M, dm.E)
+        din_w = torch.bmm(dzx3.transpose(1, 2), u)  # (2, E, d)
+        du = torch.bmm(dzx3, in_w.to(cdtype)).view(2, dm.n, dm.l, dm.d).to(acc)
+        # the shared prenorm: u_k = xn·w_k, xn = x·r
+        xf, xn = _prenorm(x, eps)
+        dnorm_w = (du * xn[None]).sum((1, 2))
+        dxn = (du * norm_w.to(acc)[:, None, None, :]).sum(0)
+        rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
+        dx = dres.to(acc).sum(0) + rstd * (dxn - xn * (dxn * xn).mean(-1, keepdim=True))
+        return (
+            dx.to(x.dtype), dnorm_w.to(norm_w.dtype), din_w.to(in_w.dtype), dconv_w.to(conv_w.dtype),
+            dconv_b.to(conv_b.dtype), d_dt.sum(1).to(dt_bias.dtype), (dA * A).to(A_log.dtype),
+            cast(Tensor, dD).to(D.dtype), dgnorm_w.to(gnorm_w.dtype), dout_w.to(out_w.dtype),
+            None, None, None, None, None,
+        )  # fmt: skip
+
+
+def kernels_apply(x: Tensor) -> bool:
+    """True where ``KernelMamba2Block`` runs its Function on x: a float32 CUDA tensor (or any CPU tensor under
+    Triton's interpreter, for tests), no tracer, compiler or exporter watching."""
+    if not (x.is_cuda or (_INTERPRET and x.device.type == "cpu")) or x.dtype != torch.float32:
+        return False
+    return not (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting())
+
+
+class KernelMamba2Block(BidirectionalBlock):
+    """The official bidirectional Mamba2 block (same parameters and function as ``BidirectionalBlock`` over two
+    prenorm Mamba2 blocks) as one autograd Function over Triton kernels: see the module docstring.
+
+    ``save``: what the forward keeps for the backward, "all" or "input" (``SAVE_MODES``). Elsewhere than on
+    ``kernels_apply`` inputs it runs its blocks as ``BidirectionalBlock`` does."""
+
+    save = "all"
+
+    def forward(self, x: Tensor) -> Tensor:  # (n, l, d) -> (n, l, d)
+        if not kernels_apply(x) or x.shape[1] == 0:
+            return super().forward(x)
+        blocks = [self.forward_blocks[0], self.backward_blocks[0]]
+        ms = [cast(Any, b).mixer for b in blocks]
+        m = ms[0]
+        device = x.device.type
+        cdtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        with torch.autocast(device, enabled=False):
+            fb = _BidirectionalMamba2.apply(
+                x,
+                torch.stack([cast(Any, b).norm.weight for b in blocks]),
+                torch.stack([mm.in_proj.weight for mm in ms]),
+                torch.stack([mm.conv1d.weight[:, 0, :] for mm in ms]),
+                torch.stack([mm.conv1d.bias for mm in ms]),
+                torch.stack([mm.dt_bias for mm in ms]),
+                torch.stack([mm.A_log for mm in ms]),
+                torch.stack([mm.D for mm in ms]),
+                torch.stack([mm.norm.weight for mm in ms]),
+                torch.stack([mm.out_proj.weight for mm in ms]),
+                cast(Any, blocks[0]).norm.eps,
+                m.norm.eps,
+                m.ngroups,
+                cdtype,
+                self.save,
+            )
+        w_f, w_b = self.linear.weight.chunk(2, dim=1)
+        return x + (F.linear(fb[0], w_f, self.linear.bias) + F.linear(fb[1], w_b))
