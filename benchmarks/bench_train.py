@@ -74,6 +74,10 @@ def variants() -> list[dict[str, Any]]:
         dict(name="BSMamba2 study old path (fused glue per direction)", cfg=study, batch=8, pair=False, **fused),
         dict(name="BSMamba2 study old path, SSD backward one program per sequence (fused glue per direction)", cfg=study, batch=8, pair=False, split_bwd=False, **fused),
         dict(name="BSMamba2 study new path (paired directions)", cfg=study, batch=8, pair=True, **fused),
+        dict(name="BSMamba2 paper kernel blocks (one Function per block; saves the input: recomputes inside)", cfg=paper, kernels="input", **fused),
+        dict(name="BSMamba2 paper kernel blocks (one Function per block; saves its activations)", cfg=paper, kernels="all", **fused),
+        dict(name="BSMamba2 study kernel blocks (one Function per block; saves its activations)", cfg=study, batch=8, kernels="all", **fused),
+        dict(name="BSMamba2 study kernel blocks (one Function per block; saves the input: recomputes inside)", cfg=study, batch=8, kernels="input", **fused),
         dict(name="BSMamba2 study, whole model torch.compile (eager blocks, Triton SSD)", cfg=study, batch=8, backend="triton", compile=True),
         dict(name="BSMamba2 study, whole model torch.compile over the fused glue", cfg=study, batch=8, pair=False, compile=True, **fused),
     ]  # fmt: skip
@@ -105,6 +109,10 @@ def train_step_factory(
 
 KERNEL_GROUPS = [  # (group, substrings of a CUDA kernel's name), first match wins
     ("SSD scan (ours, Triton)", ("_fwd_single", "_bwd_single", "_fwd_chunk", "_bwd_chunk", "_sweeps")),
+    (
+        "mixer kernels (ours, Triton: conv, gated norm)",
+        ("_gated_", "_conv_bwd", "_fwd_kernel", "_bwd_act", "_bwd_x"),
+    ),
     ("matmul (cuBLAS/CUTLASS)", ("gemm", "cutlass", "nvjet", "xmma", "sm90_", "splitk")),
     ("compiled fusions (inductor)", ("triton_",)),
     ("FFT (STFT/iSTFT)", ("fft", "radix", "regular_fft", "vector_fft")),
@@ -160,6 +168,7 @@ def run(rep: Report, dl: Deadline, batch: int, seconds: float, steps: int, profi
             fused = bool(v.get("fused"))
             mamba2.PAIR_DIRECTIONS = bool(v.get("pair", True))
             mamba2.TRITON_CONV = bool(v.get("triton_conv", False))
+            mamba2.KERNEL_BLOCKS = v.get("kernels")  # mixer_triton.KernelMamba2Block, or None
             # the SSD's chunked backward: split (sweeps + per-chunk kernel; the default) or one program per
             # (sequence, head) walking its chunks; a variant may override it
             ssd_triton.SPLIT_BACKWARD = v.get("split_bwd", SHIPPED_SPLIT_BWD)

@@ -89,3 +89,32 @@ def test_init_from_copies_weights_and_checks_the_architecture(tmp_path: Path) ->
     other = load_config(CONFIGS / "tiny.yaml", [*base, "model.dim=24"])
     with pytest.raises(UserError, match="differs"):
         build.make_model(other.replace(init_from=str(path)), torch.device("cpu"))
+
+
+def test_kernel_blocks_are_a_cuda_choice(tmp_path: Path) -> None:
+    """``fused: kernels`` builds mixer_triton's blocks on CUDA only: elsewhere a one-line error, and a bad value
+    of ``fused`` is refused when the config is read."""
+    base = ["device=cpu", "data.root=unused", f"run_dir={tmp_path / 'run'}"]
+    cfg = load_config(CONFIGS / "tiny.yaml", [*base, "fused=kernels"])
+    with pytest.raises(UserError, match="fused=kernels needs a CUDA device"):
+        build.make_model(cfg, torch.device("cpu"))
+    with pytest.raises(UserError, match="fused must be"):
+        load_config(CONFIGS / "tiny.yaml", [*base, "fused=fast"])
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("recompute", [False, True])
+def test_gpu_kernel_blocks_in_training(tmp_path: Path, recompute: bool) -> None:
+    """On CUDA, ``fused: kernels`` gives every bidirectional block as a KernelMamba2Block, keeping the input
+    alone (recompute inside the block) when ``recompute`` is on, and the dual path's checkpointing off."""
+    from bsmamba2.model.mixers import mamba2
+    from bsmamba2.model.mixers.mixer_triton import KernelMamba2Block
+
+    base = ["device=cuda", "data.root=unused", f"run_dir={tmp_path / 'run'}", "fused=kernels"]
+    cfg = load_config(CONFIGS / "tiny.yaml", [*base, f"recompute={str(recompute).lower()}"])
+    model = build.make_model(cfg, torch.device("cuda"))
+    blocks = [m for m in model.modules() if isinstance(m, KernelMamba2Block)]
+    assert len(blocks) == 2 * cfg.model.depth
+    assert {b.save for b in blocks} == {"input" if recompute else "all"}
+    assert not model.recompute and mamba2.KERNEL_BLOCKS is None

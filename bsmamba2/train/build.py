@@ -28,6 +28,7 @@ from bsmamba2.data.sampler import MixDataset, SamplerConfig
 from bsmamba2.device import DistEnv, resolve_precision
 from bsmamba2.errors import UserError
 from bsmamba2.model import build_model
+from bsmamba2.model.mixers import mamba2
 from bsmamba2.model.separator_net import BandSplitSeparator
 from bsmamba2.train import ckpt
 from bsmamba2.train.config import TrainConfig
@@ -140,13 +141,26 @@ def micro_batches(
 # ---- model, EMA, optimizer --------------------------------------------------------------------------------
 def make_model(cfg: TrainConfig, device: torch.device) -> BandSplitSeparator:
     """The model to train, on ``device``. ``fused`` auto turns the compiled Mamba2 glue on on CUDA when
-    Triton (torch.compile's GPU code generator) is installed."""
-    auto = device.type == "cuda" and importlib.util.find_spec("triton") is not None
-    fused = cfg.fused == "on" or (cfg.fused == "auto" and auto)
-    model = build_model(cfg.model, backend=cfg.backend, device=device, fused=fused)
+    Triton (torch.compile's GPU code generator) is installed; ``kernels`` builds every bidirectional Mamba2
+    block as ``mixer_triton.KernelMamba2Block`` (CUDA and the Triton scan only), which with ``recompute``
+    recomputes inside the block instead of checkpointing the dual path."""
+    triton = importlib.util.find_spec("triton") is not None
+    auto = device.type == "cuda" and triton
+    fused = cfg.fused in ("on", "kernels") or (cfg.fused == "auto" and auto)
+    kernels = cfg.fused == "kernels"
+    if kernels and not (device.type == "cuda" and triton and cfg.backend in ("auto", "triton")):
+        raise UserError("fused=kernels needs a CUDA device, Triton and backend auto or triton")
+    old = mamba2.KERNEL_BLOCKS
+    try:
+        if kernels:
+            mamba2.KERNEL_BLOCKS = "input" if cfg.recompute else "all"
+        backend = "triton" if kernels else cfg.backend
+        model = build_model(cfg.model, backend=backend, device=device, fused=fused)
+    finally:
+        mamba2.KERNEL_BLOCKS = old
     if cfg.init_from:
         init_weights(model, cfg.init_from)
-    model.recompute = cfg.recompute  # activation checkpointing: a training-only switch
+    model.recompute = cfg.recompute and not kernels  # activation checkpointing: a training-only switch
     return model
 
 

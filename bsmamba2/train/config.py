@@ -152,7 +152,8 @@ class TrainConfig:
     precision: str = "bf16"  # "bf16" autocast on CUDA (Table I), or "fp32". CPU always runs fp32
     backend: str = "auto"  # Mamba2 scan: auto | torch | triton (bsmamba2.model.mixers.ssd.USER_BACKENDS)
     compile: bool = False  # torch.compile the whole model
-    # compile the memory-bound work around every Mamba2 scan (FusedMamba2Block): auto = on CUDA, on, off
+    # compile the memory-bound work around every Mamba2 scan (FusedMamba2Block): auto = on CUDA, on, off; or
+    # kernels: each bidirectional block as one Function over Triton kernels (mixer_triton, CUDA only)
     fused: str = "auto"
     recompute: bool = (
         False  # activation checkpointing of the dual-path passes: less memory, ~1/3 more compute
@@ -173,8 +174,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _coerce_fields(self, "")
-        if self.fused not in ("auto", "on", "off"):
-            raise UserError(f"fused must be auto, on or off, got {self.fused!r}")
+        if self.fused not in ("auto", "on", "off", "kernels"):
+            raise UserError(f"fused must be auto, on, off or kernels, got {self.fused!r}")
         if self.precision not in TRAIN_PRECISIONS:
             raise UserError(f"precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {self.precision!r}")
         for name in ("batch_size", "grad_accum", "log_every", "ckpt_every", "keep_last", "max_bad_steps"):

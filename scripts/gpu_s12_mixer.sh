@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Session 12's issue-13 device call (about 8 minutes), in one run on one GPU:
+#   1. the GPU tests of the kernel blocks (tests/test_mixer_triton.py, test_train_build.py -m gpu): forward and
+#      every gradient against the plain-PyTorch reference, fp32 and bf16, 1 / 62 / 100 / 801 steps, both save
+#      modes; a converted official model through them;
+#   2. the training step (benchmarks/bench_train.py): the old path (fused glue per direction) and the kernel
+#      blocks at the paper and study configs, and the BS-RoFormer baseline, the kernel rows profiled;
+#   3. the SSD microbenchmark against mamba-ssm (benchmarks/bench_ssd.py --quick).
+# Carry .whl (soundfile, soxr, mamba_ssm from scripts/build_mamba_wheel.sh). Results under $OUT.
+set -u
+TAG=s12
+# shellcheck source=scripts/device_env.sh
+source "$(dirname "$0")/device_env.sh"
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader >"$O/status.txt" 2>&1
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" >>"$O/status.txt" 2>&1
+if [ "${SKIP_TESTS:-0}" != 1 ]; then
+  timeout -s INT "${TEST_CAP:-110}" python3 -m pytest -q -m gpu -x -p no:cacheprovider \
+    tests/test_mixer_triton.py tests/test_train_build.py >"$O/tests.log" 2>&1
+  echo "tests rc=$?" >>"$O/status.txt"
+  say "tests done"
+  tail -n 5 "$O/tests.log"
+fi
+ROWS="paper old path (fused glue per direction; recompute),BS-RoFormer,paper kernel blocks,study old path (fused glue per direction),study kernel blocks"
+timeout -s INT "${TRAIN_CAP:-290}" python3 benchmarks/bench_train.py --only "${ONLY:-$ROWS}" \
+  --profile "${PROFILE:-kernel blocks (one Function per block; saves its activations),study old path}" \
+  --budget "${TRAIN_BUDGET:-270}" --steps 6 >"$O/train.log" 2>&1
+echo "train rc=$?" >>"$O/status.txt"
+say "train done"
+grep -E '^\[train\] (train|profile|kernels):' "$O/train.log" | cut -c1-300 | head -n 80
+if [ "${SKIP_SSD:-0}" != 1 ]; then
+  timeout -s INT "${SSD_CAP:-80}" python3 benchmarks/bench_ssd.py --quick --budget "${SSD_BUDGET:-70}" >"$O/ssd.log" 2>&1
+  echo "ssd rc=$?" >>"$O/status.txt"
+  say "ssd done"
+  grep -E '^\[ssd\]' "$O/ssd.log" | cut -c1-300 | head -n 30
+fi
+cat "$O/status.txt"
