@@ -13,12 +13,17 @@ TAG=s12
 source "$(dirname "$0")/device_env.sh"
 nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader >"$O/status.txt" 2>&1
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" >>"$O/status.txt" 2>&1
+if [ "${DIAG:-0}" = 1 ]; then  # per-tensor errors at short lengths (scripts/ssd_short_check.py)
+  timeout -s INT "${DIAG_CAP:-60}" python3 scripts/ssd_short_check.py >"$O/diag.log" 2>&1
+  say "diag done"
+  cat "$O/diag.log" | tail -n 30
+fi
 if [ "${SKIP_TESTS:-0}" != 1 ]; then
-  timeout -s INT "${TEST_CAP:-110}" python3 -m pytest -q -m gpu -x -p no:cacheprovider \
-    tests/test_mixer_triton.py tests/test_train_build.py >"$O/tests.log" 2>&1
+  timeout -s INT "${TEST_CAP:-110}" python3 -m pytest -q -m gpu -p no:cacheprovider -rf \
+    ${TESTS:-tests/test_mixer_triton.py tests/test_train_build.py} >"$O/tests.log" 2>&1
   echo "tests rc=$?" >>"$O/status.txt"
   say "tests done"
-  tail -n 5 "$O/tests.log"
+  grep -E "passed|failed|FAILED|Error" "$O/tests.log" | cut -c1-300 | tail -n 30
 fi
 ROWS="paper old path (fused glue per direction; recompute),BS-RoFormer,paper kernel blocks,study old path (fused glue per direction),study kernel blocks"
 timeout -s INT "${TRAIN_CAP:-290}" python3 benchmarks/bench_train.py --only "${ONLY:-$ROWS}" \
@@ -28,7 +33,7 @@ echo "train rc=$?" >>"$O/status.txt"
 say "train done"
 grep -E '^\[train\] (train|profile|kernels):' "$O/train.log" | cut -c1-300 | head -n 80
 if [ "${SKIP_SSD:-0}" != 1 ]; then
-  timeout -s INT "${SSD_CAP:-80}" python3 benchmarks/bench_ssd.py --quick --budget "${SSD_BUDGET:-70}" >"$O/ssd.log" 2>&1
+  timeout -s INT "${SSD_CAP:-140}" python3 benchmarks/bench_ssd.py --quick --budget "${SSD_BUDGET:-130}" >"$O/ssd.log" 2>&1
   echo "ssd rc=$?" >>"$O/status.txt"
   say "ssd done"
   grep -E '^\[ssd\]' "$O/ssd.log" | cut -c1-300 | head -n 30

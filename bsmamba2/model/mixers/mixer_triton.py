@@ -14,10 +14,10 @@ last step back), never a flipped copy. Per call:
 
 The backward is written out by hand, so nothing is replayed that is not needed and every d_inner-wide
 gradient is written once, where the next product reads it: the gated-norm kernel writes dz straight into the
-z columns of d zxbcdt and returns g recomputed for out_proj's weight gradient; the conv kernel reads the
-SSD's dx, dB, dC where they lie, recomputes the convolution (no float32 scratch) and writes d xBC into the
-xBC columns of d zxbcdt, with its weight and bias gradients reduced in registers over whole sequences; the
-in_proj gradients are then one GEMM each over d zxbcdt.
+z columns of d zxbcdt and returns g recomputed for out_proj's weight gradient; the conv kernels read the
+SSD's dx, dB, dC where they lie, recompute the convolution, reduce its weight and bias gradients in registers
+over whole sequences, and write d xBC into the xBC columns of d zxbcdt; the in_proj gradients are then one GEMM
+each over d zxbcdt, and one kernel takes the shared prenorm's backward and both blocks' residual.
 
 What the forward keeps for the backward (``KernelMamba2Block.save``):
 * ``"all"``: zxbcdt, the activated xBC, Δ and y (about 2·(E + ch + DI) values per row in the GEMM dtype);
@@ -169,72 +169,68 @@ def _load_dxbc(gx_ptr, gb_ptr, gc_ptr, n, t, tm, cc, DI, GN, CH, sgx_n, sgx_l, s
 
 
 @triton.jit
-def _conv_bwd_kernel(
-    x_ptr, w_ptr, b_ptr, gx_ptr, gb_ptr, gc_ptr, dx_ptr, dw_ptr, db_ptr,
-    L, CH, DI, GN, NSEQ, SPP, NBLK, sx_n, sx_l, sgx_n, sgx_l, sgb_n, sgb_l, sd_n, sd_l,
+def _conv_dact_kernel(
+    x_ptr, w_ptr, b_ptr, gx_ptr, gb_ptr, gc_ptr, da_ptr, dw_ptr, db_ptr,
+    L, CH, DI, GN, NSEQ, SPP, NBLK, sx_n, sx_l, sgx_n, sgx_l, sgb_n, sgb_l,
     K: tl.constexpr, BL: tl.constexpr, BC: tl.constexpr,
 ):  # fmt: skip
-    """For SPP sequences of one direction and a tile of channels: d out_t = dxbc_t·SiLU'(out_t) (out recomputed),
-    dx_s = Σ_j w_{K−1−j}·d out_{s±j} (rows that read s), written in place; dw, db summed in registers."""
-    tl.static_assert(K <= 4, "d_conv up to 4")
+    """Pass 1 for SPP sequences of one direction and a tile of channels: d out_t = dxbc_t·SiLU'(out_t) (out
+    recomputed) into a float32 (2n, l, ch) scratch; dw_k = Σ_t d out_t·x_src(t,k) and db summed in registers
+    over all the program's rows, one atomic add per channel at the end."""
     di = tl.program_id(0) // NBLK
     sb = tl.program_id(0) % NBLK
     cc = tl.program_id(1) * BC + tl.arange(0, BC)
     cm = cc < CH
     w_base = w_ptr + di * CH * K
     b_base = b_ptr + di * CH
+    kk = tl.arange(0, 4)  # tap index of the dw accumulator's columns (K ≤ 4)
+    tl.static_assert(K <= 4, "d_conv up to 4")
     db = tl.zeros((BC,), dtype=tl.float32)
-    dw0 = tl.zeros((BC,), dtype=tl.float32)
-    dw1 = tl.zeros((BC,), dtype=tl.float32)
-    dw2 = tl.zeros((BC,), dtype=tl.float32)
-    dw3 = tl.zeros((BC,), dtype=tl.float32)
+    dw = tl.zeros((BC, 4), dtype=tl.float32)
     for j in range(SPP):
         if sb * SPP + j < NSEQ:
             n = (di * NSEQ + sb * SPP + j).to(tl.int64)
             x_base = x_ptr + n * sx_n
             for lt in range(tl.cdiv(L, BL)):
-                s = lt * BL + tl.arange(0, BL)
-                dx = tl.zeros((BL, BC), dtype=tl.float32)
-                for jj in tl.static_range(K):
-                    t = tl.where(di == 0, s + jj, s - jj)  # the output rows whose tap K-1-jj reads row s
-                    tm = (t >= 0) & (t < L)
-                    acc = _conv_acc(x_base, w_base, b_base, t, cc, L, CH, sx_l, di, K, BL, BC)
-                    g = _load_dxbc(
-                        gx_ptr, gb_ptr, gc_ptr, n, t, tm, cc, DI, GN, CH, sgx_n, sgx_l, sgb_n, sgb_l
-                    )
-                    sg = tl.sigmoid(acc)
-                    da = tl.where(tm[:, None] & cm[None, :], g * sg * (1.0 + acc * (1.0 - sg)), 0.0)
-                    wk = tl.load(w_base + cc * K + (K - 1 - jj), mask=cm, other=0.0).to(tl.float32)
-                    dx += da * wk[None, :]
-                    if jj == 0:  # t = s: this tile's own outputs, for the weight and bias gradients
-                        db += tl.sum(da, axis=0)
-                        for k in tl.static_range(K):
-                            src = tl.where(di == 0, s - (K - 1) + k, s + (K - 1) - k)
-                            ms = ((src >= 0) & (src < L))[:, None] & cm[None, :]
-                            xv = tl.load(x_base + src[:, None] * sx_l + cc[None, :], mask=ms, other=0.0)
-                            part = tl.sum(da * xv.to(tl.float32), axis=0)
-                            if k == 0:
-                                dw0 += part
-                            elif k == 1:
-                                dw1 += part
-                            elif k == 2:
-                                dw2 += part
-                            else:
-                                dw3 += part
-                m = (s < L)[:, None] & cm[None, :]
-                tl.store(
-                    dx_ptr + n * sd_n + s[:, None] * sd_l + cc[None, :],
-                    dx.to(dx_ptr.dtype.element_ty),
-                    mask=m,
-                )
+                t = lt * BL + tl.arange(0, BL)
+                tm = t < L
+                acc = _conv_acc(x_base, w_base, b_base, t, cc, L, CH, sx_l, di, K, BL, BC)
+                g = _load_dxbc(gx_ptr, gb_ptr, gc_ptr, n, t, tm, cc, DI, GN, CH, sgx_n, sgx_l, sgb_n, sgb_l)
+                sg = tl.sigmoid(acc)
+                m = tm[:, None] & cm[None, :]
+                da = tl.where(m, g * sg * (1.0 + acc * (1.0 - sg)), 0.0)
+                tl.store(da_ptr + n * L * CH + t[:, None] * CH + cc[None, :], da, mask=m)
+                db += tl.sum(da, axis=0)
+                for k in tl.static_range(K):
+                    src = tl.where(di == 0, t - (K - 1) + k, t + (K - 1) - k)
+                    ms = ((src >= 0) & (src < L))[:, None] & cm[None, :]
+                    xv = tl.load(x_base + src[:, None] * sx_l + cc[None, :], mask=ms, other=0.0)
+                    part = tl.sum(da * xv.to(tl.float32), axis=0)  # (BC,)
+                    dw += tl.where(kk[None, :] == k, part[:, None], 0.0)
     tl.atomic_add(db_ptr + di * CH + cc, db, mask=cm, sem="relaxed")
-    tl.atomic_add(dw_ptr + di * CH * K + cc * K, dw0, mask=cm, sem="relaxed")
-    if K > 1:
-        tl.atomic_add(dw_ptr + di * CH * K + cc * K + 1, dw1, mask=cm, sem="relaxed")
-    if K > 2:
-        tl.atomic_add(dw_ptr + di * CH * K + cc * K + 2, dw2, mask=cm, sem="relaxed")
-    if K > 3:
-        tl.atomic_add(dw_ptr + di * CH * K + cc * K + 3, dw3, mask=cm, sem="relaxed")
+    dwm = cm[:, None] & (kk < K)[None, :]
+    tl.atomic_add(dw_ptr + di * CH * K + cc[:, None] * K + kk[None, :], dw, mask=dwm, sem="relaxed")
+
+
+@triton.jit
+def _conv_dx_kernel(
+    da_ptr, w_ptr, dx_ptr, L, CH, NSEQ, sd_n, sd_l,
+    K: tl.constexpr, BL: tl.constexpr, BC: tl.constexpr,
+):  # fmt: skip
+    """Pass 2: dx_s = Σ_k w_k·d out_t over the output rows t that read row s through tap k, written in place."""
+    n = tl.program_id(0).to(tl.int64)
+    s = tl.program_id(1) * BL + tl.arange(0, BL)
+    cc = tl.program_id(2) * BC + tl.arange(0, BC)
+    di = (n // NSEQ).to(tl.int32)
+    cm = cc < CH
+    dx = tl.zeros((BL, BC), dtype=tl.float32)
+    for k in tl.static_range(K):
+        t = tl.where(di == 0, s + (K - 1) - k, s - (K - 1) + k)  # inverse of the source rows of tap k
+        m = ((t >= 0) & (t < L))[:, None] & cm[None, :]
+        da = tl.load(da_ptr + n * L * CH + t[:, None] * CH + cc[None, :], mask=m, other=0.0)
+        dx += da * tl.load(w_ptr + di * CH * K + cc * K + k, mask=cm, other=0.0).to(tl.float32)[None, :]
+    m = (s < L)[:, None] & cm[None, :]
+    tl.store(dx_ptr + n * sd_n + s[:, None] * sd_l + cc[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m)
 
 
 def conv_fwd(x: Tensor, w: Tensor, b: Tensor, nseq: int) -> Tensor:
@@ -252,24 +248,115 @@ def conv_bwd(
     x: Tensor, w: Tensor, b: Tensor, gx: Tensor, gb: Tensor, gc: Tensor, dx: Tensor, nseq: int
 ) -> tuple[Tensor, Tensor]:
     """Backward of ``conv_fwd`` from d xBC given in three pieces, gx (2n, l, DI) ‖ gb, gc (2n, l, g·N) (each
-    with unit channel stride); writes dx (2n, l, ch), a view, and returns (dw (2, ch, K), db (2, ch)) float32."""
+    with unit channel stride); writes dx (2n, l, ch), a view, and returns (dw (2, ch, K), db (2, ch)) float32.
+    Two passes through a float32 scratch of d out: one per (sequences, channel tile) program that also reduces
+    dw and db, then one per tile that gathers dx from the shifted rows."""
     N, L, CH = x.shape
     K = w.shape[-1]
     DI, GN = gx.shape[-1], gb.shape[-1]
-    if DI + 2 * GN != CH or gc.stride() != gb.stride():
+    if DI + 2 * GN != CH or gc.stride() != gb.stride() or K > 4:
         raise ValueError(
-            f"conv_bwd: pieces {DI} + 2·{GN} for {CH} channels, strides {gb.stride()} {gc.stride()}"
+            f"conv_bwd: pieces {DI} + 2·{GN} for {CH} channels, strides {gb.stride()} {gc.stride()}, K {K}"
         )
     spp = max(1, CONV_TILES_PER_PROGRAM // triton.cdiv(L, BL))
     nblk = triton.cdiv(nseq, spp)
     dw = torch.zeros(w.shape, dtype=torch.float32, device=x.device)
     db = torch.zeros(b.shape, dtype=torch.float32, device=x.device)
-    _conv_bwd_kernel[(2 * nblk, triton.cdiv(CH, BC))](
-        x, w, b, gx, gb, gc, dx, dw, db, L, CH, DI, GN, nseq, spp, nblk,
+    da = torch.empty(N, L, CH, dtype=torch.float32, device=x.device)
+    _conv_dact_kernel[(2 * nblk, triton.cdiv(CH, BC))](
+        x, w, b, gx, gb, gc, da, dw, db, L, CH, DI, GN, nseq, spp, nblk,
         x.stride(0), x.stride(1), gx.stride(0), gx.stride(1), gb.stride(0), gb.stride(1),
-        dx.stride(0), dx.stride(1), K=K, BL=BL, BC=BC,
+        K=K, BL=BL, BC=BC,
     )  # fmt: skip
+    _conv_dx_kernel[(N, triton.cdiv(L, BL), triton.cdiv(CH, BC))](
+        da, w, dx, L, CH, nseq, dx.stride(0), dx.stride(1), K=K, BL=BL, BC=BC
+    )
     return dw, db
+
+
+# ---- the shared prenorm of both directions -------------------------------------------------------------------
+@triton.jit
+def _prenorm_fwd_kernel(
+    x_ptr, w_ptr, u_ptr, M, D, sx, eps, BR: tl.constexpr, BD: tl.constexpr,
+):  # fmt: skip
+    """u[k] = x·rstd·w[k] for both directions k, rstd = (mean(x²) + eps)^(-½) in float32; u (2, M, D)."""
+    r = (tl.program_id(0) * BR + tl.arange(0, BR)).to(tl.int64)
+    c = tl.arange(0, BD)
+    cm = c < D
+    m = (r < M)[:, None] & cm[None, :]
+    x = tl.load(x_ptr + r[:, None] * sx + c[None, :], mask=m, other=0.0).to(tl.float32)
+    xn = x * (1.0 / tl.sqrt(tl.sum(x * x, axis=1) / D + eps))[:, None]
+    w0 = tl.load(w_ptr + c, mask=cm, other=0.0).to(tl.float32)
+    w1 = tl.load(w_ptr + D + c, mask=cm, other=0.0).to(tl.float32)
+    out = r[:, None] * D + c[None, :]
+    tl.store(u_ptr + out, (xn * w0[None, :]).to(u_ptr.dtype.element_ty), mask=m)
+    tl.store(u_ptr + M * D + out, (xn * w1[None, :]).to(u_ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def _prenorm_bwd_kernel(
+    x_ptr, w_ptr, du_ptr, dres_ptr, dx_ptr, dwp_ptr, M, D, sx, eps,
+    NB: tl.constexpr, BR: tl.constexpr, BD: tl.constexpr,
+):  # fmt: skip
+    """dx = dres[0] + dres[1] + rstd·(dxn − xn·mean(dxn·xn)), dxn = Σ_k du[k]·w[k]; this program's partials of
+    dw[k] = Σ_rows du[k]·xn. du, dres (2, M, D) contiguous; dx (M, D) contiguous in x's dtype."""
+    pid = tl.program_id(0)
+    c = tl.arange(0, BD)
+    cm = c < D
+    w0 = tl.load(w_ptr + c, mask=cm, other=0.0).to(tl.float32)
+    w1 = tl.load(w_ptr + D + c, mask=cm, other=0.0).to(tl.float32)
+    dw0 = tl.zeros((BD,), dtype=tl.float32)
+    dw1 = tl.zeros((BD,), dtype=tl.float32)
+    for i in range(NB):
+        r = ((pid * NB + i) * BR + tl.arange(0, BR)).to(tl.int64)
+        m = (r < M)[:, None] & cm[None, :]
+        x = tl.load(x_ptr + r[:, None] * sx + c[None, :], mask=m, other=0.0).to(tl.float32)
+        rstd = 1.0 / tl.sqrt(tl.sum(x * x, axis=1) / D + eps)
+        xn = x * rstd[:, None]
+        off = r[:, None] * D + c[None, :]
+        du0 = tl.load(du_ptr + off, mask=m, other=0.0).to(tl.float32)
+        du1 = tl.load(du_ptr + M * D + off, mask=m, other=0.0).to(tl.float32)
+        dw0 += tl.sum(du0 * xn, axis=0)
+        dw1 += tl.sum(du1 * xn, axis=0)
+        dxn = du0 * w0[None, :] + du1 * w1[None, :]
+        proj = tl.sum(dxn * xn, axis=1) / D
+        dx = rstd[:, None] * (dxn - xn * proj[:, None])
+        dx += tl.load(dres_ptr + off, mask=m, other=0.0).to(tl.float32)
+        dx += tl.load(dres_ptr + M * D + off, mask=m, other=0.0).to(tl.float32)
+        tl.store(dx_ptr + off, dx.to(dx_ptr.dtype.element_ty), mask=m)
+    tl.store(dwp_ptr + pid * 2 * D + c, dw0, mask=cm)
+    tl.store(dwp_ptr + pid * 2 * D + D + c, dw1, mask=cm)
+
+
+def prenorm_fwd(x: Tensor, w: Tensor, eps: float, dtype: torch.dtype) -> Tensor:
+    """x (n, l, d) with unit stride along d, w (2, d) -> u (2, n·l, d) contiguous in ``dtype``: both directions'
+    block RMSNorm (``norms.block_rms_norm`` with each direction's weight), the statistics shared."""
+    d = x.shape[-1]
+    x2 = x.reshape(-1, d)
+    M = x2.shape[0]
+    br, bd = _norm_shape(d, NORM_ELEMENTS_FWD)
+    u = torch.empty(2, M, d, dtype=dtype, device=x.device)
+    _prenorm_fwd_kernel[(triton.cdiv(M, br),)](
+        x2, w, u, M, d, x2.stride(0), eps, BR=br, BD=bd, num_warps=NORM_WARPS
+    )
+    return u
+
+
+def prenorm_bwd(x: Tensor, w: Tensor, eps: float, du: Tensor, dres: Tensor) -> tuple[Tensor, Tensor]:
+    """Backward of ``prenorm_fwd`` plus both blocks' residual: x (n, l, d), du (2, n·l, d), dres (2, n·l, d)
+    contiguous -> (dx (n, l, d) in x's dtype, dw (2, d) float32)."""
+    d = x.shape[-1]
+    x2 = x.reshape(-1, d)
+    M = x2.shape[0]
+    br, bd = _norm_shape(d, NORM_ELEMENTS_BWD)
+    nb = max(1, min(NORM_BLOCKS_PER_PROGRAM, triton.cdiv(M, br)))
+    nprog = triton.cdiv(M, nb * br)
+    dx = torch.empty(M, d, dtype=x.dtype, device=x.device)
+    dwp = torch.empty(nprog, 2, d, dtype=torch.float32, device=x.device)
+    _prenorm_bwd_kernel[(nprog,)](
+        x2, w, du, dres, dx, dwp, M, d, x2.stride(0), eps, NB=nb, BR=br, BD=bd, num_warps=NORM_WARPS
+    )  # fmt: skip
+    return dx.view(x.shape), dwp.sum(0)
 
 
 # ---- the Function ---------------------------------------------------------------------------------------------
@@ -288,19 +375,12 @@ class Dims:
         self.p = self.DI // self.h
 
 
-def _prenorm(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    """(x in float32, x·rstd): the shared statistics of both directions' block RMSNorm."""
-    xf = x.to(torch.promote_types(x.dtype, torch.float32))
-    return xf, xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-
-
 def _forward_to_scan(
     x: Tensor, norm_w: Tensor, in_w: Tensor, conv_w: Tensor, conv_b: Tensor, dt_bias: Tensor, A_log: Tensor,
     D: Tensor, eps: float, dm: Dims, cdtype: torch.dtype,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:  # fmt: skip
     """u (2, M, d), zxbcdt (2, M, E), xBC (2n, l, ch), Δ (2n, l, h) float32, A (2, h), y (2n, l, h, p)."""
-    _, xn = _prenorm(x, eps)
-    u = (xn[None] * norm_w.to(xn.dtype)[:, None, None, :]).to(cdtype).view(2, dm.M, dm.d)
+    u = prenorm_fwd(x, norm_w, eps, cdtype)  # (2, M, d)
     zxbcdt = torch.bmm(u, in_w.to(cdtype).transpose(1, 2))  # (2, M, E)
     rows = zxbcdt.view(2 * dm.n, dm.l, dm.E)
     xBC = conv_fwd(rows[..., dm.DI : dm.DI + dm.ch], conv_w, conv_b, dm.n)  # (2n, l, ch)
@@ -368,9 +448,11 @@ class _BidirectionalMamba2(torch.autograd.Function):
             dy.view(2 * dm.M, dm.DI), dzx[:, : dm.DI],
         )  # fmt: skip
         dout_w = torch.bmm(dout.transpose(1, 2), g.view(2, dm.M, dm.DI))  # (2, d, DI)
+        del dg, g  # (transient buffers go as soon as they are read: the backward's peak is what matters)
         # the SSD, both directions in one launch per kernel
         xs, B, C = _scan_views(xBC, dm)
         dxs, ddt, dA, dB, dC, dD, _ = ssd_triton._backward(xs, dt, A, B, C, D.to(acc), None, dy, None, 2)
+        del dy, xs, B, C, xBC, y, kept
         # conv + SiLU: d xBC (pre-activation input) into its columns of d zxbcdt
         rows = zxbcdt.view(2 * dm.n, dm.l, dm.E)
         drows = dzx.view(2 * dm.n, dm.l, dm.E)
@@ -379,21 +461,19 @@ class _BidirectionalMamba2(torch.autograd.Function):
             dxs.view(2 * dm.n, dm.l, dm.DI), dB.flatten(-2), dC.flatten(-2),
             drows[..., dm.DI : dm.DI + dm.ch], dm.n,
         )  # fmt: skip
+        del dxs, dB, dC
         # Δ = softplus(dt + dt_bias): softplus' = σ
         dt_raw = zxbcdt[..., dm.E - dm.h :].to(acc)
         d_dt = ddt.view(2, dm.M, dm.h) * torch.sigmoid(dt_raw + dt_bias.to(acc)[:, None, :])
         dzx.view(2, dm.M, dm.E)[..., dm.E - dm.h :] = d_dt.to(cdtype)
         dzx3 = dzx.view(2, dm.M, dm.E)
         din_w = torch.bmm(dzx3.transpose(1, 2), u)  # (2, E, d)
-        du = torch.bmm(dzx3, in_w.to(cdtype)).view(2, dm.n, dm.l, dm.d).to(acc)
-        # the shared prenorm: u_k = xn·w_k, xn = x·r
-        xf, xn = _prenorm(x, eps)
-        dnorm_w = (du * xn[None]).sum((1, 2))
-        dxn = (du * norm_w.to(acc)[:, None, None, :]).sum(0)
-        rstd = torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)
-        dx = dres.to(acc).sum(0) + rstd * (dxn - xn * (dxn * xn).mean(-1, keepdim=True))
+        du = torch.bmm(dzx3, in_w.to(cdtype))  # (2, M, d)
+        del dzx, dzx3, drows, zxbcdt, rows, z
+        # the shared prenorm (u_k = xn·w_k, xn = x·rstd) and both blocks' residual
+        dx, dnorm_w = prenorm_bwd(x, norm_w, eps, du, dres.reshape(2, dm.M, dm.d).contiguous())
         return (
-            dx.to(x.dtype), dnorm_w.to(norm_w.dtype), din_w.to(in_w.dtype), dconv_w.to(conv_w.dtype),
+            dx, dnorm_w.to(norm_w.dtype), din_w.to(in_w.dtype), dconv_w.to(conv_w.dtype),
             dconv_b.to(conv_b.dtype), d_dt.sum(1).to(dt_bias.dtype), (dA * A).to(A_log.dtype),
             cast(Tensor, dD).to(D.dtype), dgnorm_w.to(gnorm_w.dtype), dout_w.to(out_w.dtype),
             None, None, None, None, None,
@@ -401,9 +481,12 @@ class _BidirectionalMamba2(torch.autograd.Function):
 
 
 def kernels_apply(x: Tensor) -> bool:
-    """True where ``KernelMamba2Block`` runs its Function on x: a float32 CUDA tensor (or any CPU tensor under
-    Triton's interpreter, for tests), no tracer, compiler or exporter watching."""
-    if not (x.is_cuda or (_INTERPRET and x.device.type == "cpu")) or x.dtype != torch.float32:
+    """True where ``KernelMamba2Block`` runs its Function on x: a float32, bf16 or fp16 CUDA tensor (or a CPU
+    tensor under Triton's interpreter, for tests), no tracer, compiler or exporter watching. (Under autocast
+    the dual path's activations are bf16: the band split's projection hands them over in its dtype.)"""
+    if not (x.is_cuda or (_INTERPRET and x.device.type == "cpu")):
+        return False
+    if x.dtype not in (torch.float32, torch.bfloat16, torch.float16):
         return False
     return not (torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting())
 
@@ -420,6 +503,7 @@ class KernelMamba2Block(BidirectionalBlock):
     def forward(self, x: Tensor) -> Tensor:  # (n, l, d) -> (n, l, d)
         if not kernels_apply(x) or x.shape[1] == 0:
             return super().forward(x)
+        x = x.contiguous()  # the kernels read rows of unit stride
         blocks = [self.forward_blocks[0], self.backward_blocks[0]]
         ms = [cast(Any, b).mixer for b in blocks]
         m = ms[0]
