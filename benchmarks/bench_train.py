@@ -111,7 +111,7 @@ KERNEL_GROUPS = [  # (group, substrings of a CUDA kernel's name), first match wi
     ("SSD scan (ours, Triton)", ("_fwd_single", "_bwd_single", "_fwd_chunk", "_bwd_chunk", "_sweeps")),
     (
         "mixer kernels (ours, Triton: conv, gated norm)",
-        ("_gated_", "_conv_bwd", "_fwd_kernel", "_bwd_act", "_bwd_x"),
+        ("_gated_", "_conv_d", "_prenorm", "_fwd_kernel", "_bwd_act", "_bwd_x"),
     ),
     ("matmul (cuBLAS/CUTLASS)", ("gemm", "cutlass", "nvjet", "xmma", "sm90_", "splitk")),
     ("compiled fusions (inductor)", ("triton_",)),

@@ -25,6 +25,17 @@ if [ "${SKIP_TESTS:-0}" != 1 ]; then
   say "tests done"
   grep -E "passed|failed|FAILED|Error" "$O/tests.log" | cut -c1-300 | tail -n 30
 fi
+if [ "${MIXER_SWEEP:-0}" = 1 ]; then  # the conv kernels' launch shapes (benchmarks/bench_mixer.py); the best are used below
+  timeout -s INT "${MIXER_CAP:-100}" python3 benchmarks/bench_mixer.py --budget "${MIXER_BUDGET:-85}" >"$O/mixer.log" 2>&1
+  echo "mixer rc=$?" >>"$O/status.txt"
+  say "mixer sweep done"
+  grep -E '^\[mixer\] best|^MIXER_TILES' "$O/mixer.log" | cut -c1-300
+  if [ -s "$O/mixer_tiles.json" ] && [ "$(cat "$O/mixer_tiles.json")" != "{}" ]; then
+    export BSMAMBA2_MIXER_TILES="$(cat "$O/mixer_tiles.json")"
+    echo "BSMAMBA2_MIXER_TILES=$BSMAMBA2_MIXER_TILES" >>"$O/status.txt"
+  fi
+  rm -f "$O/mixer_tiles.json"
+fi
 ROWS="paper old path (fused glue per direction; recompute),BS-RoFormer,paper kernel blocks,study old path (fused glue per direction),study kernel blocks"
 timeout -s INT "${TRAIN_CAP:-290}" python3 benchmarks/bench_train.py --only "${ONLY:-$ROWS}" \
   --profile "${PROFILE:-kernel blocks (one Function per block; saves its activations),study old path}" \
@@ -38,4 +49,5 @@ if [ "${SKIP_SSD:-0}" != 1 ]; then
   say "ssd done"
   grep -E '^\[ssd\]' "$O/ssd.log" | cut -c1-300 | head -n 30
 fi
+rm -f "$O/pip.log" "$O/stages/peaks.json"  # at most 8 files come back
 cat "$O/status.txt"

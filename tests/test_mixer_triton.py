@@ -12,6 +12,7 @@ these blocks gives the stored plain-PyTorch CPU vector.
 from __future__ import annotations
 
 import collections
+import os
 import sys
 from pathlib import Path
 
@@ -110,6 +111,25 @@ def test_kernel_block_interpreter_matches_reference() -> None:
     assert proc.stdout.count("ok  ") == len(CASES), proc.stdout
 
 
+def test_kernel_block_interpreter_other_launch_shapes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The conv kernels' launch shapes (``BSMAMBA2_MIXER_TILES``, what benchmarks/bench_mixer.py sweeps) tile the
+    same function: small odd tiles, work items split across programs mid-sequence."""
+    tiles = '{"conv_fwd": [16, 32, 4], "conv_dact": [16, 32, 4, 3], "conv_dx": [64, 16, 4]}'
+    monkeypatch.setenv("BSMAMBA2_MIXER_TILES", tiles)
+    proc = run_interpreted(__file__, "--interpret-one")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("ok  ") == 1, proc.stdout
+
+
+def test_mixer_tiles_from_the_environment_are_checked() -> None:
+    import subprocess
+
+    code = "import bsmamba2.model.mixers.mixer_triton"
+    env = dict(os.environ, BSMAMBA2_MIXER_TILES='{"conv_fwd": [16, 32]}')
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode != 0 and "BSMAMBA2_MIXER_TILES is not valid" in proc.stderr
+
+
 def test_kernel_blocks_need_a_known_save_mode() -> None:
     old = mm.KERNEL_BLOCKS
     try:
@@ -180,3 +200,8 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--interpret"]:
         torch.set_num_threads(1)
         sys.exit(1 if _interpret() else 0)
+    if sys.argv[1:] == ["--interpret-one"]:
+        torch.set_num_threads(1)
+        err = compare(TINY, "input", 2, 70, "cpu", autocast=False)
+        print(f"{'ok  ' if err < 1e-4 else 'FAIL'} save=input n=2 l=70: {err:.1e}")
+        sys.exit(0 if err < 1e-4 else 1)

@@ -28,6 +28,7 @@ What the forward keeps for the backward (``KernelMamba2Block.save``):
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, cast
 
@@ -48,9 +49,30 @@ _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # tensors live, so it takes half the forward's rows.
 NORM_ELEMENTS_FWD, NORM_ELEMENTS_BWD, NORM_WARPS = 4096, 2048, 4
 NORM_BLOCKS_PER_PROGRAM = 16  # row slices per backward program: its weight-gradient partial covers them all
-CONV_TILES_PER_PROGRAM = (
-    32  # (sequence, step-tile) pairs per conv-backward program, to reduce dw in registers
-)
+# Conv kernels' launch shapes: (steps per tile BL, channels per tile BC, warps[, work tiles per program]);
+# ``BSMAMBA2_MIXER_TILES`` (a JSON object with any of these keys) replaces them, for benchmarks' sweeps
+# (benchmarks/bench_mixer.py). The backward's first pass reduces dw over a program's tiles in registers.
+CONV_TILES: dict[str, tuple[int, ...]] = {
+    "conv_fwd": (BL, BC, 4),
+    "conv_dact": (BL, BC, 4, 32),
+    "conv_dx": (BL, BC, 4),
+}
+
+
+def _tiles_from_env() -> None:
+    raw = os.environ.get("BSMAMBA2_MIXER_TILES")
+    if not raw:
+        return
+    try:
+        for name, cfg in json.loads(raw).items():
+            if name not in CONV_TILES or len(cfg) != len(CONV_TILES[name]):
+                raise KeyError(name)
+            CONV_TILES[name] = tuple(int(v) for v in cfg)
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"BSMAMBA2_MIXER_TILES is not valid ({e!r}): {raw!r}") from None
+
+
+_tiles_from_env()
 
 
 # ---- gated RMSNorm over stacked directions -----------------------------------------------------------------
@@ -171,14 +193,15 @@ def _load_dxbc(gx_ptr, gb_ptr, gc_ptr, n, t, tm, cc, DI, GN, CH, sgx_n, sgx_l, s
 @triton.jit
 def _conv_dact_kernel(
     x_ptr, w_ptr, b_ptr, gx_ptr, gb_ptr, gc_ptr, da_ptr, dw_ptr, db_ptr,
-    L, CH, DI, GN, NSEQ, SPP, NBLK, sx_n, sx_l, sgx_n, sgx_l, sgb_n, sgb_l,
-    K: tl.constexpr, BL: tl.constexpr, BC: tl.constexpr,
+    L, CH, DI, GN, NSEQ, NLT, PPD, sx_n, sx_l, sgx_n, sgx_l, sgb_n, sgb_l,
+    TPP: tl.constexpr, K: tl.constexpr, BL: tl.constexpr, BC: tl.constexpr,
 ):  # fmt: skip
-    """Pass 1 for SPP sequences of one direction and a tile of channels: d out_t = dxbc_t·SiLU'(out_t) (out
-    recomputed) into a float32 (2n, l, ch) scratch; dw_k = Σ_t d out_t·x_src(t,k) and db summed in registers
-    over all the program's rows, one atomic add per channel at the end."""
-    di = tl.program_id(0) // NBLK
-    sb = tl.program_id(0) % NBLK
+    """Pass 1 for TPP (sequence, step-tile) work items of one direction (items numbered sequence-major, NLT
+    step tiles per sequence, PPD programs per direction) and a tile of channels: d out_t = dxbc_t·SiLU'(out_t)
+    (out recomputed) into a float32 (2n, l, ch) scratch; dw_k = Σ_t d out_t·x_src(t,k) and db summed in
+    registers over the program's items, one atomic add per channel at the end."""
+    di = tl.program_id(0) // PPD
+    pw = tl.program_id(0) % PPD
     cc = tl.program_id(1) * BC + tl.arange(0, BC)
     cm = cc < CH
     w_base = w_ptr + di * CH * K
@@ -187,26 +210,26 @@ def _conv_dact_kernel(
     tl.static_assert(K <= 4, "d_conv up to 4")
     db = tl.zeros((BC,), dtype=tl.float32)
     dw = tl.zeros((BC, 4), dtype=tl.float32)
-    for j in range(SPP):
-        if sb * SPP + j < NSEQ:
-            n = (di * NSEQ + sb * SPP + j).to(tl.int64)
+    for i in range(TPP):
+        item = pw * TPP + i
+        if item < NSEQ * NLT:
+            n = (di * NSEQ + item // NLT).to(tl.int64)
             x_base = x_ptr + n * sx_n
-            for lt in range(tl.cdiv(L, BL)):
-                t = lt * BL + tl.arange(0, BL)
-                tm = t < L
-                acc = _conv_acc(x_base, w_base, b_base, t, cc, L, CH, sx_l, di, K, BL, BC)
-                g = _load_dxbc(gx_ptr, gb_ptr, gc_ptr, n, t, tm, cc, DI, GN, CH, sgx_n, sgx_l, sgb_n, sgb_l)
-                sg = tl.sigmoid(acc)
-                m = tm[:, None] & cm[None, :]
-                da = tl.where(m, g * sg * (1.0 + acc * (1.0 - sg)), 0.0)
-                tl.store(da_ptr + n * L * CH + t[:, None] * CH + cc[None, :], da, mask=m)
-                db += tl.sum(da, axis=0)
-                for k in tl.static_range(K):
-                    src = tl.where(di == 0, t - (K - 1) + k, t + (K - 1) - k)
-                    ms = ((src >= 0) & (src < L))[:, None] & cm[None, :]
-                    xv = tl.load(x_base + src[:, None] * sx_l + cc[None, :], mask=ms, other=0.0)
-                    part = tl.sum(da * xv.to(tl.float32), axis=0)  # (BC,)
-                    dw += tl.where(kk[None, :] == k, part[:, None], 0.0)
+            t = (item % NLT) * BL + tl.arange(0, BL)
+            tm = t < L
+            acc = _conv_acc(x_base, w_base, b_base, t, cc, L, CH, sx_l, di, K, BL, BC)
+            g = _load_dxbc(gx_ptr, gb_ptr, gc_ptr, n, t, tm, cc, DI, GN, CH, sgx_n, sgx_l, sgb_n, sgb_l)
+            sg = tl.sigmoid(acc)
+            m = tm[:, None] & cm[None, :]
+            da = tl.where(m, g * sg * (1.0 + acc * (1.0 - sg)), 0.0)
+            tl.store(da_ptr + n * L * CH + t[:, None] * CH + cc[None, :], da, mask=m)
+            db += tl.sum(da, axis=0)
+            for k in tl.static_range(K):
+                src = tl.where(di == 0, t - (K - 1) + k, t + (K - 1) - k)
+                ms = ((src >= 0) & (src < L))[:, None] & cm[None, :]
+                xv = tl.load(x_base + src[:, None] * sx_l + cc[None, :], mask=ms, other=0.0)
+                part = tl.sum(da * xv.to(tl.float32), axis=0)  # (BC,)
+                dw += tl.where(kk[None, :] == k, part[:, None], 0.0)
     tl.atomic_add(db_ptr + di * CH + cc, db, mask=cm, sem="relaxed")
     dwm = cm[:, None] & (kk < K)[None, :]
     tl.atomic_add(dw_ptr + di * CH * K + cc[:, None] * K + kk[None, :], dw, mask=dwm, sem="relaxed")
@@ -239,9 +262,16 @@ def conv_fwd(x: Tensor, w: Tensor, b: Tensor, nseq: int) -> Tensor:
     N, L, CH = x.shape
     K = w.shape[-1]
     y = torch.empty(N, L, CH, dtype=x.dtype, device=x.device)
-    grid = (N, triton.cdiv(L, BL), triton.cdiv(CH, BC))
-    _fwd_kernel[grid](x, w, b, y, L, CH, nseq, x.stride(0), x.stride(1), K=K, BL=BL, BC=BC)
+    bl, bc, warps = CONV_TILES["conv_fwd"]
+    grid = (N, triton.cdiv(L, bl), triton.cdiv(CH, bc))
+    _fwd_kernel[grid](
+        x, w, b, y, L, CH, nseq, x.stride(0), x.stride(1), K=K, BL=bl, BC=bc, **_warps(warps)
+    )  # fmt: skip
     return y
+
+
+def _warps(n: int) -> dict[str, int]:
+    return {} if _INTERPRET else {"num_warps": n}
 
 
 def conv_bwd(
@@ -258,18 +288,20 @@ def conv_bwd(
         raise ValueError(
             f"conv_bwd: pieces {DI} + 2·{GN} for {CH} channels, strides {gb.stride()} {gc.stride()}, K {K}"
         )
-    spp = max(1, CONV_TILES_PER_PROGRAM // triton.cdiv(L, BL))
-    nblk = triton.cdiv(nseq, spp)
+    bl, bc, warps, tpp = CONV_TILES["conv_dact"]
+    nlt = triton.cdiv(L, bl)
+    ppd = triton.cdiv(nseq * nlt, tpp)  # programs per direction
     dw = torch.zeros(w.shape, dtype=torch.float32, device=x.device)
     db = torch.zeros(b.shape, dtype=torch.float32, device=x.device)
     da = torch.empty(N, L, CH, dtype=torch.float32, device=x.device)
-    _conv_dact_kernel[(2 * nblk, triton.cdiv(CH, BC))](
-        x, w, b, gx, gb, gc, da, dw, db, L, CH, DI, GN, nseq, spp, nblk,
+    _conv_dact_kernel[(2 * ppd, triton.cdiv(CH, bc))](
+        x, w, b, gx, gb, gc, da, dw, db, L, CH, DI, GN, nseq, nlt, ppd,
         x.stride(0), x.stride(1), gx.stride(0), gx.stride(1), gb.stride(0), gb.stride(1),
-        K=K, BL=BL, BC=BC,
+        TPP=tpp, K=K, BL=bl, BC=bc, **_warps(warps),
     )  # fmt: skip
-    _conv_dx_kernel[(N, triton.cdiv(L, BL), triton.cdiv(CH, BC))](
-        da, w, dx, L, CH, nseq, dx.stride(0), dx.stride(1), K=K, BL=BL, BC=BC
+    bl, bc, warps = CONV_TILES["conv_dx"]
+    _conv_dx_kernel[(N, triton.cdiv(L, bl), triton.cdiv(CH, bc))](
+        da, w, dx, L, CH, nseq, dx.stride(0), dx.stride(1), K=K, BL=bl, BC=bc, **_warps(warps)
     )
     return dw, db
 
