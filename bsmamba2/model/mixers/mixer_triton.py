@@ -40,7 +40,7 @@ from torch import Tensor
 
 from bsmamba2.model.dualpath import BidirectionalBlock
 from bsmamba2.model.mixers import ssd_triton
-from bsmamba2.model.mixers.conv_triton import BC, BL, _conv_acc, _fwd_kernel
+from bsmamba2.model.mixers.conv_triton import _conv_acc, _fwd_kernel
 from bsmamba2.model.norms import TRITON_NORM_MAX_D
 
 SAVE_MODES = ("all", "input")
@@ -52,10 +52,12 @@ NORM_BLOCKS_PER_PROGRAM = 16  # row slices per backward program: its weight-grad
 # Conv kernels' launch shapes: (steps per tile BL, channels per tile BC, warps[, work tiles per program]);
 # ``BSMAMBA2_MIXER_TILES`` (a JSON object with any of these keys) replaces them, for benchmarks' sweeps
 # (benchmarks/bench_mixer.py). The backward's first pass reduces dw over a program's tiles in registers.
+# The fastest of bench_mixer's sweep on an H200 (2026-12-02, paper shapes, bf16, both paths summed): forward
+# 2.16 ms against 3.75 for (32, 64, 4); backward 18.7 against 20.0 ms (BENCHMARKS.md, session 12).
 CONV_TILES: dict[str, tuple[int, ...]] = {
-    "conv_fwd": (BL, BC, 4),
-    "conv_dact": (BL, BC, 4, 32),
-    "conv_dx": (BL, BC, 4),
+    "conv_fwd": (32, 128, 4),
+    "conv_dact": (32, 128, 4, 8),
+    "conv_dx": (32, 128, 4),
 }
 
 
