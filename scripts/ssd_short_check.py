@@ -1,5 +1,7 @@
 """Per-tensor errors of the Triton SSD (one direction and both in one launch) and of the kernel block against
-the plain-PyTorch reference at short lengths, float32 and bf16, on a GPU: where a 1-step gradient goes wrong.
+the plain-PyTorch reference at short lengths, float32 and bf16, on a GPU. (Session 12 ran it: the "blown-up"
+1-step gradient was dA, exactly zero in the reference, divided by a 1e-30 floor; the relative errors here keep
+that floor, so read dA at L = 1 as an absolute error.)
 
     python scripts/ssd_short_check.py
 """
