@@ -11,13 +11,12 @@ directions in one Triton launch) computes the official block's function, against
 
 from __future__ import annotations
 
-import collections
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from test_regression import fixed_input
+from test_regression import fixed_input, official_regression_checkpoint
 
 import bsmamba2.model.mixers.mamba2 as mm
 from bsmamba2.config import Mamba2Config
@@ -96,21 +95,10 @@ def test_gpu_converted_official_model_through_new_path(
     monkeypatch.setattr(mm, "PAIR_DIRECTIONS", paired)
     """test_regression's converted official model, fused + Triton on the GPU, float32: the stored output."""
     from bsmamba2.checkpoints import load_model
-    from bsmamba2.checkpoints.official_layout import official_state_shapes
-    from bsmamba2.config import ModelConfig
 
     torch.set_float32_matmul_precision("highest")
     regression = Path(__file__).parent / "regression" / "vectors.npz"
-    cfg = ModelConfig(dim=16, depth=2, mamba2=Mamba2Config(d_state=8, expand=2, headdim=8))
-    g = torch.Generator().manual_seed(11)
-    official = collections.OrderedDict(
-        (k, 0.2 * torch.randn(s, generator=g)) for k, s in official_state_shapes(cfg).items()
-    )
-    for k in official:  # as test_regression.test_converted_official_reference
-        if k.endswith("A_log"):
-            official[k] = torch.log(torch.linspace(1.0, 8.0, official[k].numel()))
-    path = tmp_path / "official.pt"
-    torch.save(official, path)
+    path, cfg = official_regression_checkpoint(tmp_path)
     model = load_model(path, device="cuda", backend="triton", fused=True)
     assert any(isinstance(m, mm.PairedMamba2Block) for m in model.modules()) == paired
     x = torch.from_numpy(fixed_input(0.5, seed=5))[None].cuda()

@@ -11,7 +11,6 @@ these blocks gives the stored plain-PyTorch CPU vector.
 
 from __future__ import annotations
 
-import collections
 import os
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 from interpreted import run_interpreted
-from test_regression import fixed_input
+from test_regression import fixed_input, official_regression_checkpoint
 
 import bsmamba2.model.mixers.mamba2 as mm
 from bsmamba2.config import Mamba2Config
@@ -165,21 +164,10 @@ def test_gpu_kernel_block_takes_bf16_activations(length: int) -> None:
 def test_gpu_converted_official_model_through_kernel_blocks(tmp_path: Path) -> None:
     """test_regression's converted official model with kernel blocks on the GPU, float32: the stored output."""
     from bsmamba2.checkpoints import load_model
-    from bsmamba2.checkpoints.official_layout import official_state_shapes
-    from bsmamba2.config import ModelConfig
     from bsmamba2.model.mixers.mixer_triton import KernelMamba2Block
 
     torch.set_float32_matmul_precision("highest")
-    cfg = ModelConfig(dim=16, depth=2, mamba2=Mamba2Config(d_state=8, expand=2, headdim=8))
-    g = torch.Generator().manual_seed(11)
-    official = collections.OrderedDict(
-        (k, 0.2 * torch.randn(s, generator=g)) for k, s in official_state_shapes(cfg).items()
-    )
-    for k in official:  # as test_regression.test_converted_official_reference
-        if k.endswith("A_log"):
-            official[k] = torch.log(torch.linspace(1.0, 8.0, official[k].numel()))
-    path = tmp_path / "official.pt"
-    torch.save(official, path)
+    path, cfg = official_regression_checkpoint(tmp_path)
     old = mm.KERNEL_BLOCKS
     try:
         mm.KERNEL_BLOCKS = "all"

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -132,14 +133,13 @@ def test_tiny_training_loss_over_five_steps(tmp_path: Path) -> None:
         check(f"train_w/{k}", v.numpy())
 
 
-def test_converted_official_reference(tmp_path: Path) -> None:
-    from bsmamba2.checkpoints import load_model
+def official_regression_checkpoint(tmp_path: Path) -> tuple[Path, Any]:
+    """The official-format checkpoint behind the ``official_out`` vector (paper STFT, tiny dims, seed 11), written
+    to tmp_path -> (its path, its ModelConfig). The GPU tests run the same file through the fused paths."""
     from bsmamba2.checkpoints.official_layout import official_state_shapes
     from bsmamba2.config import Mamba2Config, ModelConfig
 
-    cfg = ModelConfig(
-        dim=16, depth=2, mamba2=Mamba2Config(d_state=8, expand=2, headdim=8)
-    )  # paper STFT, tiny dims
+    cfg = ModelConfig(dim=16, depth=2, mamba2=Mamba2Config(d_state=8, expand=2, headdim=8))
     g = torch.Generator().manual_seed(11)
     official = collections.OrderedDict(
         (k, 0.2 * torch.randn(s, generator=g)) for k, s in official_state_shapes(cfg).items()
@@ -149,6 +149,13 @@ def test_converted_official_reference(tmp_path: Path) -> None:
             official[k] = torch.log(torch.linspace(1.0, 8.0, official[k].numel()))
     path = tmp_path / "official.pt"
     torch.save(official, path)
+    return path, cfg
+
+
+def test_converted_official_reference(tmp_path: Path) -> None:
+    from bsmamba2.checkpoints import load_model
+
+    path, _ = official_regression_checkpoint(tmp_path)
     model = load_model(path, backend="torch")
     x = torch.from_numpy(fixed_input(0.5, seed=5))[None]  # (1, 2, N)
     with torch.no_grad():

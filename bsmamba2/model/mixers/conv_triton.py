@@ -86,10 +86,11 @@ def _bwd_act_kernel(
 
 @triton.jit
 def _bwd_x_kernel(
-    dacc_ptr, w_ptr, dx_ptr, L, CH, NSEQ,
+    dacc_ptr, w_ptr, dx_ptr, L, CH, NSEQ, sd_n, sd_l,
     K: tl.constexpr, BL: tl.constexpr, BC: tl.constexpr,
 ):  # fmt: skip
-    """dx_s = Σ_k w_k·d_out_t over the output rows t that read row s through tap k."""
+    """dx_s = Σ_k w_k·d_out_t over the output rows t that read row s through tap k; d_out (N, L, CH)
+    contiguous float32, dx written at strides (sd_n, sd_l, 1) (a view, e.g. columns of a wider gradient)."""
     n = tl.program_id(0).to(tl.int64)
     s = tl.program_id(1) * BL + tl.arange(0, BL)
     cc = tl.program_id(2) * BC + tl.arange(0, BC)
@@ -102,7 +103,7 @@ def _bwd_x_kernel(
         da = tl.load(dacc_ptr + n * L * CH + t[:, None] * CH + cc[None, :], mask=m, other=0.0)
         dx += da * tl.load(w_ptr + di * CH * K + cc * K + k, mask=cm, other=0.0).to(tl.float32)[None, :]
     m = (s < L)[:, None] & cm[None, :]
-    tl.store(dx_ptr + n * L * CH + s[:, None] * CH + cc[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m)
+    tl.store(dx_ptr + n * sd_n + s[:, None] * sd_l + cc[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m)
 
 
 class _ConvSiLU(torch.autograd.Function):
@@ -138,7 +139,7 @@ class _ConvSiLU(torch.autograd.Function):
             x, w, b, dy, dacc, dw, db, L, CH, nseq, x.stride(0), x.stride(1), dy.stride(0), dy.stride(1),
             K=K, BL=BL, BC=BC,
         )  # fmt: skip
-        _bwd_x_kernel[grid](dacc, w, dx, L, CH, nseq, K=K, BL=BL, BC=BC)
+        _bwd_x_kernel[grid](dacc, w, dx, L, CH, nseq, L * CH, CH, K=K, BL=BL, BC=BC)
         return dx, dw.to(w.dtype), db.to(b.dtype), None
 
 

@@ -40,7 +40,7 @@ from torch import Tensor
 
 from bsmamba2.model.dualpath import BidirectionalBlock
 from bsmamba2.model.mixers import ssd_triton
-from bsmamba2.model.mixers.conv_triton import _conv_acc, _fwd_kernel
+from bsmamba2.model.mixers.conv_triton import _bwd_x_kernel, _conv_acc, _fwd_kernel
 from bsmamba2.model.norms import TRITON_NORM_MAX_D
 
 SAVE_MODES = ("all", "input")
@@ -237,27 +237,6 @@ def _conv_dact_kernel(
     tl.atomic_add(dw_ptr + di * CH * K + cc[:, None] * K + kk[None, :], dw, mask=dwm, sem="relaxed")
 
 
-@triton.jit
-def _conv_dx_kernel(
-    da_ptr, w_ptr, dx_ptr, L, CH, NSEQ, sd_n, sd_l,
-    K: tl.constexpr, BL: tl.constexpr, BC: tl.constexpr,
-):  # fmt: skip
-    """Pass 2: dx_s = Σ_k w_k·d out_t over the output rows t that read row s through tap k, written in place."""
-    n = tl.program_id(0).to(tl.int64)
-    s = tl.program_id(1) * BL + tl.arange(0, BL)
-    cc = tl.program_id(2) * BC + tl.arange(0, BC)
-    di = (n // NSEQ).to(tl.int32)
-    cm = cc < CH
-    dx = tl.zeros((BL, BC), dtype=tl.float32)
-    for k in tl.static_range(K):
-        t = tl.where(di == 0, s + (K - 1) - k, s - (K - 1) + k)  # inverse of the source rows of tap k
-        m = ((t >= 0) & (t < L))[:, None] & cm[None, :]
-        da = tl.load(da_ptr + n * L * CH + t[:, None] * CH + cc[None, :], mask=m, other=0.0)
-        dx += da * tl.load(w_ptr + di * CH * K + cc * K + k, mask=cm, other=0.0).to(tl.float32)[None, :]
-    m = (s < L)[:, None] & cm[None, :]
-    tl.store(dx_ptr + n * sd_n + s[:, None] * sd_l + cc[None, :], dx.to(dx_ptr.dtype.element_ty), mask=m)
-
-
 def conv_fwd(x: Tensor, w: Tensor, b: Tensor, nseq: int) -> Tensor:
     """SiLU(conv) per direction: x (2n, l, ch) with unit channel stride (a view of zxbcdt), w (2, ch, K),
     b (2, ch) -> (2n, l, ch) contiguous in x's dtype (``conv_triton``'s forward kernel)."""
@@ -302,7 +281,7 @@ def conv_bwd(
         TPP=tpp, K=K, BL=bl, BC=bc, **_warps(warps),
     )  # fmt: skip
     bl, bc, warps = CONV_TILES["conv_dx"]
-    _conv_dx_kernel[(N, triton.cdiv(L, bl), triton.cdiv(CH, bc))](
+    _bwd_x_kernel[(N, triton.cdiv(L, bl), triton.cdiv(CH, bc))](
         da, w, dx, L, CH, nseq, dx.stride(0), dx.stride(1), K=K, BL=bl, BC=bc, **_warps(warps)
     )
     return dw, db
