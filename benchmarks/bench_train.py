@@ -187,6 +187,13 @@ def run(rep: Report, dl: Deadline, batch: int, seconds: float, steps: int, profi
                 step()  # first step: compilation, autotuning
                 sync()
                 row["first_step_s"] = time.time() - t0
+                if v.get("kernels"):  # the blocks fall back to the eager ones on inputs they refuse
+                    from bsmamba2.model.mixers import mixer_triton
+
+                    if mixer_triton.CALLS[0] == 0:
+                        raise RuntimeError(
+                            "kernel blocks fell back to the eager blocks (kernels_apply refused)"
+                        )
                 reset_peak()
                 ms, spread = cuda_time_steps(step, warmup=2, reps=steps)
                 row.update(step_ms=ms, spread_ms=spread, peak_mem_gib=max_allocated_gib())

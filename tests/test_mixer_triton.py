@@ -82,7 +82,11 @@ def compare(
     x = torch.randn(n, length, dims[0], generator=g).to(device=device, dtype=x_dtype)
     dy = torch.randn(n, length, dims[0], generator=g).to(device)
     want = _run(ref, x.double(), dy, autocast=False)
+    from bsmamba2.model.mixers import mixer_triton
+
+    calls = mixer_triton.CALLS[0]
     got = _run(block, x, dy, autocast=autocast)
+    assert mixer_triton.CALLS[0] == calls + 1  # the Function ran, not the eager fallback
     assert len(got) == len(want) > 20  # every parameter got a gradient
     assert all(bool(torch.isfinite(t).all()) for t in got)
     if not autocast:

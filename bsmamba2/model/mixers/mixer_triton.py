@@ -44,6 +44,7 @@ from bsmamba2.model.mixers.conv_triton import _bwd_x_kernel, _conv_acc, _fwd_ker
 from bsmamba2.model.norms import TRITON_NORM_MAX_D
 
 SAVE_MODES = ("all", "input")
+CALLS = [0]  # forwards of the Function in this process: benchmarks check that their kernel rows ran it
 _INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
 # Gated norm: row elements (padded to a power of two) per program slice, and warps; the backward holds ~8 row
 # tensors live, so it takes half the forward's rows.
@@ -422,6 +423,7 @@ class _BidirectionalMamba2(torch.autograd.Function):
         A_log: Tensor, D: Tensor, gnorm_w: Tensor, out_w: Tensor,
         eps: float, geps: float, ngroups: int, cdtype: torch.dtype, save: str,
     ) -> Tensor:  # fmt: skip
+        CALLS[0] += 1
         dm = Dims(x, in_w, conv_w, dt_bias, ngroups)
         u, zxbcdt, xBC, dt, A, y = _forward_to_scan(
             x, norm_w, in_w, conv_w, conv_b, dt_bias, A_log, D, eps, dm, cdtype
