@@ -82,6 +82,35 @@ def test_stems_drawn_independently_with_random_offsets(corpus: Path) -> None:
     assert len(offsets) > 100
 
 
+def test_p_aligned_mixes_coherent_items_among_random_ones(corpus: Path) -> None:
+    def draws(ds: MixDataset, n: int = 40) -> list[tuple[set[int], set[int]]]:
+        out = []
+        for i in range(n):
+            tgt = ds[i][1]
+            out.append(
+                (
+                    {int(np.floor(float(tgt[j, 0, 0]) * 10 + 1e-4)) for j in range(4)},
+                    {int(round(float(tgt[j, 1, 0]) * 2**22)) for j in range(4)},
+                )
+            )
+        return out
+
+    coherent = draws(MixDataset(corpus, "train", plain(targets=STEMS, p_aligned=1.0)))
+    assert all(len(ids) == 1 and len(starts) == 1 for ids, starts in coherent)  # one track, one offset
+    assert len({next(iter(ids)) for ids, _ in coherent}) > 1  # ... drawn afresh per item
+    half = draws(MixDataset(corpus, "train", plain(targets=STEMS, p_aligned=0.5)))
+    n_coherent = sum(len(ids) == 1 and len(starts) == 1 for ids, starts in half)
+    assert 8 < n_coherent < 32
+    # gains still apply per stem in coherent items, and the mixture stays their exact sum
+    ds = MixDataset(corpus, "train", plain(targets=STEMS, p_aligned=1.0, gain_range=(0.5, 1.5)))
+    mix, tgt = ds[3]
+    torch.testing.assert_close(mix, tgt.sum(0), atol=1e-6, rtol=0)
+    levels = {round(float(tgt[j, 1, 0] / tgt[0, 1, 0]), 4) for j in range(4) if float(tgt[0, 1, 0])}
+    assert len(levels) > 1 or not float(tgt[0, 1, 0])
+    with pytest.raises(Exception, match="p_aligned"):
+        plain(p_aligned=1.5)
+
+
 def test_determinism_per_seed_epoch_and_index(corpus: Path) -> None:
     cfg = SamplerConfig(segment_seconds=SEG, activity_threshold=None, p_channel_swap=0.5, p_polarity_flip=0.5)
     a, b, c = (

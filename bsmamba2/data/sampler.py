@@ -39,7 +39,10 @@ class MixRecipe:
 
     segment_seconds: example length (official 8 s). gain_range: per-stem gain U(lo, hi), None for no gain.
     p_silent: probability that a stem (targets included) is zeroed. p_channel_swap / p_polarity_flip:
-    per-stem extras, off by default (not official). activity_threshold: SAD threshold floor (official 1e-3);
+    per-stem extras, off by default (not official). p_aligned: probability that an item takes all its stems
+    from one track and offset (a SAD-active window of the first target) instead of random mixing, with the
+    per-stem augmentation still applied: real songs' accompaniment shares the vocal's key, rhythm and
+    sometimes its melody, which random mixes never show; 0 by default (official: random mixing only). activity_threshold: SAD threshold floor (official 1e-3);
     a stem only draws windows where more than half of its ten sub-chunks are above max(15 % quantile,
     floor) in both channels. None disables SAD. activity_stems: stems SAD applies to; None means every mixed
     stem (official), e.g. ("vocals",) only the target. stems: stems mixed into the mixture; None means every
@@ -52,6 +55,7 @@ class MixRecipe:
     p_silent: float = 0.1
     p_channel_swap: float = 0.0
     p_polarity_flip: float = 0.0
+    p_aligned: float = 0.0
     activity_threshold: float | None = activity.DEFAULT_FLOOR
     activity_stems: tuple[str, ...] | None = None
     stems: tuple[str, ...] | None = None
@@ -63,7 +67,7 @@ class MixRecipe:
             raise UserError(f"{prefix}segment_seconds must be positive, got {self.segment_seconds}")
         if self.gain_range is not None and not 0 <= self.gain_range[0] <= self.gain_range[1]:
             raise UserError(f"{prefix}gain_range must be (lo, hi) with 0 <= lo <= hi, got {self.gain_range}")
-        for name in ("p_silent", "p_channel_swap", "p_polarity_flip"):
+        for name in ("p_silent", "p_channel_swap", "p_polarity_flip", "p_aligned"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise UserError(f"{prefix}{name} must be in [0, 1], got {p}")
@@ -278,7 +282,9 @@ class MixDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
             raise IndexError(i)
         cfg = self.cfg
         rng = np.random.default_rng([self.seed, self.epoch, int(i)])
-        shared: tuple[int, int] | None = self._draw(cfg.targets[0], rng) if cfg.aligned else None
+        # p_aligned draws from the stream only when set, so random-mix items stay those of earlier releases
+        aligned = cfg.aligned or (cfg.p_aligned > 0.0 and bool(rng.random() < cfg.p_aligned))
+        shared: tuple[int, int] | None = self._draw(cfg.targets[0], rng) if aligned else None
         # Work in the files' interleaved (N, C) layout: each stem is read raw, scaled into a buffer in one
         # pass (int16 -> float, gain, polarity, mono -> stereo by broadcasting) and added to the mixture;
         # only the outputs are transposed to (2, N). The (N, 2) buffers are reused from item to item.
