@@ -2,7 +2,8 @@
 
 ``quantize_int8(src, dst)`` rewrites every MatMul whose second operand is a weight (the linear layers: band
 split, in/out projections, merge layers, mask MLPs) to an int8 MatMulInteger with per-channel weight scales and
-activations quantised per call (``onnxruntime.quantization.quantize_dynamic``). The SSD's products of two
+activations quantised per call (``onnxruntime.quantization.quantize_dynamic``). Weights use 7 of the 8 bits
+(``reduce_range``): on x86 CPUs without VNNI, ONNX Runtime's u8 x s8 product saturates with full-range weights. The SSD's products of two
 activations stay float32. The bsmamba2 metadata is carried over, so the result is an export like any other
 (``OnnxModel`` runs it). Speed and agreement with fp32: ``benchmarks/bench_onnx.py``, BENCHMARKS.md.
 """
@@ -38,6 +39,7 @@ def quantize_int8(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> P
             str(tmp),
             weight_type=QuantType.QInt8,
             per_channel=True,
+            reduce_range=True,  # 7-bit weights: without VNNI, x86 u8 x s8 products saturate (ORT docs)
             op_types_to_quantize=["MatMul"],
             extra_options={"MatMulConstBOnly": True},  # activation × activation (the SSD) stays float
         )
