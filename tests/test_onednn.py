@@ -53,3 +53,17 @@ def test_without_onednn_the_plain_ops_run(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setattr(onednn, "ENABLED", False)
     assert not onednn.usable(x, w)
     assert _rel(onednn.linear(x, w, silu=True), fused) < 1e-6
+
+
+def test_bf16_takes_the_plain_ops_where_the_cpu_has_no_bf16_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On an AVX2-only CPU oneDNN's bf16 weight packing raises; there bf16 must not reach it at all, and the
+    products (packed or not) still come out right."""
+    gen = torch.Generator().manual_seed(3)
+    x, w = torch.randn(64, 32, generator=gen), torch.randn(16, 32, generator=gen)
+    monkeypatch.setattr(onednn, "bf16_native", lambda: False)
+    assert not onednn.usable(x.bfloat16(), w.bfloat16())
+    assert onednn.usable(x, w) == onednn.available()  # float32 is unaffected
+    packed = onednn.pack(w.bfloat16(), 64)
+    assert packed is not None and not packed.is_mkldnn and torch.equal(packed, w.bfloat16())
+    y = onednn.linear(x.bfloat16(), packed, silu=True)
+    assert y.dtype == torch.bfloat16 and _rel(y, _plain_linear(x, w, True)) < 1e-2

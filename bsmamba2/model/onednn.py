@@ -36,13 +36,25 @@ def available() -> bool:
         return False
 
 
+@functools.cache
+def bf16_native() -> bool:
+    """True where oneDNN has bf16 kernels for this CPU (AVX-512 BW/VL/DQ or AVX-NE-CONVERT). Elsewhere (an
+    AVX2-only CPU) its bf16 products raise, and bf16 takes the plain PyTorch ops."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def usable(*ts: Tensor) -> bool:
-    """True where the oneDNN kernels take these tensors: CPU, float32 or bf16, all one dtype."""
+    """True where the oneDNN kernels take these tensors: CPU, float32 or bf16 (where the CPU has bf16
+    kernels), all one dtype."""
     dtype = ts[0].dtype
     return (
         ENABLED
         and available()
         and dtype in _DTYPES
+        and (dtype != torch.bfloat16 or bf16_native())
         and all(t.device.type == "cpu" and t.dtype == dtype for t in ts)
     )
 
