@@ -3,6 +3,9 @@ phrases of meta.json, determinism, the corpus layout through the CLI, and one-li
 
 from __future__ import annotations
 
+import hashlib
+import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +55,20 @@ def test_exact_sum_and_levels(track) -> None:
     np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(a.astype(np.float64), sum(x.astype(np.float64) for x in stems.values()))
     assert meta["engine"] == "samples" and meta["drum_kit"] == "Tiny Kit" and meta["frames"] == 12 * SR
+
+
+def test_meta_names_its_vocal_bank(assets, track, tmp_path: Path) -> None:
+    _, meta = track
+    assert (
+        meta["vocal_bank"] == hashlib.sha256((assets / "vocals" / "index.json").read_bytes()).hexdigest()[:16]
+    )
+    other = tmp_path / "other"
+    shutil.copytree(assets, other)
+    index = json.loads((other / "vocals" / "index.json").read_text())
+    index["items"] = index["items"][:-1]  # one phrase fewer: another bank
+    (other / "vocals" / "index.json").write_text(json.dumps(index))
+    _, meta2 = synthesize_track(12.0, "dense", seed=4, engine="samples", assets=other)
+    assert meta2["vocal_bank"] != meta["vocal_bank"]
 
 
 def test_vocals_only_inside_phrases(track) -> None:

@@ -82,7 +82,7 @@ def samples_meta(song: SampleSong, bank: VocalBank, kit: DrumKit, played: list[d
         "sample_rate": sr, "frames": int(round(song.seconds * sr)), "seconds": song.seconds,
         "tempo": round(song.tempo, 3), "meter": f"{song.beats_per_bar}/4", "key": _key_name(song.key, song.mode),
         "style": song.style, "singer": session.voice, "language": session.lang, "session": song.session,
-        "transpose": song.transpose, "drum_kit": kit.name, "parts": played, "band_limits": bands,
+        "vocal_bank": bank.digest[:16], "transpose": song.transpose, "drum_kit": kit.name, "parts": played, "band_limits": bands,
         "sections": [{"name": s, "bar": b, "bars": nb} for s, b, nb in song.sections],
         "vocal_seconds": round(sum(p["duration"] for p in phrases), 4), "phrases": phrases,
     }  # fmt: skip

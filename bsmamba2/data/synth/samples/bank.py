@@ -14,6 +14,7 @@ MIDI ``pitch``) and ``breath`` (an inhale).
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,8 @@ class VocalBank:
         self.folder = Path(folder)
         index = self.folder / "index.json"
         try:
-            data = json.loads(index.read_text())
+            raw = index.read_bytes()
+            data = json.loads(raw)
             if data.get("version") != BANK_VERSION:
                 raise ValueError(f"version {data.get('version')!r}, expected {BANK_VERSION}")
             self.sample_rate = int(data["sample_rate"])
@@ -68,6 +70,9 @@ class VocalBank:
             raise AssetError(f"no vocal bank at {index}: {BANK_HINT}") from None
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise AssetError(f"{index}: not a usable vocal bank ({e}): {BANK_HINT}") from None
+        # names this bank in each track's meta.json: a rebuild on another CPU can differ in its phrases (Kokoro's
+        # and WORLD's float results steer the build's random draws), and so render other songs from one seed
+        self.digest = hashlib.sha256(raw).hexdigest()
         self.items = {i.id: i for i in items}
         self.by_session: dict[str, dict[str, list[Item]]] = {s: {k: [] for k in KINDS} for s in self.sessions}
         for i in items:
