@@ -44,8 +44,18 @@ def fixed_input(seconds: float = 1.5, seed: int = 123) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def check(name: str, got: np.ndarray, rtol: float = 1e-6) -> None:
-    """Compare with the stored vector: ‖got − ref‖ / ‖ref‖ ≤ rtol (bit-exact arithmetic gives 0)."""
+# The same fp32 code gives slightly different sums on different CPUs: oneDNN and MKL pick AVX2, AVX-512 or AMX
+# kernels with their own summation orders. Through the bundled model that reached 1.13e-6 on one CI host (the
+# vectors were written on another); any change to the arithmetic itself moves these outputs by 1e-4 or more.
+RTOL = 1e-5
+# Trained weights spread further: Adam divides each gradient by its own running RMS, so an element whose gradient
+# is rounding-sized moves by a whole step either way. 5 tiny steps reached 2.7e-5 across hosts; 1% more learning
+# rate moves them by 7.9e-4 and the loss by 8.8e-4.
+RTOL_TRAINED = 1e-4
+
+
+def check(name: str, got: np.ndarray, rtol: float = RTOL) -> None:
+    """Compare with the stored vector: ‖got − ref‖ / ‖ref‖ ≤ rtol (bit-exact arithmetic on the same CPU gives 0)."""
     got = np.asarray(got)
     if WRITE:
         _store[name] = got
@@ -130,7 +140,7 @@ def test_tiny_training_loss_over_five_steps(tmp_path: Path) -> None:
     assert len(losses) == 5
     check("train_loss", np.array(losses, np.float64))
     for k, v in sorted(result.model.state_dict().items()):
-        check(f"train_w/{k}", v.numpy())
+        check(f"train_w/{k}", v.numpy(), RTOL_TRAINED)
 
 
 def official_regression_checkpoint(tmp_path: Path) -> tuple[Path, Any]:
