@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -40,6 +41,26 @@ class ScaleModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.calls.append(tuple(x.shape))
         return x[:, None] * self.gains[None, :, None, None]  # (B, S, C, L)
+
+
+def threads_started_since(before: set[threading.Thread]) -> list[str]:
+    """Names of the threads alive now that were not in ``before`` (``set(threading.enumerate())``), less tqdm's
+    monitor: tqdm starts that one with the process's first bar and keeps it for good."""
+    return [t.name for t in threading.enumerate() if t not in before and t.name != "tqdm_monitor"]
+
+
+@pytest.fixture(autouse=True)
+def python_sigint() -> Iterator[None]:
+    """Python's own Ctrl-C handler in every test, whatever the process inherited: a shell's background job
+    (`make test &`) starts with SIGINT ignored, an ignored signal raises nothing (nor does `interrupt_main`),
+    and a child process inherits the ignoring. Tests of Ctrl-C need the handler an interactive run has."""
+    import signal
+
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, inherited)
 
 
 @pytest.fixture

@@ -44,7 +44,6 @@ def test_signals_deferred_holds_ctrl_c_until_the_block_ends() -> None:
 
     from bsmamba2.atomic import signals_deferred
 
-    before = signal.getsignal(signal.SIGINT)
     done = []
     with pytest.raises(KeyboardInterrupt):
         with signals_deferred():
@@ -53,4 +52,4 @@ def test_signals_deferred_holds_ctrl_c_until_the_block_ends() -> None:
                 pass
             done.append(True)
     assert done == [True]
-    assert signal.getsignal(signal.SIGINT) is before
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+from conftest import threads_started_since
 
 from bsmamba2 import cli
 from bsmamba2.api import Separator
@@ -119,13 +120,13 @@ def test_a_signal_cancels_the_file_on_the_model_and_starts_no_other() -> None:
             threading.Timer(0.05, _thread.interrupt_main).start()  # as SIGINT would, mid-file
         return files(job)
 
-    before = threading.active_count()
+    before = set(threading.enumerate())
     with pytest.raises(KeyboardInterrupt):
         list(run_in_flight(["a", "b", "c", "d"], work, gates, key=str, in_flight=2))
     assert [j for e, j in files.log if e == "start"] == ["a", "b"]
     assert ("cancelled", "b") in files.log and ("end", "b") not in files.log
     time.sleep(0.01)  # the timer thread itself ends just after firing
-    assert threading.active_count() == before
+    assert threads_started_since(before) == []
 
 
 def test_stopping_early_starts_no_later_file() -> None:
@@ -223,7 +224,7 @@ def test_cli_ctrl_c_with_files_in_flight_leaves_no_partial_output(
         real(self, info)
 
     monkeypatch.setattr(ModelGates, "__call__", interrupting)
-    before = threading.active_count()
+    before = set(threading.enumerate())
     flags = ["--model", str(tiny_model_path), "--segment", "0.25", "--batch-size", "1", "-q"]
     assert cli.main(["separate", str(tmp_path / "in"), "-o", str(tmp_path / "o"), *flags]) == 130
     out = tmp_path / "o"
@@ -234,4 +235,4 @@ def test_cli_ctrl_c_with_files_in_flight_leaves_no_partial_output(
         "vocals.wav",
     ]
     assert not (out / "t1").exists() and not (out / "t2").exists()
-    assert threading.active_count() == before
+    assert threads_started_since(before) == []
