@@ -88,3 +88,18 @@ def test_evaluate_scores_the_set_as_instrumental(tmp_path: Path) -> None:
         leak = row["vocal_leakage"]
         assert leak["instrumental"] and abs(leak["silent_seconds"] - 5.0) < 1e-3
         assert abs(leak["leakage_db"]) < 1e-3  # the mixture as the vocal estimate: as loud as the mixture
+
+
+def test_leakage_bands_puts_a_tone_in_its_own_band() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "_script_leakage_bands", REPO / "scripts" / "leakage_bands.py"
+    )
+    assert spec is not None and spec.loader is not None
+    lb = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lb)
+    t = np.arange(44100) / 44100
+    x = np.stack([np.sin(2 * np.pi * 440 * t), 0.5 * np.sin(2 * np.pi * 3000 * t)])
+    e = lb.band_energies(x)
+    assert e.shape == (len(lb.EDGES_HZ) - 1,)
+    share = e / e.sum()
+    assert share[2] > 0.79 and share[5] > 0.19 and share[2] + share[5] > 0.999  # 250-500 Hz and 2-4 kHz
