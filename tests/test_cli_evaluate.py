@@ -227,3 +227,23 @@ def test_vocal_leakage_in_json_and_markdown(tiny_corpus: Path, tmp_path: Path) -
             assert run["silent"]["windows_above_share"] == 1.0
         else:  # ideal masks of a silent reference are zero: the floor
             assert leaks["C"]["leakage_db"] == -120.0 and run["instrumental"]["windows_above"] == 0
+
+
+def test_summary_names_the_vocal_bank_of_v2_songs(tiny_corpus: Path, tmp_path: Path) -> None:
+    """Tracks whose meta.json names a vocal bank (corpus v2) put it in summary.json and the table's title; other
+    data leaves both alone."""
+    plain = tmp_path / "plain"
+    assert (
+        cli.main(["evaluate", "--baseline", "mixture", "--data", str(tiny_corpus), "--out", str(plain), "-q"])
+        == 0
+    )
+    assert "vocal_banks" not in json.loads((plain / "summary.json").read_text())
+    assert "vocal bank" not in (plain / "summary.md").read_text()
+    root = _corpus_copy(tiny_corpus, tmp_path / "v2")
+    meta_path = root / "test" / "A" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "vocal_bank": "0123456789abcdef"}))
+    out = tmp_path / "eval"
+    assert cli.main(["evaluate", "--baseline", "mixture", "--data", str(root), "--out", str(out), "-q"]) == 0
+    assert json.loads((out / "summary.json").read_text())["vocal_banks"] == ["0123456789abcdef"]
+    assert (out / "summary.md").read_text().splitlines()[0].endswith("; vocal bank 0123456789abcdef)")

@@ -6,7 +6,8 @@ of 1 s frames then the median over tracks, uSDR as the mean over tracks. Several
 the paper's Table IV in one run; the vocal-region study (Table III) is computed alongside, and so is the vocal
 leakage where the reference has no voice (:mod:`~bsmamba2.evaluate.leakage`; issue 14's "-20 dB").
 
-Writes ``OUT/summary.md`` and ``OUT/summary.json``, and per run ``OUT/segment_<S>s/tracks/<track>.json``
+Writes ``OUT/summary.md`` and ``OUT/summary.json`` (with the ``vocal_bank`` digests that corpus v2 tracks name in
+their meta.json: the same seed renders other v2 songs from another build of the bank), and per run ``OUT/segment_<S>s/tracks/<track>.json``
 (plus ``estimates/<track>/<stem>.wav`` with ``--save-estimates``). Models are run through ``Separator``; the
 logic lives in :mod:`~bsmamba2.evaluate.runner`, :mod:`~bsmamba2.evaluate.scoring`,
 :mod:`~bsmamba2.evaluate.leakage` and :mod:`~bsmamba2.evaluate.report`.
@@ -21,7 +22,7 @@ from pathlib import Path
 from bsmamba2.atomic import make_folder, write_failure
 from bsmamba2.cli import options
 from bsmamba2.data import layouts
-from bsmamba2.data.musdb import TrackInfo
+from bsmamba2.data.musdb import TrackInfo, load_meta
 from bsmamba2.errors import UserError
 from bsmamba2.evaluate.report import summarize, summary_markdown, write_json, write_text
 from bsmamba2.evaluate.runner import (
@@ -111,6 +112,10 @@ def _evaluate_and_report(
     counts = f"{scored} track{'s' if scored != 1 else ''} scored"
     if results.failed:
         counts += f", {len(results.failed)} failed"
+    banks = _vocal_banks(tracks)
+    if banks:  # corpus v2 renders: which build of the vocal bank these songs were drawn from
+        summary["vocal_banks"] = banks
+        counts += f"; vocal bank {', '.join(banks)}"
     table = summary_markdown(summary, title=f"{candidate.name} on {args.data} ({args.subset}, {counts})")
     write_json(out_root / "summary.json", summary)
     write_text(out_root / "summary.md", table)
@@ -118,6 +123,22 @@ def _evaluate_and_report(
     if not args.quiet:
         print(f"results in {out_root}", file=sys.stderr)
     return results
+
+
+def _vocal_banks(tracks: list[TrackInfo]) -> list[str]:
+    """The ``vocal_bank`` digests named by the tracks' meta.json (corpus v2), sorted; [] for other data.
+
+    The same seed renders other v2 songs from another build of the bank, so scores compare only where these
+    agree."""
+    banks: set[str] = set()
+    for info in tracks:
+        try:
+            meta = load_meta(info)
+        except UserError:  # an unreadable meta.json: the track has failed and says so already
+            continue
+        if meta and isinstance(meta.get("vocal_bank"), str):
+            banks.add(meta["vocal_bank"])
+    return sorted(banks)
 
 
 def _candidate(args: argparse.Namespace) -> Candidate:
