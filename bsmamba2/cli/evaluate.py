@@ -6,9 +6,9 @@ of 1 s frames then the median over tracks, uSDR as the mean over tracks. Several
 the paper's Table IV in one run; the vocal-region study (Table III) is computed alongside, and so is the vocal
 leakage where the reference has no voice (:mod:`~bsmamba2.evaluate.leakage`; issue 14's "-20 dB").
 
-Writes ``OUT/summary.md`` and ``OUT/summary.json`` (with the ``vocal_bank`` digests that corpus v2 tracks name in
-their meta.json: the same seed renders other v2 songs from another build of the bank), and per run ``OUT/segment_<S>s/tracks/<track>.json``
-(plus ``estimates/<track>/<stem>.wav`` with ``--save-estimates``). Models are run through ``Separator``; the
+Writes ``OUT/summary.md`` and ``OUT/summary.json`` (with the ``vocal_bank`` digests that corpus v2 tracks name
+in their meta.json: the same seed renders other v2 songs from another build of the bank), and per run
+``OUT/segment_<S>s/tracks/<track>.json`` (plus ``estimates/<track>/<stem>.wav`` with ``--save-estimates``). Models are run through ``Separator``; the
 logic lives in :mod:`~bsmamba2.evaluate.runner`, :mod:`~bsmamba2.evaluate.scoring`,
 :mod:`~bsmamba2.evaluate.leakage` and :mod:`~bsmamba2.evaluate.report`.
 """
