@@ -111,42 +111,6 @@ def test_p_aligned_mixes_coherent_items_among_random_ones(corpus: Path) -> None:
         plain(p_aligned=1.5)
 
 
-def test_equalise_scales_an_octave_centre_and_leaves_the_others() -> None:
-    from bsmamba2.data import augment
-
-    t = np.arange(SR) / SR  # 1 s: every integer frequency is an rfft bin
-    x = np.stack([np.sin(2 * np.pi * 1000 * t), np.sin(2 * np.pi * 250 * t)], 1).astype(np.float32)
-    gains = np.zeros(len(augment.EQ_CENTRES_HZ))
-    gains[augment.EQ_CENTRES_HZ.index(1000.0)] = 20 * np.log10(2.0)
-    y = x.copy()
-    augment.equalise(y, gains, SR)
-    np.testing.assert_allclose(y[:, 0], 2 * x[:, 0], atol=1e-4)  # 1 kHz doubled
-    np.testing.assert_allclose(y[:, 1], x[:, 1], atol=1e-4)  # 250 Hz, two octaves off: untouched
-    assert augment.draw_eq(np.random.default_rng(0), 0.0, 12.0) is None
-
-
-def test_p_eq_reshapes_stems_and_keeps_the_mixture_their_sum(corpus: Path) -> None:
-    flat = MixDataset(corpus, "train", plain(targets=STEMS, p_eq=1.0, eq_db=0.0))  # same draws, 0 dB gains
-    shaped = MixDataset(corpus, "train", plain(targets=STEMS, p_eq=1.0, eq_db=12.0))
-    for i in range(4):
-        _, a = flat[i]
-        mix, b = shaped[i]
-        torch.testing.assert_close(mix, b.sum(0), atol=1e-5, rtol=0)
-        for j in range(4):  # the same window of the same file, now another level at DC ...
-            np.testing.assert_allclose(np.diff(a[j, 1].numpy().astype(np.float64)) * 2**22, 1.0, atol=0.05)
-            dc = float(b[j, 0].mean()) / float(a[j, 0].mean())
-            assert 10 ** (-12 / 20) - 1e-3 <= dc <= 10 ** (12 / 20) + 1e-3
-        ratios = [float(b[j, 0].mean()) / float(a[j, 0].mean()) for j in range(4)]
-        assert max(ratios) - min(ratios) > 1e-3  # ... drawn per stem
-    # off (the default): eq_db changes nothing
-    off = [MixDataset(corpus, "train", plain(targets=STEMS, eq_db=db))[2][1] for db in (12.0, 30.0)]
-    torch.testing.assert_close(off[0], off[1], atol=0, rtol=0)
-    with pytest.raises(Exception, match="p_eq"):
-        plain(p_eq=2.0)
-    with pytest.raises(Exception, match="eq_db"):
-        plain(eq_db=-1.0)
-
-
 def test_determinism_per_seed_epoch_and_index(corpus: Path) -> None:
     cfg = SamplerConfig(segment_seconds=SEG, activity_threshold=None, p_channel_swap=0.5, p_polarity_flip=0.5)
     a, b, c = (
