@@ -111,6 +111,49 @@ def test_p_aligned_mixes_coherent_items_among_random_ones(corpus: Path) -> None:
         plain(p_aligned=1.5)
 
 
+def test_reverberate_is_the_dry_signal_plus_the_room() -> None:
+    from bsmamba2.data import augment
+
+    ir = augment.room_ir(0.5, SR, 2, seed=3)
+    assert ir.shape == (SR // 2, 2)
+    np.testing.assert_allclose((ir.astype(np.float64) ** 2).sum(0), 1.0, rtol=1e-5)
+    e = (ir.astype(np.float64) ** 2).sum(1)
+    assert e[-SR // 20 :].sum() < 1e-4 * e[: SR // 20].sum()  # 60 dB down by the end
+    x = np.zeros((SR, 2), np.float32)
+    x[100] = 1.0  # an impulse: the output is the dry impulse and the room after it
+    augment.reverberate(x, 0.5, 0.8, SR, seed=3)
+    expected = np.zeros((SR, 2))
+    expected[100 : 100 + len(ir)] = 0.8 * ir
+    expected[100] += 1 - 0.4
+    np.testing.assert_allclose(x, expected, atol=1e-6)
+    assert augment.draw_reverb(np.random.default_rng(0), 0.0, (1.5, 6.0)) is None
+
+
+def test_p_reverb_puts_the_accompaniment_in_a_room_and_leaves_the_target(corpus: Path) -> None:
+    def accompaniment_wobble(p: float) -> list[float]:
+        ds = MixDataset(corpus, "train", plain(p_reverb=p))
+        out = []
+        for i in range(6):
+            mix, tgt = ds[i]
+            track, _ = ident(tgt[0])
+            assert 1 <= track <= N_TRACKS  # the vocal target is still a raw stem ...
+            np.testing.assert_allclose(np.diff(tgt[0, 1].numpy().astype(np.float64)) * 2**22, 1.0, atol=1e-3)
+            rest = (mix - tgt[0])[0].numpy().astype(np.float64)  # the other stems' constant left channels
+            out.append(float(rest[len(rest) // 2 :].std()))
+        return out
+
+    assert max(accompaniment_wobble(0.0)) < 1e-6
+    assert min(accompaniment_wobble(1.0)) > 1e-3  # ... while every item's accompaniment rings
+    again = MixDataset(corpus, "train", plain(p_reverb=1.0))
+    torch.testing.assert_close(
+        again[4][0], MixDataset(corpus, "train", plain(p_reverb=1.0))[4][0], atol=0, rtol=0
+    )
+    with pytest.raises(Exception, match="p_reverb"):
+        plain(p_reverb=-0.1)
+    with pytest.raises(Exception, match="reverb_rt60"):
+        plain(reverb_rt60=(3.0, 1.0))
+
+
 def test_determinism_per_seed_epoch_and_index(corpus: Path) -> None:
     cfg = SamplerConfig(segment_seconds=SEG, activity_threshold=None, p_channel_swap=0.5, p_polarity_flip=0.5)
     a, b, c = (

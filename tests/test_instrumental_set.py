@@ -103,3 +103,29 @@ def test_leakage_bands_puts_a_tone_in_its_own_band() -> None:
     assert e.shape == (len(lb.EDGES_HZ) - 1,)
     share = e / e.sum()
     assert share[2] > 0.79 and share[5] > 0.19 and share[2] + share[5] > 0.999  # 250-500 Hz and 2-4 kHz
+
+
+def test_reverb_set_rings_the_accompaniment_and_keeps_the_vocals(tmp_path: Path) -> None:
+    spec = importlib.util.spec_from_file_location("_script_reverb_set", REPO / "scripts" / "reverb_set.py")
+    assert spec is not None and spec.loader is not None
+    rs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rs)
+    track = tmp_path / "data" / "test" / "song"
+    track.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    stems = {s: (0.1 * rng.standard_normal((44100, 2))).astype(np.float32) for s in ("vocals", "other")}
+    stems["bass"] = np.zeros((44100, 2), np.float32)
+    stems["bass"][1000] = 0.5  # an impulse: its room is what comes out
+    for s, x in stems.items():
+        sf.write(track / f"{s}.wav", x, 44100, subtype="FLOAT")
+    (track / "meta.json").write_text('{"phrases": []}')
+    assert rs.main([str(tmp_path / "data"), str(tmp_path / "out"), "--rt60", "0.5", "--wet", "0.5"]) == 0
+    out = tmp_path / "out" / "test" / "song"
+    read = {p.stem: sf.read(p, dtype="float32", always_2d=True)[0] for p in out.glob("*.wav")}
+    np.testing.assert_array_equal(read["vocals"], stems["vocals"])
+    np.testing.assert_allclose(read["mixture"], read["vocals"] + read["bass"] + read["other"], atol=1e-6)
+    assert np.abs(read["bass"][2000:20000]).max() > 1e-3  # the impulse rings ...
+    assert np.abs(read["bass"][:1000]).max() < 1e-6  # ... only after it arrives (FFT rounding aside)
+    assert (out / "meta.json").read_text() == '{"phrases": []}'
+    with pytest.raises(SystemExit, match="exists"):
+        rs.main([str(tmp_path / "data"), str(tmp_path / "out")])

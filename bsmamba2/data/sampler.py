@@ -42,7 +42,10 @@ class MixRecipe:
     per-stem extras, off by default (not official). p_aligned: probability that an item takes all its stems
     from one track and offset (a SAD-active window of the first target) instead of random mixing, with the
     per-stem augmentation still applied: real songs' accompaniment shares the vocal's key, rhythm and
-    sometimes its melody, which random mixes never show; 0 by default (official: random mixing only). activity_threshold: SAD threshold floor (official 1e-3);
+    sometimes its melody, which random mixes never show; 0 by default (official: random mixing only).
+    p_reverb / reverb_rt60: probability that a stem other than the targets is put in a long room, and the
+    range of its RT60 in seconds (:func:`bsmamba2.data.augment.reverberate`); off by default (not official).
+    activity_threshold: SAD threshold floor (official 1e-3);
     a stem only draws windows where more than half of its ten sub-chunks are above max(15 % quantile,
     floor) in both channels. None disables SAD. activity_stems: stems SAD applies to; None means every mixed
     stem (official), e.g. ("vocals",) only the target. stems: stems mixed into the mixture; None means every
@@ -56,6 +59,8 @@ class MixRecipe:
     p_channel_swap: float = 0.0
     p_polarity_flip: float = 0.0
     p_aligned: float = 0.0
+    p_reverb: float = 0.0
+    reverb_rt60: tuple[float, float] = (1.5, 6.0)
     activity_threshold: float | None = activity.DEFAULT_FLOOR
     activity_stems: tuple[str, ...] | None = None
     stems: tuple[str, ...] | None = None
@@ -67,10 +72,15 @@ class MixRecipe:
             raise UserError(f"{prefix}segment_seconds must be positive, got {self.segment_seconds}")
         if self.gain_range is not None and not 0 <= self.gain_range[0] <= self.gain_range[1]:
             raise UserError(f"{prefix}gain_range must be (lo, hi) with 0 <= lo <= hi, got {self.gain_range}")
-        for name in ("p_silent", "p_channel_swap", "p_polarity_flip", "p_aligned"):
+        for name in ("p_silent", "p_channel_swap", "p_polarity_flip", "p_aligned", "p_reverb"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise UserError(f"{prefix}{name} must be in [0, 1], got {p}")
+        lo, hi = self.reverb_rt60
+        if not 0.05 <= lo <= hi <= 12.0:
+            raise UserError(
+                f"{prefix}reverb_rt60 must be (lo, hi) seconds, 0.05 <= lo <= hi <= 12, got {self.reverb_rt60}"
+            )
         if self.items_per_epoch < 1:
             raise UserError(f"{prefix}items_per_epoch must be positive, got {self.items_per_epoch}")
 
@@ -313,6 +323,9 @@ class MixDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
             if swap and x.shape[1] == 2:
                 x = x[:, ::-1]
             np.multiply(x, np.float32((-gain if flip else gain) * scale), out=buf, casting="unsafe")
+            room = augment.draw_reverb(rng, cfg.p_reverb, cfg.reverb_rt60) if s not in cfg.targets else None
+            if room is not None:
+                augment.reverberate(buf, room[0], room[1], cfg.sample_rate, room[2])
             mix += buf
             if s in cfg.targets:
                 j = cfg.targets.index(s)
