@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bsmamba2 import audio
-from bsmamba2.data import activity, musdb
+from bsmamba2.data import activity, augment, musdb
 from bsmamba2.data.musdb import STEMS
 from bsmamba2.data.sampler import MixDataset, SamplerConfig, iter_tracks
 
@@ -112,8 +112,6 @@ def test_p_aligned_mixes_coherent_items_among_random_ones(corpus: Path) -> None:
 
 
 def test_reverberate_is_the_dry_signal_plus_the_room() -> None:
-    from bsmamba2.data import augment
-
     ir = augment.room_ir(0.5, SR, 2, seed=3)
     assert ir.shape == (SR // 2, 2)
     np.testing.assert_allclose((ir.astype(np.float64) ** 2).sum(0), 1.0, rtol=1e-5)
@@ -152,6 +150,54 @@ def test_p_reverb_puts_the_accompaniment_in_a_room_and_leaves_the_target(corpus:
         plain(p_reverb=-0.1)
     with pytest.raises(Exception, match="reverb_rt60"):
         plain(reverb_rt60=(3.0, 1.0))
+
+
+def test_saturate_adds_harmonics_and_keeps_the_level() -> None:
+    t = np.arange(SR) / SR
+    x = (0.3 * np.stack([np.sin(2 * np.pi * 100 * t), 0.5 * np.sin(2 * np.pi * 100 * t)], 1)).astype(
+        np.float32
+    )
+    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    y = x.copy()
+    augment.saturate(y, 18.0)
+    assert float(np.sqrt(np.mean(y.astype(np.float64) ** 2))) == pytest.approx(rms, rel=1e-5)
+    spec = np.abs(np.fft.rfft(y[:, 0]))
+    assert spec[300] > 0.1 * spec[100] and spec[200] < 1e-3 * spec[100]  # odd harmonics, tanh is odd
+    z = np.zeros((100, 2), np.float32)
+    augment.saturate(z, 18.0)
+    assert not z.any()
+    rng = np.random.default_rng(0)
+    assert augment.draw_drive(rng, 0.0, (6.0, 24.0)) is None
+    assert rng.random() == np.random.default_rng(0).random()  # p = 0 drew nothing
+    assert 6.0 <= augment.draw_drive(rng, 1.0, (6.0, 24.0)) <= 24.0  # type: ignore[operator]
+
+
+def test_p_drive_bends_the_accompaniment_and_p_mono_folds_the_item(corpus: Path) -> None:
+    def curvature(p: float) -> float:
+        ds = MixDataset(corpus, "train", plain(p_drive=p, drive_db=(20.0, 20.0)))
+        worst = 0.0
+        for i in range(6):
+            mix, tgt = ds[i]
+            # the vocal target is still a raw stem: a ramp on the right channel
+            np.testing.assert_allclose(np.diff(tgt[0, 1].numpy().astype(np.float64)) * 2**22, 1.0, atol=1e-3)
+            rest = (mix - tgt[0])[1].numpy().astype(np.float64)  # three ramps, bent when saturated
+            worst = max(worst, float(np.abs(np.diff(rest, 2)).max()))
+        return worst
+
+    assert curvature(0.0) < 1e-9
+    assert curvature(1.0) > 1e-7
+    ds = MixDataset(corpus, "train", plain(p_mono=1.0, targets=STEMS))
+    for i in range(4):
+        mix, tgt = ds[i]
+        torch.testing.assert_close(mix[0], mix[1], atol=0, rtol=0)
+        torch.testing.assert_close(tgt[:, 0], tgt[:, 1], atol=0, rtol=0)
+        torch.testing.assert_close(mix, tgt.sum(0), atol=1e-6, rtol=0)
+    mix, _ = MixDataset(corpus, "train", plain(targets=STEMS))[0]
+    assert not torch.equal(mix[0], mix[1])
+    with pytest.raises(Exception, match="p_mono"):
+        plain(p_mono=1.5)
+    with pytest.raises(Exception, match="drive_db"):
+        plain(drive_db=(10.0, 50.0))
 
 
 def test_determinism_per_seed_epoch_and_index(corpus: Path) -> None:

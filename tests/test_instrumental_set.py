@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
@@ -105,11 +106,16 @@ def test_leakage_bands_puts_a_tone_in_its_own_band() -> None:
     assert share[2] > 0.79 and share[5] > 0.19 and share[2] + share[5] > 0.999  # 250-500 Hz and 2-4 kHz
 
 
-def test_reverb_set_rings_the_accompaniment_and_keeps_the_vocals(tmp_path: Path) -> None:
-    spec = importlib.util.spec_from_file_location("_script_reverb_set", REPO / "scripts" / "reverb_set.py")
+def _effect_set() -> Any:
+    spec = importlib.util.spec_from_file_location("_script_effect_set", REPO / "scripts" / "effect_set.py")
     assert spec is not None and spec.loader is not None
     rs = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(rs)
+    return rs
+
+
+def test_effect_set_rings_the_accompaniment_and_keeps_the_vocals(tmp_path: Path) -> None:
+    rs = _effect_set()
     track = tmp_path / "data" / "test" / "song"
     track.mkdir(parents=True)
     rng = np.random.default_rng(0)
@@ -128,4 +134,30 @@ def test_reverb_set_rings_the_accompaniment_and_keeps_the_vocals(tmp_path: Path)
     assert np.abs(read["bass"][:1000]).max() < 1e-6  # ... only after it arrives (FFT rounding aside)
     assert (out / "meta.json").read_text() == '{"phrases": []}'
     with pytest.raises(SystemExit, match="exists"):
-        rs.main([str(tmp_path / "data"), str(tmp_path / "out")])
+        rs.main([str(tmp_path / "data"), str(tmp_path / "out"), "--mono"])
+    with pytest.raises(SystemExit, match="at least one effect"):
+        rs.main([str(tmp_path / "data"), str(tmp_path / "out2")])
+
+
+def test_effect_set_mono_lowpass_drive_and_gain(tmp_path: Path) -> None:
+    rs = _effect_set()
+    track = tmp_path / "data" / "test" / "song"
+    track.mkdir(parents=True)
+    t = np.arange(44100, dtype=np.float32) / 44100
+    tone = lambda hz: np.sin(2 * np.pi * hz * t)  # noqa: E731
+    vocals = np.stack([tone(300), 0.5 * tone(300)], 1).astype(np.float32)
+    other = np.stack([0.2 * tone(200) + 0.02 * tone(9000), np.zeros_like(t)], 1).astype(np.float32)
+    sf.write(track / "vocals.wav", vocals, 44100, subtype="FLOAT")
+    sf.write(track / "other.wav", other, 44100, subtype="FLOAT")
+    args = ["--mono", "--lowpass", "4000", "--drive", "12", "--gain", "-6"]
+    assert rs.main([str(tmp_path / "data"), str(tmp_path / "out"), *args]) == 0
+    out = tmp_path / "out" / "test" / "song"
+    read = {p.stem: sf.read(p, dtype="float32", always_2d=True)[0] for p in out.glob("*.wav")}
+    for x in read.values():
+        np.testing.assert_array_equal(x[:, 0], x[:, 1])  # mono
+    np.testing.assert_allclose(read["mixture"], read["vocals"] + read["other"], atol=1e-6)
+    # vocals: not driven, folded (0.75 x the tone), 6 dB down; the 300 Hz tone passes the low-pass
+    np.testing.assert_allclose(read["vocals"][:, 0], 0.75 * tone(300) * 10 ** (-6 / 20), atol=1e-4)
+    spec = np.abs(np.fft.rfft(read["other"][:, 0]))
+    assert spec[9000] < 1e-3 * spec[200]  # the 9 kHz tone is gone ...
+    assert spec[600] > 1e-2 * spec[200]  # ... and the saturator made harmonics of 200 Hz

@@ -10,7 +10,8 @@ fixed order whatever is enabled, so switching one augmentation off does not resh
 A long room (:func:`draw_reverb`, :func:`reverberate`; off by default, not official) puts an accompaniment
 stem in a diffuse hall: exponentially decaying noise, RT60 from 1.5 to 6 s by default, convolved over the
 segment. Sustained, reverberant accompaniment is where a model trained on drier synthetic songs hears a voice
-(RESULTS.md §4.0j).
+(RESULTS.md §4.0j). A saturator (:func:`draw_drive`, :func:`saturate`; off by default, not official) gives an
+accompaniment stem the harmonics of a distorted guitar or synth.
 """
 
 from __future__ import annotations
@@ -41,6 +42,25 @@ def draw_reverb(
         return None
     rt60 = float(rng.uniform(*rt60_range))
     return rt60, float(rng.uniform(0.3, 1.0)), int(rng.integers(2**31))
+
+
+def draw_drive(rng: np.random.Generator, p_drive: float, drive_db: tuple[float, float]) -> float | None:
+    """One stem's saturator gain in dB, or None. Draws nothing from ``rng`` when ``p_drive`` is 0."""
+    if p_drive <= 0.0 or not rng.random() < p_drive:
+        return None
+    return float(rng.uniform(*drive_db))
+
+
+def saturate(x: np.ndarray, drive_db: float) -> None:
+    """x (N, C) float32 in place: ``tanh`` of x with its peak raised to ``drive_db`` dB, then scaled back to
+    x's own RMS (so the stem's level, and the gain augmentation before it, are kept)."""
+    peak = float(np.abs(x).max())
+    if peak == 0.0:
+        return
+    rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+    np.multiply(x, np.float32(10 ** (drive_db / 20) / peak), out=x)
+    np.tanh(x, out=x)
+    x *= np.float32(rms / max(float(np.sqrt(np.mean(np.square(x, dtype=np.float64)))), 1e-20))
 
 
 def room_ir(rt60: float, sample_rate: int, channels: int, seed: int) -> np.ndarray:

@@ -45,6 +45,9 @@ class MixRecipe:
     sometimes its melody, which random mixes never show; 0 by default (official: random mixing only).
     p_reverb / reverb_rt60: probability that a stem other than the targets is put in a long room, and the
     range of its RT60 in seconds (:func:`bsmamba2.data.augment.reverberate`); off by default (not official).
+    p_drive / drive_db: probability that a stem other than the targets is saturated, and the range of the
+    saturator's gain in dB (:func:`bsmamba2.data.augment.saturate`); p_mono: probability that a whole item
+    (targets included) is folded to mono; both off by default (not official).
     activity_threshold: SAD threshold floor (official 1e-3);
     a stem only draws windows where more than half of its ten sub-chunks are above max(15 % quantile,
     floor) in both channels. None disables SAD. activity_stems: stems SAD applies to; None means every mixed
@@ -61,6 +64,9 @@ class MixRecipe:
     p_aligned: float = 0.0
     p_reverb: float = 0.0
     reverb_rt60: tuple[float, float] = (1.5, 6.0)
+    p_drive: float = 0.0
+    drive_db: tuple[float, float] = (6.0, 24.0)
+    p_mono: float = 0.0
     activity_threshold: float | None = activity.DEFAULT_FLOOR
     activity_stems: tuple[str, ...] | None = None
     stems: tuple[str, ...] | None = None
@@ -72,7 +78,15 @@ class MixRecipe:
             raise UserError(f"{prefix}segment_seconds must be positive, got {self.segment_seconds}")
         if self.gain_range is not None and not 0 <= self.gain_range[0] <= self.gain_range[1]:
             raise UserError(f"{prefix}gain_range must be (lo, hi) with 0 <= lo <= hi, got {self.gain_range}")
-        for name in ("p_silent", "p_channel_swap", "p_polarity_flip", "p_aligned", "p_reverb"):
+        for name in (
+            "p_silent",
+            "p_channel_swap",
+            "p_polarity_flip",
+            "p_aligned",
+            "p_reverb",
+            "p_drive",
+            "p_mono",
+        ):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise UserError(f"{prefix}{name} must be in [0, 1], got {p}")
@@ -81,6 +95,9 @@ class MixRecipe:
             raise UserError(
                 f"{prefix}reverb_rt60 must be (lo, hi) seconds, 0.05 <= lo <= hi <= 12, got {self.reverb_rt60}"
             )
+        lo, hi = self.drive_db
+        if not 0.0 <= lo <= hi <= 40.0:
+            raise UserError(f"{prefix}drive_db must be (lo, hi) dB, 0 <= lo <= hi <= 40, got {self.drive_db}")
         if self.items_per_epoch < 1:
             raise UserError(f"{prefix}items_per_epoch must be positive, got {self.items_per_epoch}")
 
@@ -326,6 +343,9 @@ class MixDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
             room = augment.draw_reverb(rng, cfg.p_reverb, cfg.reverb_rt60) if s not in cfg.targets else None
             if room is not None:
                 augment.reverberate(buf, room[0], room[1], cfg.sample_rate, room[2])
+            drive = augment.draw_drive(rng, cfg.p_drive, cfg.drive_db) if s not in cfg.targets else None
+            if drive is not None:
+                augment.saturate(buf, drive)
             mix += buf
             if s in cfg.targets:
                 j = cfg.targets.index(s)
@@ -334,6 +354,9 @@ class MixDataset(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
         for j, done in enumerate(written):
             if not done:  # silent, or its track failed to read
                 targets_out[j] = 0.0
+        if cfg.p_mono > 0.0 and rng.random() < cfg.p_mono:  # linear: the sum still holds
+            mix[:] = mix.mean(axis=1, keepdims=True)
+            targets_out[:] = targets_out.mean(axis=1, keepdims=True)
         mix_out[...] = mix.T
         if not math.isfinite(float(mix.sum())):  # one pass over the mixture; NaN/inf in any stem land here
             self._warn_non_finite(used)

@@ -48,8 +48,8 @@ BEST_METRICS = ("usdr", "csdr")
 class DataConfig(MixRecipe):
     """Where the stems are, plus how training clips are drawn: the sampler's :class:`MixRecipe` fields
     (segment_seconds, gain_range, p_silent, p_channel_swap, p_polarity_flip, p_aligned, p_reverb,
-    reverb_rt60, activity_threshold, activity_stems, stems, items_per_epoch), whose defaults are the official
-    recipe (OFFICIAL_SPEC §6).
+    reverb_rt60, p_drive, drive_db, p_mono, activity_threshold, activity_stems, stems, items_per_epoch), whose
+    defaults are the official recipe (OFFICIAL_SPEC §6).
 
     The separated stems and the sample rate come from the model config, so they are not repeated here.
     """
